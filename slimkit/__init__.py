@@ -1,0 +1,48 @@
+"""slimkit: search, prune, distill, profile and export small, fast vision networks.
+
+The public surface is short and lazily imported, so `import slimkit` stays cheap:
+
+    model = slimkit.create_model("resnet20", num_classes=10, in_chans=1)
+    report = slimkit.profile(model, (1, 28, 28))
+    small = slimkit.prune(model, torch.randn(1, 1, 28, 28), macs_target=0.5)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from slimkit.errors import SlimkitError
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute"
+_LAZY = {
+    "create_model": "slimkit.models:create_model",
+    "list_models": "slimkit.models:list_models",
+    "create_dataset": "slimkit.data:create_dataset",
+    "list_datasets": "slimkit.data:list_datasets",
+    "profile": "slimkit.profile:profile",
+    "measure_latency": "slimkit.profile:measure_latency",
+    "export_onnx": "slimkit.export:export_onnx",
+    "Trainer": "slimkit.train:Trainer",
+    "TrainConfig": "slimkit.train:TrainConfig",
+    "prune": "slimkit.prune:prune",
+    "load": "slimkit.prune:load",
+    "search": "slimkit.nas:search",
+}
+
+__all__ = ["SlimkitError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name].split(":")
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'slimkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

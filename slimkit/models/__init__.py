@@ -1,0 +1,61 @@
+"""Model zoo: one file per family, each registering its variants in `slimkit.registry.MODELS`.
+
+Every family module in this package (files not starting with `_`) is imported on first lookup, so adding a family
+is adding a file. `create_model("timm:<name>")` and `create_model("torchvision:<name>")` pass through to those
+libraries (optional extras).
+
+Every slimkit model follows one interface (timm's): `forward_features(x)` -> feature map or tokens,
+`forward_head(x, pre_logits=False)` -> logits (or the pooled embedding), `get_classifier()` -> the final layer,
+`num_features` (embedding width) and `num_classes`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from torch import nn
+
+from slimkit.errors import ModelError
+from slimkit.registry import MODELS
+
+__all__ = ["create_model", "list_models", "model_info"]
+
+_loaded = False
+
+
+def _load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    _loaded = True
+
+
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name, or a `timm:<name>` / `torchvision:<name>` model (never downloads weights)."""
+    if ":" in name:
+        from slimkit.models._external import create_external
+
+        return create_external(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    _load_families()
+    factory = MODELS.get(name)
+    try:
+        return factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as e:
+        raise ModelError(f"cannot build model {name!r} with arguments {kwargs}: {e}") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered slimkit model names matching a shell pattern, e.g. `list_models('resnet*')`."""
+    _load_families()
+    return MODELS.list(pattern)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Registry metadata of a model (e.g. its default `input_size`, `paper`, `family`)."""
+    _load_families()
+    return MODELS.meta(name)

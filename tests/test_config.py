@@ -1,0 +1,46 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from slimkit.config import build_config, from_dict, to_dict
+from slimkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Demo:
+    lr: float = 0.1
+    epochs: int = 3
+    name: str = "a"
+    nesterov: bool = False
+    size: tuple[int, int, int] = (1, 28, 28)
+    layers: tuple[str, ...] = field(default_factory=tuple)
+    ratio: float | None = None
+
+
+def test_from_dict_coerces_strings_from_cli_and_yaml():
+    cfg = from_dict(Demo, {"lr": "0.5", "epochs": "7", "nesterov": "yes", "size": "3,32,32", "layers": ["fc"]})
+    assert cfg == Demo(lr=0.5, epochs=7, nesterov=True, size=(3, 32, 32), layers=("fc",))
+    assert to_dict(cfg)["size"] == [3, 32, 32]
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        from_dict(Demo, {"epoch": 3})
+
+
+@pytest.mark.parametrize("bad", [{"epochs": "three"}, {"epochs": 2.5}, {"nesterov": "maybe"}, {"size": "1,2"}])
+def test_bad_values_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        from_dict(Demo, bad)
+
+
+def test_build_config_layers_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("lr: 0.2\nepochs: 5\n")
+    cfg = build_config(Demo, p, {"epochs": 9, "lr": None})
+    assert cfg.lr == 0.2 and cfg.epochs == 9
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(Demo, tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        build_config(Demo, tmp_path / "list.yaml")
