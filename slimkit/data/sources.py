@@ -1,0 +1,210 @@
+"""Raw sources: each returns a `RawData` of uint8 NCHW images and int64 labels, train and test.
+
+The dataset builders registered in `slimkit.registry.DATASETS` live here; `create_dataset` turns raw data into
+normalised, split, optionally augmented datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from slimkit.data.cifar import read_cifar
+from slimkit.data.idx import read_idx
+from slimkit.errors import CorruptDataError, DataError, DataNotFoundError
+from slimkit.registry import DATASETS
+
+__all__ = ["RawData", "FASHION_MNIST_DIRS", "IMAGE_EXTENSIONS"]
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Images as uint8 N x C x H x W arrays; `test` may be None (then split off the train set)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    class_names: list[str]
+    flip: bool  # is a horizontal flip label-preserving for this data?
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> None:
+    if len(x) != len(y):
+        raise CorruptDataError(f"{where}: {len(x)} images but {len(y)} labels; the files do not belong together")
+    if len(x) == 0:
+        raise CorruptDataError(f"{where}: no samples")
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx")):
+        if (root / name).is_file():
+            return root / name
+    raise DataNotFoundError(f"{stem}[.gz] not found in {str(root)!r}")
+
+
+def _read_idx_dir(root: Path, name: str) -> tuple[np.ndarray, ...]:
+    out = []
+    for split in ("train", "t10k"):
+        xp, yp = _find_idx(root, f"{split}-images-idx3-ubyte"), _find_idx(root, f"{split}-labels-idx1-ubyte")
+        x, y = read_idx(xp), read_idx(yp).astype(np.int64)
+        if x.ndim != 3 or y.ndim != 1:
+            raise CorruptDataError(f"{xp}: expected N x H x W images and N labels, got {x.shape} and {y.shape}")
+        _check_pair(x, y, f"{name} {split} ({xp.name}, {yp.name})")
+        out += [x[:, None].astype(np.uint8), y]
+    return tuple(out)
+
+
+def _fashion_roots(root: str | Path | None) -> list[Path]:
+    if root is not None:
+        return [Path(root)]
+    env = os.environ.get("SLIMKIT_DATA")
+    cands = [Path(env) / "fashion-mnist", Path(env)] if env else []
+    return cands + [Path(d) for d in FASHION_MNIST_DIRS]
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(root: str | Path | None = None) -> RawData:
+    """Fashion-MNIST (70,000 28x28 grey images, 10 classes) from IDX files."""
+    looked = _fashion_roots(root)
+    for r in looked:
+        try:
+            xtr, ytr, xte, yte = _read_idx_dir(r, "fashion-mnist")
+        except DataNotFoundError:
+            continue
+        return RawData("fashion-mnist", xtr, ytr, xte, yte, list(FASHION_CLASSES), flip=True)
+    raise DataNotFoundError(
+        f"Fashion-MNIST IDX files not found (looked in {', '.join(map(str, looked))}). Install them with "
+        "`apt-get install -y dataset-fashion-mnist`, or pass --data-root DIR (root=) pointing at a folder with "
+        "train-images-idx3-ubyte.gz and friends, or set $SLIMKIT_DATA"
+    )
+
+
+@DATASETS.register("mnist")
+def mnist(root: str | Path | None = None) -> RawData:
+    """Any MNIST-format IDX folder (train-/t10k- images and labels)."""
+    if root is None:
+        raise DataNotFoundError("dataset 'mnist' needs --data-root DIR (root=) with the four MNIST IDX files")
+    try:
+        xtr, ytr, xte, yte = _read_idx_dir(Path(root), "mnist")
+    except DataNotFoundError as e:
+        raise DataNotFoundError(f"{e}: point --data-root at a folder with the four MNIST-format IDX files") from None
+    n = int(max(ytr.max(), yte.max())) + 1
+    return RawData("mnist", xtr, ytr, xte, yte, [str(i) for i in range(n)], flip=False)
+
+
+@DATASETS.register("digits")
+def digits(root: str | Path | None = None) -> RawData:
+    """scikit-learn's 1,797 8x8 handwritten digits (always available; no test split, one is carved out)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return RawData("digits", x, d.target.astype(np.int64), None, None, [str(i) for i in range(10)], flip=False)
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: str | Path | None = None) -> RawData:
+    """CIFAR-10 python batches provided by the user (root = the cifar-10-batches-py folder)."""
+    if root is None:
+        raise DataNotFoundError("dataset 'cifar10' needs --data-root DIR (root=) = the extracted cifar-10-batches-py")
+    xtr, ytr, xte, yte, names = read_cifar(root, 10)
+    return RawData("cifar10", xtr, ytr, xte, yte, names, flip=True)
+
+
+@DATASETS.register("cifar100")
+def cifar100(root: str | Path | None = None) -> RawData:
+    """CIFAR-100 python files provided by the user (root = the cifar-100-python folder)."""
+    if root is None:
+        raise DataNotFoundError("dataset 'cifar100' needs --data-root DIR (root=) = the extracted cifar-100-python")
+    xtr, ytr, xte, yte, names = read_cifar(root, 100)
+    return RawData("cifar100", xtr, ytr, xte, yte, names, flip=True)
+
+
+def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise CorruptDataError(f"{where}: images must be N x H x W, N x H x W x C or N x C x H x W, got {x.shape}")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    if x.dtype != np.uint8:
+        hi = float(x.max()) if x.size else 0.0
+        x = np.clip(np.round(x * (255.0 if hi <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(x)
+
+
+@DATASETS.register("npz")
+def npz(root: str | Path | None = None) -> RawData:
+    """A .npz with x/y (or images/labels, x_train/y_train [+ x_test/y_test]) arrays, NHWC or NCHW."""
+    if root is None or not Path(root).is_file():
+        raise DataNotFoundError(f"npz file {str(root)!r} not found: pass the file as --data-root (root=)")
+    with np.load(root, allow_pickle=False) as f:
+        keys = set(f.files)
+        for xk, yk in (("x_train", "y_train"), ("x", "y"), ("images", "labels"), ("X", "y")):
+            if {xk, yk} <= keys:
+                x, y = f[xk], f[yk]
+                break
+        else:
+            raise CorruptDataError(
+                f"{root}: cannot tell images from labels (keys found: {sorted(keys)}); name them x and y, "
+                "images and labels, or x_train/y_train[/x_test/y_test]"
+            )
+        xt, yt = (f["x_test"], f["y_test"]) if {"x_test", "y_test"} <= keys else (None, None)
+    x, y = _to_nchw(x, str(root)), np.asarray(y).astype(np.int64).reshape(-1)
+    _check_pair(x, y, str(root))
+    if xt is not None:
+        xt, yt = _to_nchw(xt, str(root)), np.asarray(yt).astype(np.int64).reshape(-1)
+        _check_pair(xt, yt, f"{root} (test)")
+    n = int(y.max()) + 1
+    return RawData(Path(root).stem, x, y, xt, yt, [str(i) for i in range(n)], flip=False)
+
+
+@DATASETS.register("folder")
+def folder(root: str | Path | None = None, image_size: int | None = None) -> RawData:
+    """Class-per-subfolder images (PIL); `train/` and `test/` subfolders are used when present."""
+    if root is None or not Path(root).is_dir():
+        raise DataNotFoundError(f"image folder {str(root)!r} not found: pass it as --data-root (root=)")
+    root = Path(root)
+    if (root / "train").is_dir():
+        xtr, ytr, names = _read_folder(root / "train", image_size, None)
+        xte, yte, _ = _read_folder(root / "test", image_size, names) if (root / "test").is_dir() else (None, None, 0)
+    else:
+        xtr, ytr, names = _read_folder(root, image_size, None)
+        xte = yte = None
+    return RawData(root.name, xtr, ytr, xte, yte, names, flip=True)
+
+
+def _read_folder(root: Path, size: int | None, names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = names or sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{root}: found {len(classes)} class subfolder(s); an image folder needs one per class (>= 2)")
+    images, labels, mode, hw = [], [], None, None
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (root / cls).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    mode = mode or ("L" if im.mode in ("L", "1", "I;16") else "RGB")
+                    im = im.convert(mode)
+                    hw = hw or ((size, size) if size else im.size[::-1])
+                    if im.size[::-1] != hw:
+                        im = im.resize(hw[::-1])
+                    images.append(np.asarray(im, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as e:
+                raise CorruptDataError(f"{f}: not a readable image ({e}); remove it or fix it") from None
+            labels.append(label)
+    if not images:
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class subfolders")
+    return _to_nchw(np.stack(images), str(root)), np.asarray(labels, dtype=np.int64), classes
