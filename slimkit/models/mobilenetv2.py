@@ -1,0 +1,102 @@
+"""MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018).
+
+Width multiplier variants are data. The block's activation (`act_layer`) and an optional attention module
+(`attn_layer(channels)`, inserted after the depthwise conv) are pluggable, so DY-ReLU / Coordinate Attention
+variants reuse this builder. `small_input=True` keeps the stem and the first downsampling stage at stride 1
+(total stride 8) for 28x28 / 32x32 images. Width 1.0 at 224x224: 3.50M params, 300M MACs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.models._base import ClassifierMixin
+from slimkit.registry import MODELS
+
+__all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "make_divisible"]
+
+# expansion t, output channels c, repeats n, first stride s (the paper's Table 2)
+_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of `divisor`, never dropping more than 10% (the reference rule)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int, groups: int,
+             act: Callable[[], nn.Module] | None) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, act_layer: Callable[..., nn.Module],
+                 attn_layer: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        hidden = int(round(cin * expand))
+        self.use_res = stride == 1 and cin == cout
+        self.expand = _conv_bn(cin, hidden, 1, 1, 1, act_layer) if expand != 1 else nn.Identity()
+        self.dw = _conv_bn(hidden, hidden, 3, stride, hidden, act_layer)
+        self.attn = attn_layer(hidden) if attn_layer is not None else nn.Identity()
+        self.project = _conv_bn(hidden, cout, 1, 1, 1, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.attn(self.dw(self.expand(x))))
+        return x + out if self.use_res else out
+
+
+class MobileNetV2(ClassifierMixin, nn.Module):
+    def __init__(self, width: float = 1.0, num_classes: int = 10, in_chans: int = 3, small_input: bool = False,
+                 act_layer: Callable[..., nn.Module] = nn.ReLU6, attn_layer: Callable[[int], nn.Module] | None = None,
+                 drop_rate: float = 0.2) -> None:
+        super().__init__()
+        cin = make_divisible(32 * width)
+        self.num_features = make_divisible(1280 * max(1.0, width))
+        self.num_classes, self.drop_rate = num_classes, drop_rate
+        layers: list[nn.Module] = [_conv_bn(in_chans, cin, 3, 1 if small_input else 2, 1, act_layer)]
+        for i, (t, c, n, s) in enumerate(_SETTINGS):
+            cout = make_divisible(c * width)
+            stride = 1 if (small_input and i == 1) else s
+            for j in range(n):
+                layers.append(InvertedResidual(cin, cout, stride if j == 0 else 1, t, act_layer, attn_layer))
+                cin = cout
+        layers.append(_conv_bn(cin, self.num_features, 1, 1, 1, act_layer))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(self.num_features, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+_CFGS: dict[str, dict[str, Any]] = {
+    "mobilenetv2_035": {"width": 0.35},
+    "mobilenetv2_050": {"width": 0.5},
+    "mobilenetv2_075": {"width": 0.75},
+    "mobilenetv2_100": {"width": 1.0},
+    "mobilenetv2_140": {"width": 1.4},
+}
+
+
+def build_mobilenetv2(variant: str = "mobilenetv2_100", **kwargs: Any) -> MobileNetV2:
+    """Build a registered width variant; keyword arguments (act_layer, attn_layer, small_input, ...) override."""
+    return MobileNetV2(**{**_CFGS[variant], **kwargs})
+
+
+for _name in _CFGS:
+    MODELS.register(_name, input_size=(3, 224, 224), family="mobilenetv2", paper="arXiv:1801.04381")(
+        lambda _n=_name, **kw: build_mobilenetv2(_n, **kw)
+    )
