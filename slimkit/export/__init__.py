@@ -1,1 +1,5 @@
-"""slimkit.export"""
+"""Export to ONNX with an onnxruntime parity check."""
+
+from slimkit.export.onnx import ExportResult, export_onnx, onnx_session
+
+__all__ = ["ExportResult", "export_onnx", "onnx_session"]

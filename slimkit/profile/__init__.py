@@ -1,1 +1,7 @@
-"""slimkit.profile"""
+"""Cost of a model: MACs and parameters (counted), latency and peak memory (measured)."""
+
+from slimkit.profile.counting import LayerCost, ProfileReport, count_macs, count_params, make_inputs, profile
+from slimkit.profile.latency import LatencyReport, measure_latency
+
+__all__ = ["LatencyReport", "LayerCost", "ProfileReport", "count_macs", "count_params", "make_inputs",
+           "measure_latency", "profile"]

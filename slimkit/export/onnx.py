@@ -1,0 +1,125 @@
+"""ONNX export with an onnxruntime parity check (the exported graph must agree with PyTorch)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimkit.errors import ExportError, MissingDependencyError
+
+__all__ = ["ExportResult", "export_onnx", "onnx_session", "as_inputs"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: float | None  # None when check=False
+    opset: int | None
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    exporter: str  # "torchscript" or "dynamo"
+
+
+def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
+            isinstance(t, torch.Tensor) for t in example_inputs):
+        return tuple(example_inputs)
+    raise ExportError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session (intra-op threads set when given)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError('ONNX needs onnxruntime: pip install "slimkit[onnx]"') from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int | None, dynamic_batch: bool,
+            dynamo: bool, names: tuple[list[str], list[str]]) -> None:
+    in_names, out_names = names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            dims = tuple({0: torch.export.Dim.DYNAMIC} for _ in in_names) if dynamic_batch else None
+            torch.onnx.export(model, inputs, str(path), dynamo=True, opset_version=opset, input_names=in_names,
+                              output_names=out_names, dynamic_shapes=dims, verbose=False)
+        else:
+            axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
+            torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=opset or 17,
+                              input_names=in_names, output_names=out_names, dynamic_axes=axes)
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:400] if text else ''}"
+
+
+def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *, opset: int | None = None,
+                dynamic_batch: bool = True, check: bool = True, atol: float = 1e-4, dynamo: bool | None = None
+                ) -> ExportResult:
+    """Export `model` (in eval mode; the caller's model is not changed) and check it with onnxruntime.
+
+    The TorchScript exporter is tried first (fast, dynamic batch); `dynamo=True` forces torch.export instead, and
+    it is also the fallback when the TorchScript exporter fails. A parity difference above `atol` raises.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError('ONNX export needs onnx: pip install "slimkit[onnx]"') from None
+    inputs = as_inputs(example_inputs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(model).eval()
+    in_names = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
+    with torch.no_grad():
+        ref = net(*inputs)
+    outs = ref if isinstance(ref, (tuple, list)) else (ref,)
+    out_names = ["output"] if len(outs) == 1 else [f"output{i}" for i in range(len(outs))]
+    tries = [True] if dynamo else ([False] if dynamo is False else [False, True])
+    err: Exception | None = None
+    for dyn in tries:
+        try:
+            _export(net, inputs, path, opset, dynamic_batch, dyn, (in_names, out_names))
+            onnx.checker.check_model(str(path))
+            err = None
+            break
+        except Exception as e:  # noqa: BLE001 - reported below with the exporter's own message
+            err = e
+    if err is not None:
+        raise ExportError(f"ONNX export of {type(model).__name__} failed: {_root_cause(err)}") from err
+    opset_used = onnx.load(str(path), load_external_data=False).opset_import[0].version
+    diff = None
+    if check:
+        try:
+            sess = onnx_session(path)
+            got = sess.run(None, {n: t.detach().cpu().numpy() for n, t in zip(in_names, inputs, strict=True)})
+        except MissingDependencyError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ExportError(f"onnxruntime cannot run the exported {path.name} ({_root_cause(e)}); the model may "
+                              "use Python/numpy code that tracing turned into constants") from e
+        diff = max(float(np.max(np.abs(g - o.detach().cpu().numpy()))) if g.size else 0.0
+                   for g, o in zip(got, outs, strict=True))
+        if not diff <= atol:
+            raise ExportError(f"ONNX output differs from PyTorch by {diff:.3g} (> atol {atol}) for {path.name}: "
+                              "an op is exported inexactly; try dynamo=True or another opset")
+    return ExportResult(path, diff, opset_used, tuple(in_names), tuple(out_names), "dynamo" if dyn else "torchscript")
