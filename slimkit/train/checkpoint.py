@@ -1,0 +1,131 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint directory holds `model.safetensors`, `optimizer.safetensors` (the optimizer's per-parameter tensors
+flattened to `"<param index>.<key>"`) and `state.json` (epoch, step, RNG states, config, callback states, the
+optimizer's param groups and scalar state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slimkit.errors import CheckpointError
+
+__all__ = ["save_weights", "load_weights", "optimizer_to_flat", "optimizer_from_flat", "rng_state", "set_rng_state",
+           "write_checkpoint", "read_checkpoint"]
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; clone tied tensors
+    out, seen = {}, set()
+    for k, v in sd.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        out[k] = v.detach().clone().contiguous() if ptr in seen else v.detach().contiguous()
+        if ptr is not None:
+            seen.add(ptr)
+    return out
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(_contiguous(model.state_dict()), str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load a safetensors state dict; a shape or key mismatch names the tensors and says what to check."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+    try:
+        sd = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+           if k in own and own[k].shape != v.shape]
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if bad or (strict and (missing or extra)):
+        parts = bad[:3] + ([f"missing {missing[:3]}"] if missing else [])
+        parts += [f"unexpected {extra[:3]}"] if extra else []
+        detail = "; ".join(parts)
+        raise CheckpointError(f"{path} does not match {type(model).__name__} ({detail}). Was it saved from another "
+                              "model or a pruned one? Pruned models reload with slimkit.load")
+    model.load_state_dict(sd, strict=strict)
+    return model
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    np.random.set_state((s["numpy"][0], np.asarray(s["numpy"][1], dtype=np.uint32), *s["numpy"][2:]))
+    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
+
+
+def write_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
+                     ) -> Path:
+    """Atomically (file by file, state.json last) write a resumable checkpoint."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_weights(model, d / "model.safetensors")
+    tensors, meta = optimizer_to_flat(opt)
+    save_file(tensors, str(d / "optimizer.safetensors.tmp"))
+    os.replace(d / "optimizer.safetensors.tmp", d / "optimizer.safetensors")
+    (d / "state.json.tmp").write_text(json.dumps({**state, "optimizer": meta, "rng": rng_state()}))
+    os.replace(d / "state.json.tmp", d / "state.json")
+    return d
+
+
+def read_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and RNG state; return the JSON state."""
+    d = Path(directory)
+    if not (d / "state.json").is_file():
+        raise CheckpointError(f"no checkpoint in {str(d)!r} (state.json missing): nothing to resume; drop --resume")
+    try:
+        state = json.loads((d / "state.json").read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{d / 'state.json'} is corrupt ({e}); delete the checkpoint folder to restart") from None
+    load_weights(model, d / "model.safetensors")
+    optimizer_from_flat(opt, load_file(str(d / "optimizer.safetensors")), state["optimizer"])
+    set_rng_state(state["rng"])
+    return state

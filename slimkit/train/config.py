@@ -1,0 +1,48 @@
+"""Training configuration (a frozen dataclass; YAML files and CLI options fill it in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from slimkit.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # per process
+    lr: float = 0.1  # peak learning rate (after warm-up)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1 stays at its default)
+    nesterov: bool = True  # Nesterov momentum for SGD
+    weight_decay: float = 5e-4  # applied to weights only, never to norm parameters or biases
+    schedule: Literal["cosine", "step", "constant"] = "cosine"  # learning-rate shape after warm-up
+    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of training where lr *= gamma
+    gamma: float = 0.1  # step schedule decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs
+    label_smoothing: float = 0.0  # for the default cross-entropy loss
+    grad_clip: float | None = None  # clip the global gradient norm to this value
+    seed: int = 0  # seeds weights' init order, data order, dropout
+    eval_every: int = 1  # evaluate on the validation loader every N epochs
+    checkpoint_every: int = 1  # write the resumable checkpoint every N epochs
+    progress: bool = True  # rich progress bar and summary table
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}"),
+            (self.schedule in ("cosine", "step", "constant"),
+             f"schedule must be cosine, step or constant, got {self.schedule!r}"),
+            (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (all(0 < m < 1 for m in self.milestones), f"milestones are fractions in (0, 1), got {self.milestones}"),
+            (self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"TrainConfig: {msg}")

@@ -1,0 +1,229 @@
+"""A generic trainer: any model, any loss_fn(model, batch), callbacks, exact resume, DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from slimkit.errors import TrainError
+from slimkit.report import rich_table
+from slimkit.train.callbacks import Callback
+from slimkit.train.checkpoint import read_checkpoint, save_weights, write_checkpoint
+from slimkit.train.config import TrainConfig
+from slimkit.train.distributed import average_buffers, setup_distributed, shard_loader, wrap_model
+from slimkit.train.evaluate import LossFn, cross_entropy_loss, evaluate
+from slimkit.train.schedules import lr_at
+
+__all__ = ["Trainer", "TrainResult", "build_optimizer"]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    wall_time_s: float = 0.0
+
+
+def build_optimizer(params: Sequence[tuple[str, nn.Parameter]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay on weights only (not on biases or norm parameters, i.e. 1-d tensors)."""
+    decay = [p for _, p in params if p.requires_grad and p.ndim > 1]
+    no_decay = [p for _, p in params if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
+
+
+class Trainer:
+    """Train `model` with `config` on `train_loader`, evaluating on `val_loader`.
+
+    Checkpoints (under `out_dir/checkpoint`) hold everything needed to continue exactly: weights, optimizer state,
+    RNG states, epoch and position within it, callback states. Ctrl-C writes one before stopping.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, train_loader: DataLoader, val_loader: Any = None, *,
+                 loss_fn: LossFn | None = None, callbacks: Sequence[Callback] = (), out_dir: str | Path | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.config = config
+        self.dist = setup_distributed()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        self.net = wrap_model(self.model, self.dist, self.device)
+        self.train_loader = shard_loader(train_loader, self.dist, config.seed)
+        self.val_loader = val_loader
+        self.callbacks = list(callbacks)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        # what a checkpoint saves: the model, plus a trainable loss module (e.g. a distillation adapter)
+        self._state_module: nn.Module = self.model
+        if isinstance(self.loss_fn, nn.Module) and any(True for _ in self.loss_fn.parameters()):
+            self._state_module = nn.ModuleDict({"model": self.model, "loss": self.loss_fn})
+        self.optimizer = build_optimizer(list(self._state_module.named_parameters()), config)
+        self.epoch = 0
+        self.global_step = 0
+        self.batch_in_epoch = 0
+        self.result = TrainResult()
+        self.console = Console(stderr=True)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.out_dir / "checkpoint" if self.out_dir is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+                "result": asdict(self.result), "config": asdict(self.config),
+                "callbacks": [cb.state_dict() for cb in self.callbacks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self.result = TrainResult(**state["result"])
+        for cb, st in zip(self.callbacks, state.get("callbacks", []), strict=False):
+            cb.load_state_dict(st)
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None or not self.dist.is_main:
+            return None
+        return write_checkpoint(self.checkpoint_dir, self._state_module, self.optimizer, self.state_dict())
+
+    def _resume(self) -> bool:
+        d = self.checkpoint_dir
+        if d is None or not (d / "state.json").is_file():
+            return False
+        self.load_state_dict(read_checkpoint(d, self._state_module, self.optimizer))
+        return True
+
+    # ----------------------------------------------------------------- loop
+    def _set_epoch(self, epoch: int) -> None:
+        """Make this epoch's data order and augmentation a function of (seed, epoch) only."""
+        loader = self.train_loader
+        sampler = loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        if isinstance(sampler, RandomSampler):
+            sampler.generator = gen
+        loader.generator = gen
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+
+    def _step(self, batch: Any, lr: float) -> tuple[float, int, int]:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        loss, logits = self.loss_fn(self.net, batch)
+        if not torch.isfinite(loss):
+            raise TrainError(f"loss became {float(loss.detach())} at epoch {self.epoch}, step {self.global_step}: "
+                             f"lower the learning rate (now {lr:.3g}) or set grad_clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self._state_module.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        correct = int((logits.detach().argmax(1) == batch[1]).sum()) if logits.dim() == 2 else 0
+        return float(loss.detach()), correct, len(batch[1])
+
+    def _run_epoch(self, progress: Progress | None) -> dict[str, Any]:
+        cfg, n_batches = self.config, len(self.train_loader)
+        total_steps = cfg.epochs * n_batches
+        self._set_epoch(self.epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, self.epoch)
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        task = progress.add_task(desc, total=n_batches, stats="") if progress is not None else None
+        self.net.train()
+        loss_sum = correct = seen = 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(self.train_loader):
+            if i < self.batch_in_epoch:  # resuming inside an epoch: replay the data order, skip done batches
+                continue
+            batch = _to(batch, self.device)
+            loss, c, n = self._step(batch, lr_at(self.global_step, total_steps, n_batches, cfg))
+            loss_sum, correct, seen = loss_sum + loss * n, correct + c, seen + n
+            self.global_step += 1
+            self.batch_in_epoch = i + 1
+            for cb in self.callbacks:
+                cb.on_batch_end(self, self.global_step, loss)
+            if progress is not None and task is not None:
+                progress.update(task, completed=i + 1, stats=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+        return {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "lr": self.optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - t0, 2)}
+
+    def _end_epoch(self, row: dict[str, Any]) -> None:
+        cfg = self.config
+        average_buffers(self.model, self.dist)
+        if self.val_loader is not None and ((self.epoch + 1) % cfg.eval_every == 0 or self.epoch + 1 == cfg.epochs):
+            val = evaluate(self.model, (_to(b, self.device) for b in self.val_loader))
+            row.update(val_loss=val["loss"], val_acc=val["acc"])
+            if self.result.best_val_acc is None or val["acc"] > self.result.best_val_acc:
+                self.result.best_val_acc, self.result.best_epoch = val["acc"], self.epoch + 1
+                if self.out_dir is not None and self.dist.is_main:
+                    save_weights(self.model, self.out_dir / "best.safetensors")
+        self.result.history.append(row)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, self.epoch, row)
+        if self.out_dir is not None and self.dist.is_main:
+            with (self.out_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.result.epochs_run = self.epoch
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+            self.save_checkpoint()
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to `config.epochs`; with `resume=True` continue from `out_dir/checkpoint` when there is one."""
+        cfg = self.config
+        if self.out_dir is not None and self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and self._resume()):
+            torch.manual_seed(cfg.seed)
+        if self.epoch >= cfg.epochs:
+            return self.result
+        start = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        show = cfg.progress and self.dist.is_main
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.console,
+                            disable=not show)
+        try:
+            with progress:
+                while self.epoch < cfg.epochs:
+                    self._end_epoch(self._run_epoch(progress))
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            if path is not None:
+                self.console.print(f"[yellow]interrupted: checkpoint written to {path}; continue with resume[/]")
+            raise
+        finally:
+            self.result.wall_time_s += time.perf_counter() - start
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        if show:
+            self.console.print(rich_table(self.result.history[-5:], title="training (last epochs)"))
+        return self.result
