@@ -15,7 +15,7 @@ from rich.console import Console
 from slimkit.errors import SlimkitError
 
 # subcommand modules, in help order
-_COMMANDS: tuple[str, ...] = ()
+_COMMANDS: tuple[str, ...] = ("models", "profile", "train", "export")
 
 app = typer.Typer(
     name="slimkit",
@@ -33,6 +33,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register_all() -> None:
+    if _state.get("registered"):
+        return
+    _state["registered"] = True
     for name in _COMMANDS:
         importlib.import_module(f"slimkit.cli.{name}").register(app)
 
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     _register_all()
     err = Console(stderr=True)
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="slimkit")  # standalone: click prints usage errors and exits 2 itself
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except SlimkitError as e:
         if _state["debug"]:
             raise
@@ -51,17 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         return 130
-    except Exception as e:  # click's own usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        raise
     return 0
 
 

@@ -5,7 +5,7 @@ This package sits at the bottom of the import layers: it knows nothing of models
 
 from slimkit.report.html import render_html, write_html
 from slimkit.report.plots import plot_bars, plot_lines, plot_scatter
-from slimkit.report.tables import format_count, markdown_table, rich_table
+from slimkit.report.tables import format_count, markdown_table, rich_table, summary_table
 
 __all__ = [
     "format_count",
@@ -15,5 +15,6 @@ __all__ = [
     "plot_scatter",
     "render_html",
     "rich_table",
+    "summary_table",
     "write_html",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["format_count", "format_cell", "rich_table", "markdown_table"]
+__all__ = ["format_count", "format_cell", "rich_table", "markdown_table", "summary_table"]
 
 
 def format_count(n: float, digits: int = 2) -> str:
@@ -48,3 +48,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(format_cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def summary_table(summary: Mapping[str, Any], title: str | None = None) -> Table:
+    """One result as a two-column (field, value) table: readable however many fields it has."""
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(str(k), format_cell(v))
+    return table

@@ -1,0 +1,71 @@
+"""The `slimkit` command line: help, summaries, one-line errors, --debug."""
+
+import json
+
+import pytest
+
+from slimkit.cli.main import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", ["models", "profile", "train", "export"])
+def test_every_command_has_help(capsys, cmd):
+    code, out, _ = run(capsys, cmd, "--help")
+    assert code == 0 and "Usage" in out and "--" in out
+
+
+def test_models_lists_the_zoo(capsys):
+    code, out, _ = run(capsys, "models", "resnet*")
+    assert code == 0 and "resnet20" in out and "vgg16" not in out
+
+
+def test_profile_writes_json_matching_the_library(capsys, tmp_path):
+    from slimkit.models import create_model
+    from slimkit.profile import count_macs
+
+    code, out, _ = run(capsys, "profile", "resnet20", "--input-size", "1,28,28", "--json", str(tmp_path / "p.json"))
+    assert code == 0 and "MACs" in out
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["macs"] == count_macs(create_model("resnet20", in_chans=1), (1, 28, 28))
+
+
+def test_errors_are_one_line_without_traceback(capsys):
+    code, out, err = run(capsys, "profile", "resnet21")
+    assert code == 2 and "unknown model 'resnet21'" in err and "Traceback" not in err + out
+    code, _, err = run(capsys, "profile", "resnet20", "--input-size", "3,32")
+    assert code == 2 and "C,H,W" in err
+    code, _, err = run(capsys, "train", "--data", "nope-data")
+    assert code == 2 and "unknown dataset" in err and "fashion-mnist" in err
+
+
+def test_debug_shows_the_exception(capsys):
+    from slimkit.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        main(["--debug", "profile", "resnet21"])
+
+
+def test_train_then_export_a_run(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: convnet_tiny\nepochs: 1\nlimit: 100\nprogress: false\n")
+    code, out, err = run(capsys, "train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--lr", "0.05")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"] == "convnet_tiny" and summary["epochs"] == 1
+    code, out, err = run(capsys, "export", str(tmp_path / "r"), "--out", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    assert (tmp_path / "m.onnx").is_file() and "max |diff|" in out
+    code, _, err = run(capsys, "train", "--config", str(cfg), "--epoch", "2")
+    assert code == 2 and "--epoch" in err
+
+
+def test_unknown_config_key_is_named(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("modle: resnet20\n")
+    code, _, err = run(capsys, "train", "--config", str(cfg))
+    assert code == 2 and "modle" in err and "did you mean 'model'" in err
