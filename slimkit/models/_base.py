@@ -9,22 +9,21 @@ __all__ = ["ClassifierMixin"]
 
 
 class ClassifierMixin:
-    """forward = forward_head(forward_features(x)). Subclasses set `self.head` (final layer), `num_features`,
-    `num_classes`, and implement `forward_features`; the head pools globally, then applies dropout and `head`."""
+    """forward = forward_head(forward_features(x)) for convolutional models.
+
+    Subclasses set `head` (final layer), `head_drop` (dropout before it), `num_features`, `num_classes` and implement
+    `forward_features` returning an N x C x H x W map; the head averages it globally. No data-dependent Python
+    control flow, so the model traces with torch.fx (which the pruning engine relies on).
+    """
 
     head: nn.Module
+    head_drop: nn.Module
     num_features: int
     num_classes: int
-    drop_rate: float = 0.0
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if x.dim() == 4:
-            x = x.mean(dim=(2, 3))
-        if pre_logits:
-            return x
-        if self.drop_rate and self.training:  # type: ignore[attr-defined]
-            x = nn.functional.dropout(x, self.drop_rate, True)
-        return self.head(x)
+        x = x.mean((2, 3))
+        return x if pre_logits else self.head(self.head_drop(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -25,7 +25,8 @@ class ConvNet(ClassifierMixin, nn.Module):
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             cin = w
         self.features = nn.Sequential(*layers)
-        self.num_classes, self.num_features, self.drop_rate = num_classes, cin, drop_rate
+        self.num_classes, self.num_features = num_classes, cin
+        self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(cin, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

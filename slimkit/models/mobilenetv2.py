@@ -60,7 +60,8 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         super().__init__()
         cin = make_divisible(32 * width)
         self.num_features = make_divisible(1280 * max(1.0, width))
-        self.num_classes, self.drop_rate = num_classes, drop_rate
+        self.num_classes = num_classes
+        self.head_drop = nn.Dropout(drop_rate)
         layers: list[nn.Module] = [_conv_bn(in_chans, cin, 3, 1 if small_input else 2, 1, act_layer)]
         for i, (t, c, n, s) in enumerate(_SETTINGS):
             cout = make_divisible(c * width)

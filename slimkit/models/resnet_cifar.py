@@ -43,7 +43,8 @@ class CifarResNet(ClassifierMixin, nn.Module):
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
-        self.num_classes, self.num_features, self.drop_rate = num_classes, widths[-1], drop_rate
+        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.head_drop = nn.Dropout(drop_rate)
         self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
                                   nn.ReLU(inplace=True))
         stages, cin = [], widths[0]

@@ -1,7 +1,8 @@
 """CIFAR-style VGG with BatchNorm (Simonyan & Zisserman 2015, as used on CIFAR by pruning papers).
 
-Conv stacks from the paper's configurations A (VGG-11) and D (VGG-16); max-pool between stages, skipped once the
-feature map is 1x1 so small inputs work; one linear classifier. VGG-16: 14.7M params, 313M MACs at 32x32.
+Conv stacks from the paper's configurations A (VGG-11) and D (VGG-16); max-pool (ceil mode) after every stage, so a
+feature map that has reached 1x1 stays 1x1 and small inputs work; one linear classifier.
+VGG-16: 14.7M params, 313M MACs at 32x32.
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ class VGG(ClassifierMixin, nn.Module):
                 cin = w
             blocks.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(blocks)
-        self.pool = nn.MaxPool2d(2)
-        self.num_classes, self.num_features, self.drop_rate = num_classes, cin, drop_rate
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)  # a 1x1 map stays 1x1: small inputs work
+        self.num_classes, self.num_features = num_classes, cin
+        self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(cin, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
-            x = stage(x)
-            if min(x.shape[-2:]) >= 2:
-                x = self.pool(x)
+            x = self.pool(stage(x))
         return x
 
 

@@ -1,0 +1,196 @@
+"""One-shot structural pruning to a budget: score groups once, choose how many channels each keeps, cut.
+
+Budgets: a channel `ratio`, or a MACs / params target (a fraction of the original when <= 1, else an absolute
+count) met by bisection over the ratio, or a measured latency target in milliseconds (onnxruntime, this machine).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.errors import BudgetError, ConfigError, PruneError
+from slimkit.graph import DependencyGraph, Group, build_dependency_graph
+from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.prune.importance import ImportanceContext, create_importance
+from slimkit.prune.surgery import apply_plan
+
+__all__ = ["PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    importance: str = "l1"  # criterion name (see slimkit.prune.list_importances())
+    ratio: float | None = None  # share of channels to remove in every group (or globally)
+    macs_target: float | None = None  # MACs to keep: fraction of the original if <= 1, else absolute MACs
+    params_target: float | None = None  # parameters to keep, same convention
+    latency_target: float | None = None  # onnxruntime batch-1 latency to reach, milliseconds
+    ignored_layers: tuple[str, ...] = ()  # modules whose output channels are never pruned
+    round_to: int | None = None  # keep channel counts at multiples of this (e.g. 8, which CPU kernels like)
+    global_pruning: bool = False  # rank channels across groups instead of the same ratio in each
+    max_group_ratio: float = 0.9  # never remove more than this share of one group
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target) if b is not None]
+        if len(budgets) != 1:
+            raise ConfigError("give exactly one budget: ratio, macs_target, params_target or latency_target "
+                              f"(got {len(budgets)})")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"ratio is the share of channels to remove, in [0, 1); got {self.ratio}")
+        for name in ("macs_target", "params_target", "latency_target"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name} must be > 0, got {v}")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
+        if not 0.0 < self.max_group_ratio < 1.0:
+            raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
+
+
+def _round_keep(keep: int, size: int, round_to: int | None) -> int:
+    if round_to and size > round_to:
+        keep = max(round_to, int(round(keep / round_to)) * round_to)
+    return int(min(size, max(1, keep)))
+
+
+def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio: float, cfg: PruneConfig
+                ) -> dict[int, int]:
+    """How many channels each group keeps at `ratio` (local: the same share everywhere; global: lowest scores)."""
+    cap = cfg.max_group_ratio
+    if not cfg.global_pruning:
+        return {g.id: _round_keep(g.size - math.floor(min(ratio, cap) * g.size), g.size, cfg.round_to) for g in groups}
+    total = sum(g.size for g in groups)
+    removable = sorted((float(s), g.id) for g in groups for s in scores[g.id])
+    removed = {g.id: 0 for g in groups}
+    size = {g.id: g.size for g in groups}
+    budget = int(ratio * total)
+    for _, gid in removable:
+        if budget <= 0:
+            break
+        if removed[gid] + 1 <= math.floor(cap * size[gid]):
+            removed[gid] += 1
+            budget -= 1
+    return {gid: _round_keep(size[gid] - r, size[gid], cfg.round_to) for gid, r in removed.items()}
+
+
+def module_plan(model: nn.Module, groups: Sequence[Group], keep: dict[int, list[int]]) -> dict[tuple[str, str], list]:
+    """Translate kept channels per group into kept indices per (module, role) dimension."""
+    mods = dict(model.named_modules())
+    removed: dict[tuple[str, str], set[int]] = {}
+    for g in groups:
+        drop = sorted(set(range(g.size)) - set(keep[g.id]))
+        if not drop:
+            continue
+        for m in g.members:
+            idx = removed.setdefault((m.module, m.role), set())
+            idx.update(m.offset + c * m.repeat + j for c in drop for j in range(m.repeat))
+    plan = {}
+    for (name, role), idx in removed.items():
+        mod = mods[name]
+        ref = mod.weight if getattr(mod, "weight", None) is not None else mod.running_mean
+        n = ref.shape[1] if role == "in" else ref.shape[0]
+        plan[(name, role)] = [i for i in range(n) if i not in idx]
+    return plan
+
+
+@dataclass
+class Pruner:
+    """Scores a model's groups once; `plan(ratio)` / `apply(ratio)` give pruned copies; budgets search the ratio."""
+
+    model: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    config: PruneConfig
+    data: Any = None
+    loss_fn: Callable[..., Any] | None = None
+    graph: DependencyGraph = field(init=False)
+    scores: dict[int, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.graph = build_dependency_graph(self.model, self.example_inputs)
+        ignored = set(self.config.ignored_layers)
+        unknown = ignored - set(self.graph.module_names)
+        if unknown:
+            raise ConfigError(f"ignored_layers names modules the model does not have: {sorted(unknown)}")
+        self.groups = [g for g in self.graph.groups if not any(m.module in ignored for m in g.producers)]
+        if not self.groups:
+            raise PruneError(f"{type(self.model).__name__} has no prunable channel group (blocked: "
+                             f"{[r for _, r in self.graph.blocked][:3]})")
+        ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
+        score = create_importance(self.config.importance)
+        self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
+
+    def step(self, ratio: float, interactive: bool = False) -> Iterator[tuple[Group, list[int]]] | dict:
+        """Kept channel indices per group at `ratio`; with `interactive=True`, yields (group, keep) pairs."""
+        counts = keep_counts(self.groups, self.scores, ratio, self.config)
+        keep = {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
+                for g in self.groups}
+        if interactive:
+            return ((g, keep[g.id]) for g in self.groups)
+        return keep
+
+    def apply(self, ratio: float) -> nn.Module:
+        """A pruned copy at `ratio` (the original model is left as it was)."""
+        keep = self.step(ratio)
+        plan = module_plan(self.model, self.groups, keep)
+        pruned = apply_plan(copy.deepcopy(self.model), plan)
+        pruned.slimkit_pruning = {"version": 1, "plan": [[n, r, k] for (n, r), k in plan.items()],
+                                  "importance": self.config.importance, "ratio": ratio}
+        return pruned
+
+    def _search(self, measure: Callable[[nn.Module], float], target: float, what: str) -> nn.Module:
+        lo, hi = 0.0, self.config.max_group_ratio
+        best = self.apply(hi)
+        if measure(best) > target:
+            raise BudgetError(f"{what} target {target:.4g} is below what pruning {hi:.0%} of every group reaches "
+                              f"({measure(best):.4g}); relax the target or list fewer ignored_layers")
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            cand = self.apply(mid)
+            if measure(cand) <= target:
+                best, hi = cand, mid
+            else:
+                lo = mid
+        return best
+
+    def run(self) -> nn.Module:
+        cfg = self.config
+        if cfg.ratio is not None:
+            return self.apply(cfg.ratio)
+        if cfg.macs_target is not None:
+            base = count_macs(self.model, self.example_inputs)
+            target = cfg.macs_target * base if cfg.macs_target <= 1 else cfg.macs_target
+            return self._search(lambda m: count_macs(m, self.example_inputs), target, "MACs")
+        if cfg.params_target is not None:
+            base = count_params(self.model)
+            target = cfg.params_target * base if cfg.params_target <= 1 else cfg.params_target
+            return self._search(count_params, target, "params")
+        shape = tuple(self.example_inputs[0].shape[1:])
+
+        def latency(m: nn.Module) -> float:
+            return measure_latency(m, shape, backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
+
+        return self._search(latency, float(cfg.latency_target), "latency (ms)")
+
+
+def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,
+          macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
+          ignored_layers: Sequence[str | nn.Module] = (), round_to: int | None = None, global_pruning: bool = False,
+          data: Any = None, loss_fn: Callable[..., Any] | None = None, seed: int = 0) -> nn.Module:
+    """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
+
+    The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
+    """
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    names = {id(m): n for n, m in model.named_modules()}
+    ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
+    cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
+                      latency_target=latency_target, ignored_layers=ignored, round_to=round_to,
+                      global_pruning=global_pruning, seed=seed)
+    return Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn).run()
