@@ -1,1 +1,5 @@
-"""slimkit.distill"""
+"""Knowledge distillation: losses (pure functions) and trainer adapters."""
+
+from slimkit.distill.losses import kd_loss, kd_loss_fn
+
+__all__ = ["kd_loss", "kd_loss_fn"]

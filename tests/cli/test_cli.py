@@ -13,7 +13,7 @@ def run(capsys, *args):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("cmd", ["models", "profile", "train", "export"])
+@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "export"])
 def test_every_command_has_help(capsys, cmd):
     code, out, _ = run(capsys, cmd, "--help")
     assert code == 0 and "Usage" in out and "--" in out
@@ -69,3 +69,13 @@ def test_unknown_config_key_is_named(capsys, tmp_path):
     cfg.write_text("modle: resnet20\n")
     code, _, err = run(capsys, "train", "--config", str(cfg))
     assert code == 2 and "modle" in err and "did you mean 'model'" in err
+
+
+def test_compress_cli_runs_and_reports(capsys, tmp_path):
+    code, out, err = run(capsys, "compress", "--model", "convnet_tiny", "--limit", "150", "--baseline-epochs", "1",
+                         "--finetune-epochs", "1", "--ratio", "0.5", "--out", str(tmp_path / "c"))
+    assert code == 0, err
+    assert "MACs x" in out and (tmp_path / "c" / "report.html").is_file()
+    code, _, err = run(capsys, "compress", "--importance", "l9", "--out", str(tmp_path / "d"), "--limit", "50",
+                       "--baseline-epochs", "1")
+    assert code == 2 and "unknown importance 'l9'" in err

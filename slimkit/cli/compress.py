@@ -1,0 +1,56 @@
+"""`slimkit compress`: train or load a baseline, prune it to a budget, fine-tune, export, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, job_config, parse_kv
+from slimkit.jobs.compress import CompressConfig, run
+from slimkit.report import rich_table
+
+
+def compress_cmd(
+    model: str = typer.Option(None, "--model", "-m", help="Model name (default resnet20)."),
+    data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits)."),
+    data_root: str = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset."),
+    baseline: str = typer.Option(None, "--baseline", help="A `slimkit train` run folder to start from."),
+    baseline_epochs: int = typer.Option(None, "--baseline-epochs", help="Epochs when training the baseline here."),
+    macs: float = typer.Option(None, "--macs", help="MACs to keep: fraction (0.5) or absolute (default 0.5)."),
+    params: float = typer.Option(None, "--params", help="Parameters to keep: fraction or absolute."),
+    latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
+    ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
+    importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, random."),
+    global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
+    round_to: int = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8)."),
+    ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
+    distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
+    finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
+    finetune_lr: float = typer.Option(None, "--finetune-lr", help="Fine-tuning learning rate (default 0.01)."),
+    limit: int = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/compress)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip finished stages; continue an interrupted one."),
+    model_arg: list[str] = MODEL_ARG_OPTION,
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Prune a model to a MACs / params / latency budget, fine-tune it, export it and report measured gains."""
+    cli = dict(model=model, data=data, data_root=data_root, baseline=baseline, baseline_epochs=baseline_epochs,
+               macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, importance=importance,
+               global_pruning=global_pruning, round_to=round_to, ignored_layers=ignore or None, distill=distill,
+               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
+               model_kwargs=parse_kv(model_arg) or None)
+    cfg = job_config(CompressConfig, config, cli)
+    s = run(cfg, resume=resume)
+    b, p = s["baseline"], s["pruned"]
+    rows = [{"metric": k, "baseline": b[k], "pruned": p[k], "baseline / pruned": b[k] / p[k] if p[k] else None}
+            for k in b if k != "model"]
+    console.print(rich_table(rows, title=f"slimkit compress: {s['model']} on {s['data']}"))
+    console.print(f"MACs x{s['macs_reduction']:.2f} fewer, params x{s['params_reduction']:.2f} fewer, onnxruntime "
+                  f"batch-1 x{s['speedup_onnxruntime_b1']:.2f} faster; accuracy {s['baseline']['test_acc']:.4f} -> "
+                  f"{s['pruned']['test_acc']:.4f}. Report: {s['out']}/report.html")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compress")(compress_cmd)

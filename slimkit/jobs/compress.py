@@ -1,0 +1,180 @@
+"""`slimkit compress`, the main job: baseline -> prune to a budget -> fine-tune (optionally with KD from the
+unpruned model) -> export ONNX -> measured report (accuracy, MACs, params, latency before/after, plots).
+
+Every stage leaves its result in the run folder, so `resume=True` skips finished stages and continues an
+interrupted training exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from slimkit.data import DataSplits, make_loaders
+from slimkit.distill import kd_loss_fn
+from slimkit.errors import ConfigError
+from slimkit.export import export_onnx
+from slimkit.jobs import train as train_job
+from slimkit.jobs._common import build_data, load_run_model, write_config, write_json
+from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.prune import create_importance
+from slimkit.prune import load as load_pruned
+from slimkit.prune import prune
+from slimkit.prune import save as save_pruned
+from slimkit.report import plot_bars, plot_scatter, write_html
+from slimkit.train import TrainConfig, Trainer, evaluate
+
+__all__ = ["CompressConfig", "run"]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    model: str = "resnet20"  # registered model name (or timm:/torchvision:)
+    data: str = "digits"  # dataset name, .npz file or image folder
+    data_root: str | None = None  # where the dataset's files are
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
+    baseline: str | None = None  # a `slimkit train` run folder to start from; None: train one here
+    baseline_epochs: int = 10  # epochs of the baseline trained when `baseline` is None
+    importance: str = "l1"  # pruning criterion (slimkit.prune.list_importances())
+    macs: float | None = 0.5  # MACs to keep (fraction, or absolute if > 1)
+    params: float | None = None  # parameters to keep (fraction, or absolute if > 1)
+    latency_ms: float | None = None  # onnxruntime batch-1 latency to reach, ms
+    ratio: float | None = None  # or: share of channels to remove
+    global_pruning: bool = False  # rank channels across layers
+    round_to: int | None = None  # channel counts in multiples of this
+    ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
+    calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
+    distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    finetune_epochs: int = 5
+    finetune_lr: float = 0.01
+    batch_size: int = 128
+    limit: int | None = None  # class-balanced subset of training images
+    val_fraction: float = 0.1
+    seed: int = 0
+    latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
+    out: str = "runs/compress"
+
+    def budget(self) -> dict[str, float]:
+        given = {"ratio": self.ratio, "macs_target": self.macs, "params_target": self.params,
+                 "latency_target": self.latency_ms}
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.ratio is not None or self.params is not None or self.latency_ms is not None:
+            given.pop("macs_target", None)  # macs is only the default budget
+        if len(given) != 1:
+            raise ConfigError(f"give one budget: --macs, --params, --latency-ms or --ratio (got {sorted(given)})")
+        return given
+
+
+def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) -> tuple[nn.Module, dict[str, Any]]:
+    if cfg.baseline:
+        console.print(f"[bold]1/5 baseline[/]: loading {cfg.baseline}")
+        return load_run_model(cfg.baseline)
+    run_dir = out / "baseline"
+    if resume and (run_dir / "summary.json").is_file():
+        console.print(f"[bold]1/5 baseline[/]: already trained in {run_dir}")
+        return load_run_model(run_dir)
+    console.print(f"[bold]1/5 baseline[/]: training {cfg.model} on {cfg.data} for {cfg.baseline_epochs} epochs")
+    job = train_job.TrainJobConfig(model=cfg.model, data=cfg.data, data_root=cfg.data_root,
+                                   model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
+                                   limit=cfg.limit, out=str(run_dir),
+                                   train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
+                                                     seed=cfg.seed))
+    train_job.run(job, resume=resume)
+    return load_run_model(run_dir)
+
+
+def _latency(model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...]) -> dict[str, float]:
+    out = {}
+    for backend in ("torch", "onnxruntime"):
+        for b in batches:
+            out[f"{backend}_b{b}_ms"] = measure_latency(model, shape, backend=backend, batch=b, repeats=20,
+                                                        min_time_s=0.3).median_ms
+    return out
+
+
+def _kept_channels(before: nn.Module, after: nn.Module) -> tuple[list[str], list[int], list[int]]:
+    a = {n: m for n, m in after.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    names, b_ch, a_ch = [], [], []
+    for n, m in before.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and n in a:
+            names.append(n)
+            b_ch.append(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            a_ch.append(a[n].out_channels if isinstance(a[n], nn.Conv2d) else a[n].out_features)
+    return names, b_ch, a_ch
+
+
+def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list[int], list[int]],
+            summary: dict[str, Any]) -> None:
+    figs = {"kept channels per layer": plot_bars(layers[0], {"before": layers[1], "after": layers[2]},
+                                                 out / "kept_channels.png", title="output channels per layer"),
+            "accuracy vs MACs": plot_scatter([{**r, "macs_M": r["macs"] / 1e6} for r in rows], "macs_M", "test_acc",
+                                             out / "acc_vs_macs.png", label="model", xlabel="MACs (M)",
+                                             ylabel="test accuracy")}
+    write_json(out / "report.json", summary)
+    write_html(out / "report.html", f"slimkit compress: {summary['model']} on {summary['data']}",
+               tables={"before / after": rows}, figures=figs,
+               notes=[f"budget {summary['budget']}, importance {summary['importance']}, "
+                      f"distill {summary['distill']}; MACs x{summary['macs_reduction']:.2f}, "
+                      f"onnxruntime batch-1 speed-up x{summary['speedup_onnxruntime_b1']:.2f}"])
+
+
+def run(cfg: CompressConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Run the whole job; returns the summary also written to `out/report.json`."""
+    console = console or Console(stderr=True)
+    out = Path(cfg.out)
+    budget = cfg.budget()
+    create_importance(cfg.importance)  # fail on a bad name before any training
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.yaml", cfg)
+    base, spec = _baseline(cfg, out, resume, console)
+    splits: DataSplits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                    limit=cfg.limit, augment=True)
+    loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed)
+    shape = (splits.info.in_chans, *splits.info.image_size)
+    example = torch.randn(1, *shape)
+    pruned_path = out / "pruned.safetensors"
+    if resume and pruned_path.is_file():
+        console.print("[bold]2/5 prune[/]: already pruned")
+        pruned = load_pruned(pruned_path, copy.deepcopy(base))
+    else:
+        console.print(f"[bold]2/5 prune[/]: {cfg.importance} to {budget}")
+        calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
+        pruned = prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers,
+                       round_to=cfg.round_to, global_pruning=cfg.global_pruning, data=calib, seed=cfg.seed, **budget)
+        save_pruned(pruned, pruned_path, model_name=spec["model"],
+                    model_kwargs={**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]})
+    acc_pruned = evaluate(pruned, loaders.test)["acc"]
+    console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune_epochs} epochs" + (" with KD" if cfg.distill else ""))
+    loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
+    ft = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size, seed=cfg.seed)
+    Trainer(pruned, ft, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
+            out_dir=out / "finetune").fit(resume=resume)
+    save_pruned(pruned, pruned_path.with_name("model.safetensors"), model_name=spec["model"],
+                model_kwargs={**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]})
+    console.print("[bold]4/5 export[/]: ONNX with onnxruntime parity check")
+    onnx = export_onnx(pruned, out / "model.onnx", example)
+    console.print("[bold]5/5 measure[/]: accuracy, MACs, params, latency (torch and onnxruntime)")
+    rows = []
+    for label, model in (("baseline", base), ("pruned", pruned)):
+        rows.append({"model": label, "test_acc": evaluate(model, loaders.test)["acc"],
+                     "macs": count_macs(model, example), "params": count_params(model),
+                     **_latency(model, shape, cfg.latency_batches)})
+    b, p = rows
+    summary = {
+        "model": spec["model"], "data": splits.info.name, "budget": budget, "importance": cfg.importance,
+        "distill": cfg.distill, "baseline": b, "pruned": p, "acc_after_prune_before_finetune": acc_pruned,
+        "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
+        "onnx_max_abs_diff": onnx.max_abs_diff, "out": str(out),
+        **{f"speedup_{k.removesuffix('_ms')}": b[k] / p[k] for k in b if k.endswith("_ms")},
+    }
+    _report(out, rows, _kept_channels(base, pruned), summary)
+    return summary

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from slimkit.errors import ConfigError
+from slimkit.jobs.compress import CompressConfig, run
+from slimkit.profile import count_macs
+from slimkit.prune import load
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="convnet_small", data="digits", limit=200, baseline_epochs=2, finetune_epochs=1,
+                latency_batches=(1,), batch_size=32, out=str(tmp_path / "run"))
+    return CompressConfig(**{**base, **kw})
+
+
+def test_compress_end_to_end_with_distillation(tmp_path):
+    s = run(_cfg(tmp_path, macs=0.5, distill=True))
+    out = tmp_path / "run"
+    for f in ("report.json", "report.html", "model.onnx", "model.safetensors", "pruned.safetensors",
+              "kept_channels.png", "acc_vs_macs.png", "baseline/summary.json", "finetune/metrics.jsonl"):
+        assert (out / f).is_file(), f
+    assert s["pruned"]["macs"] <= 0.5 * s["baseline"]["macs"]
+    assert s["macs_reduction"] == pytest.approx(s["baseline"]["macs"] / s["pruned"]["macs"])
+    assert s["onnx_max_abs_diff"] <= 1e-4 * 10
+    model = load(out / "model.safetensors")  # the shipped model reloads from its record alone
+    assert count_macs(model, (1, 1, 8, 8)) == s["pruned"]["macs"]
+    assert json.loads((out / "report.json").read_text())["pruned"]["params"] == s["pruned"]["params"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "baseline" in html
+
+
+def test_resume_skips_finished_stages(tmp_path):
+    first = run(_cfg(tmp_path, ratio=0.5, macs=None))
+    mtime = (tmp_path / "run" / "pruned.safetensors").stat().st_mtime_ns
+    again = run(_cfg(tmp_path, ratio=0.5, macs=None), resume=True)
+    assert (tmp_path / "run" / "pruned.safetensors").stat().st_mtime_ns == mtime
+    assert again["pruned"]["test_acc"] == first["pruned"]["test_acc"]
+    assert again["pruned"]["macs"] == first["pruned"]["macs"]
+
+
+def test_one_budget_only():
+    with pytest.raises(ConfigError, match="one budget"):
+        CompressConfig(params=0.5, ratio=0.3).budget()
+    assert CompressConfig(params=0.5).budget() == {"params_target": 0.5}
