@@ -24,9 +24,8 @@ from slimkit.export import export_onnx
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import build_data, load_run_model, write_config, write_json
 from slimkit.profile import count_macs, count_params, measure_latency
-from slimkit.prune import create_importance
+from slimkit.prune import create_importance, prune
 from slimkit.prune import load as load_pruned
-from slimkit.prune import prune
 from slimkit.prune import save as save_pruned
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate
