@@ -22,14 +22,14 @@ _LAZY = {
     "list_models": "slimkit.models:list_models",
     "create_dataset": "slimkit.data:create_dataset",
     "list_datasets": "slimkit.data:list_datasets",
-    "profile": "slimkit.profile:profile",
+    "profile": "slimkit.profile",  # a callable module: slimkit.profile(model, size)
     "measure_latency": "slimkit.profile:measure_latency",
     "export_onnx": "slimkit.export:export_onnx",
     "Trainer": "slimkit.train:Trainer",
     "TrainConfig": "slimkit.train:TrainConfig",
-    "prune": "slimkit.prune:prune",
+    "prune": "slimkit.prune",  # a callable module: slimkit.prune(model, x, ...), slimkit.prune.save(...)
+    "save": "slimkit.prune:save",
     "load": "slimkit.prune:load",
-    "search": "slimkit.nas:search",
 }
 
 __all__ = ["SlimkitError", "__version__", *_LAZY]
@@ -37,8 +37,9 @@ __all__ = ["SlimkitError", "__version__", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module, attr = _LAZY[name].split(":")
-        value = getattr(importlib.import_module(module), attr)
+        module, _, attr = _LAZY[name].partition(":")
+        value = importlib.import_module(module)
+        value = getattr(value, attr) if attr else value
         globals()[name] = value
         return value
     raise AttributeError(f"module 'slimkit' has no attribute {name!r}")

@@ -1,7 +1,10 @@
 """Cost of a model: MACs and parameters (counted), latency and peak memory (measured)."""
 
+from slimkit._callable import make_callable
 from slimkit.profile.counting import LayerCost, ProfileReport, count_macs, count_params, make_inputs, profile
 from slimkit.profile.latency import LatencyReport, measure_latency
 
 __all__ = ["LatencyReport", "LayerCost", "ProfileReport", "count_macs", "count_params", "make_inputs",
            "measure_latency", "profile"]
+
+make_callable(__name__, profile)  # `slimkit.profile(model, (C, H, W))` calls `slimkit.profile.profile`

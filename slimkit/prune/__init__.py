@@ -1,5 +1,6 @@
 """Structural pruning: importance criteria, surgery (the only mutating code), one-shot pruner, save/load."""
 
+from slimkit._callable import make_callable
 from slimkit.prune.importance import ImportanceContext, create_importance, list_importances
 from slimkit.prune.io import load, replay, save
 from slimkit.prune.pruner import PruneConfig, Pruner, keep_counts, module_plan, prune
@@ -7,3 +8,5 @@ from slimkit.prune.surgery import SURGERY, apply_plan
 
 __all__ = ["ImportanceContext", "PruneConfig", "Pruner", "SURGERY", "apply_plan", "create_importance",
            "keep_counts", "list_importances", "load", "module_plan", "prune", "replay", "save"]
+
+make_callable(__name__, prune)  # `slimkit.prune(model, x, ...)` calls `slimkit.prune.prune`

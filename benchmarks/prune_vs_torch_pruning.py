@@ -1,0 +1,163 @@
+"""slimkit vs Torch-Pruning (DepGraph), side by side on the same trained model and the same fine-tune budget.
+
+1. Accuracy / MACs / latency: a CIFAR-style ResNet trained on Fashion-MNIST once (cached in benchmarks/cache),
+   pruned to 1/k of its MACs by each method (both searched to the same MACs target by bisection), fine-tuned
+   with the same slimkit Trainer settings, then measured: test accuracy, MACs, params, onnxruntime batch-1 latency,
+   and speed-up / MACs-reduction (1.0 = latency falls as fast as MACs).
+2. Coverage: which timm / torchvision models each library prunes (50% of channels) into a model that still runs.
+
+    python benchmarks/prune_vs_torch_pruning.py --model resnet20 --epochs 3 --finetune-epochs 1 --limit 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.data import create_dataset, make_loaders
+from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.report import markdown_table
+from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+
+HERE = Path(__file__).parent
+
+
+def _bisect(make, target_macs, x, hi=0.95):
+    lo, best = 0.0, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        m = make(mid)
+        if count_macs(m, x) <= target_macs:
+            best, hi = m, mid
+        else:
+            lo = mid
+    return best if best is not None else make(hi)
+
+
+def tp_prune(model, x, ratio, importance, calib):
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model)
+    imp = {"magnitude": tp.importance.MagnitudeImportance(p=1), "taylor": tp.importance.TaylorImportance()}[importance]
+    head = m.get_classifier() if hasattr(m, "get_classifier") else None
+    pruner = tp.pruner.MetaPruner(m, x, importance=imp, pruning_ratio=ratio, ignored_layers=[head] if head else [])
+    if importance == "taylor":
+        m.zero_grad()
+        for xb, yb in calib:
+            nn.functional.cross_entropy(m(xb), yb).backward()
+    pruner.step()
+    m.zero_grad(set_to_none=True)
+    return m
+
+
+def baseline(args, loaders, info):
+    path = HERE / "cache" / f"{args.model}_{info.name}_{args.epochs}ep_{args.limit}.safetensors"
+    model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
+    if path.is_file():
+        return load_weights(model, path)
+    Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, loaders.val).fit()
+    save_weights(model, path)
+    return model
+
+
+def accuracy_table(args):
+    splits = create_dataset(args.data, seed=0, limit=args.limit)
+    loaders = make_loaders(splits, 128)
+    info = splits.info
+    x = torch.randn(1, info.in_chans, *info.image_size)
+    base = baseline(args, loaders, info).eval()
+    calib = [b for _, b in zip(range(4), loaders.train, strict=False)]
+    base_macs, base_lat = count_macs(base, x), measure_latency(base, x.shape[1:], backend="onnxruntime").median_ms
+    rows = [{"method": "unpruned", "k": 1, "test_acc": evaluate(base, loaders.test)["acc"], "MACs": base_macs,
+             "params": count_params(base), "ort_b1_ms": base_lat, "speedup": 1.0, "speedup/MACs-red.": 1.0}]
+    methods = {
+        "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
+        "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
+        "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
+        "torch-pruning magnitude": lambda r: tp_prune(base, x, r, "magnitude", calib),
+        "torch-pruning taylor": lambda r: tp_prune(base, x, r, "taylor", calib),
+    }
+    for k in args.speedups:
+        for name, make in methods.items():
+            t0 = time.perf_counter()
+            pruned = _bisect(make, base_macs / k, x)
+            Trainer(pruned, TrainConfig(epochs=args.finetune_epochs, lr=0.01, progress=False), loaders.train).fit()
+            macs, lat = count_macs(pruned, x), measure_latency(pruned, x.shape[1:], backend="onnxruntime").median_ms
+            rows.append({"method": name, "k": k, "test_acc": evaluate(pruned, loaders.test)["acc"], "MACs": macs,
+                         "params": count_params(pruned), "ort_b1_ms": lat, "speedup": base_lat / lat,
+                         "speedup/MACs-red.": (base_lat / lat) / (base_macs / macs),
+                         "time_s": round(time.perf_counter() - t0, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+COVERAGE = ["timm:resnet18", "timm:mobilenetv2_100", "timm:mobilenetv3_small_100", "timm:efficientnet_b0",
+            "timm:convnext_atto", "timm:regnetx_002", "timm:densenet121", "timm:ghostnet_100",
+            "timm:deit_tiny_patch16_224", "timm:mobilevit_xxs", "torchvision:resnet18", "torchvision:mobilenet_v2",
+            "torchvision:mobilenet_v3_small", "torchvision:efficientnet_b0", "torchvision:shufflenet_v2_x0_5",
+            "torchvision:squeezenet1_0", "torchvision:densenet121", "torchvision:regnet_x_400mf",
+            "torchvision:convnext_tiny", "torchvision:vit_b_16"]
+
+
+def _check(make, model, x):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruned = make()
+            ok = pruned.eval()(x).shape == model(x).shape
+            red = count_macs(model, x) / count_macs(pruned, x)
+        return ("ok" if ok else "wrong shape"), red
+    except Exception as e:  # noqa: BLE001 - a benchmark records failures
+        return f"{type(e).__name__}", None
+
+
+def coverage_table():
+    rows = []
+    for spec in COVERAGE:
+        size = 224 if any(k in spec for k in ("deit", "vit_")) else 64
+        model = slimkit.create_model(spec, num_classes=10).eval()
+        x = torch.randn(1, 3, size, size)
+        s, s_red = _check(lambda model=model, x=x: slimkit.prune(model, x, ratio=0.5), model, x)
+        t, t_red = _check(lambda model=model, x=x: tp_prune(model, x, 0.5, "magnitude", []), model, x)
+        rows.append({"model": spec, "slimkit": s, "slimkit MACs red.": s_red, "torch-pruning": t,
+                     "torch-pruning MACs red.": t_red})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--speedups", type=float, nargs="+", default=[2.0, 3.0])
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-coverage", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    result = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
+    if not args.skip_coverage:
+        result["coverage"] = coverage_table()
+        ok = {k: sum(r[k] == "ok" for r in result["coverage"]) for k in ("slimkit", "torch-pruning")}
+        print(markdown_table(result["coverage"]))
+        print(f"coverage: slimkit {ok['slimkit']}/{len(COVERAGE)}, torch-pruning {ok['torch-pruning']}/{len(COVERAGE)}")
+    if not args.skip_accuracy:
+        result["accuracy"] = accuracy_table(args)
+        print(markdown_table(result["accuracy"]))
+    out = HERE / "results" / "prune_vs_torch_pruning.json"
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
