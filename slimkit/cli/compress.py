@@ -21,7 +21,7 @@ def compress_cmd(
     params: float = typer.Option(None, "--params", help="Parameters to keep: fraction or absolute."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
-    importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, random."),
+    importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, di, random."),
     global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
     round_to: int = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8)."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),

@@ -1,6 +1,7 @@
 """Structural pruning: importance criteria, surgery (the only mutating code), one-shot pruner, save/load."""
 
 from slimkit._callable import make_callable
+from slimkit.prune import discriminant as _discriminant  # noqa: F401  (registers the "di" criterion)
 from slimkit.prune.importance import ImportanceContext, create_importance, list_importances
 from slimkit.prune.io import load, replay, save
 from slimkit.prune.pruner import PruneConfig, Pruner, keep_counts, module_plan, prune
