@@ -42,6 +42,12 @@ def _bisect(make, target_macs, x, hi=0.95):
     return best if best is not None else make(hi)
 
 
+def _latency(model, x):
+    """onnxruntime median latency (ms) at batch 1 and 32, all cores."""
+    return {f"ort_b{b}_ms": measure_latency(model, x.shape[1:], backend="onnxruntime", batch=b, repeats=30,
+                                            min_time_s=1.0).median_ms for b in (1, 32)}
+
+
 def tp_prune(model, x, ratio, importance, calib):
     import torch_pruning as tp
 
@@ -74,14 +80,15 @@ def accuracy_table(args):
     info = splits.info
     x = torch.randn(1, info.in_chans, *info.image_size)
     base = baseline(args, loaders, info).eval()
-    calib = [b for _, b in zip(range(4), loaders.train, strict=False)]
-    base_macs, base_lat = count_macs(base, x), measure_latency(base, x.shape[1:], backend="onnxruntime").median_ms
+    calib = [b for _, b in zip(range(8), loaders.train, strict=False)]
+    base_macs, base_lat = count_macs(base, x), _latency(base, x)
     rows = [{"method": "unpruned", "k": 1, "test_acc": evaluate(base, loaders.test)["acc"], "MACs": base_macs,
-             "params": count_params(base), "ort_b1_ms": base_lat, "speedup": 1.0, "speedup/MACs-red.": 1.0}]
+             "params": count_params(base), **base_lat}]
     methods = {
         "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
         "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
         "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
+        "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib),
         "torch-pruning magnitude": lambda r: tp_prune(base, x, r, "magnitude", calib),
         "torch-pruning taylor": lambda r: tp_prune(base, x, r, "taylor", calib),
     }
@@ -90,11 +97,12 @@ def accuracy_table(args):
             t0 = time.perf_counter()
             pruned = _bisect(make, base_macs / k, x)
             Trainer(pruned, TrainConfig(epochs=args.finetune_epochs, lr=0.01, progress=False), loaders.train).fit()
-            macs, lat = count_macs(pruned, x), measure_latency(pruned, x.shape[1:], backend="onnxruntime").median_ms
-            rows.append({"method": name, "k": k, "test_acc": evaluate(pruned, loaders.test)["acc"], "MACs": macs,
-                         "params": count_params(pruned), "ort_b1_ms": lat, "speedup": base_lat / lat,
-                         "speedup/MACs-red.": (base_lat / lat) / (base_macs / macs),
-                         "time_s": round(time.perf_counter() - t0, 1)})
+            macs, lat = count_macs(pruned, x), _latency(pruned, x)
+            row = {"method": name, "k": k, "test_acc": evaluate(pruned, loaders.test)["acc"], "MACs": macs,
+                   "params": count_params(pruned), **lat}
+            for b in ("b1", "b32"):
+                row[f"speedup_{b}/MACs-red."] = (base_lat[f"ort_{b}_ms"] / lat[f"ort_{b}_ms"]) / (base_macs / macs)
+            rows.append({**row, "time_s": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
     return rows
 
@@ -145,17 +153,22 @@ def main():
     ap.add_argument("--skip-coverage", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
-    result = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
+    meta = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
     if not args.skip_coverage:
-        result["coverage"] = coverage_table()
-        ok = {k: sum(r[k] == "ok" for r in result["coverage"]) for k in ("slimkit", "torch-pruning")}
-        print(markdown_table(result["coverage"]))
+        rows = coverage_table()
+        ok = {k: sum(r[k] == "ok" for r in rows) for k in ("slimkit", "torch-pruning")}
+        print(markdown_table(rows))
         print(f"coverage: slimkit {ok['slimkit']}/{len(COVERAGE)}, torch-pruning {ok['torch-pruning']}/{len(COVERAGE)}")
+        _write("prune_coverage.json", {**meta, "coverage": rows})
     if not args.skip_accuracy:
-        result["accuracy"] = accuracy_table(args)
-        print(markdown_table(result["accuracy"]))
-    out = HERE / "results" / "prune_vs_torch_pruning.json"
-    out.write_text(json.dumps(result, indent=1, default=str))
+        rows = accuracy_table(args)
+        print(markdown_table(rows))
+        _write("prune_accuracy.json", {**meta, "accuracy": rows})
+
+
+def _write(name, data):
+    out = HERE / "results" / name
+    out.write_text(json.dumps(data, indent=1, default=str))
     print(f"wrote {out}")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 import typer
 
-from slimkit.cli._common import MODEL_ARG_OPTION, console, parse_kv, parse_size
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size
+from slimkit.config import load_yaml
 from slimkit.export import export_onnx
 from slimkit.jobs._common import load_run_model
 from slimkit.models import create_model, model_info
@@ -23,8 +24,13 @@ def export_cmd(
     num_classes: int = typer.Option(10, "--num-classes", help="Classifier outputs for a model name."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |onnxruntime - torch| difference."),
     model_arg: list[str] = MODEL_ARG_OPTION,
+    config: Path = CONFIG_OPTION,
 ) -> None:
     """Export to ONNX and report the onnxruntime-vs-PyTorch difference."""
+    opts = load_yaml(config) if config else {}
+    input_size = input_size or opts.get("input_size")
+    checkpoint = checkpoint or opts.get("checkpoint")
+    model_arg = list(model_arg or []) + [f"{k}={v}" for k, v in opts.get("model_kwargs", {}).items()]
     if Path(model).is_dir():
         net, spec = load_run_model(model)
         size = parse_size(input_size) or tuple(spec["input_size"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from slimkit.cli._common import console
+from slimkit.cli._common import CONFIG_OPTION, console
+from slimkit.config import load_yaml
 from slimkit.models import create_model, list_models, model_info
 from slimkit.models._external import list_external
 from slimkit.profile import count_params
@@ -14,8 +17,12 @@ from slimkit.report import format_count, rich_table
 def models(
     pattern: str = typer.Argument("*", help="Shell pattern, e.g. 'resnet*'."),
     external: str = typer.Option(None, "--external", help="List timm or torchvision models instead."),
+    config: Path = CONFIG_OPTION,
 ) -> None:
     """List registered models with their default input size, parameters and family."""
+    opts = load_yaml(config) if config else {}
+    pattern = opts.get("pattern", pattern) if pattern == "*" else pattern
+    external = external or opts.get("external")
     if external:
         names = list_external(external, pattern)
         console.print("\n".join(f"{external}:{n}" for n in names))

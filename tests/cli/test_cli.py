@@ -79,3 +79,23 @@ def test_compress_cli_runs_and_reports(capsys, tmp_path):
     code, _, err = run(capsys, "compress", "--importance", "l9", "--out", str(tmp_path / "d"), "--limit", "50",
                        "--baseline-epochs", "1")
     assert code == 2 and "unknown importance 'l9'" in err
+
+
+@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "export"])
+def test_every_command_accepts_a_config_file(capsys, cmd):
+    code, out, _ = run(capsys, cmd, "--help")
+    assert "--config" in out
+
+
+def test_models_and_export_read_yaml(capsys, tmp_path):
+    (tmp_path / "m.yaml").write_text("pattern: 'vgg*'\n")
+    code, out, _ = run(capsys, "models", "--config", str(tmp_path / "m.yaml"))
+    assert code == 0 and "vgg16" in out and "resnet20" not in out
+    (tmp_path / "e.yaml").write_text("input_size: 1,16,16\n")
+    code, out, err = run(capsys, "export", "convnet_tiny", "--config", str(tmp_path / "e.yaml"), "--out",
+                         str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    import onnx
+
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [1, 16, 16]
