@@ -112,22 +112,24 @@ def digits(root: str | Path | None = None) -> RawData:
     return RawData("digits", x, d.target.astype(np.int64), None, None, [str(i) for i in range(10)], flip=False)
 
 
+def _cifar(root: str | Path | None, classes: int) -> RawData:
+    folder = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
+    if root is None:
+        raise DataNotFoundError(f"dataset 'cifar{classes}' needs --data-root DIR (root=) = the extracted {folder}")
+    xtr, ytr, xte, yte, names = read_cifar(root, classes)
+    return RawData(f"cifar{classes}", xtr, ytr, xte, yte, names, flip=True)
+
+
 @DATASETS.register("cifar10")
 def cifar10(root: str | Path | None = None) -> RawData:
     """CIFAR-10 python batches provided by the user (root = the cifar-10-batches-py folder)."""
-    if root is None:
-        raise DataNotFoundError("dataset 'cifar10' needs --data-root DIR (root=) = the extracted cifar-10-batches-py")
-    xtr, ytr, xte, yte, names = read_cifar(root, 10)
-    return RawData("cifar10", xtr, ytr, xte, yte, names, flip=True)
+    return _cifar(root, 10)
 
 
 @DATASETS.register("cifar100")
 def cifar100(root: str | Path | None = None) -> RawData:
     """CIFAR-100 python files provided by the user (root = the cifar-100-python folder)."""
-    if root is None:
-        raise DataNotFoundError("dataset 'cifar100' needs --data-root DIR (root=) = the extracted cifar-100-python")
-    xtr, ytr, xte, yte, names = read_cifar(root, 100)
-    return RawData("cifar100", xtr, ytr, xte, yte, names, flip=True)
+    return _cifar(root, 100)
 
 
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
