@@ -8,6 +8,8 @@ once from one matrix inverse (the inverse of a principal submatrix follows from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -16,7 +18,7 @@ from slimkit.graph import Group
 from slimkit.prune.importance import ImportanceContext, l1
 from slimkit.registry import IMPORTANCES
 
-__all__ = ["scatter_matrices", "discriminant_information", "di_drop_scores"]
+__all__ = ["scatter_matrices", "discriminant_information", "di_drop_scores", "collect_features", "channel_rows"]
 
 
 def scatter_matrices(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,10 +66,19 @@ def _pooled(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _collect(model: nn.Module, modules: set[str], ctx: ImportanceContext) -> dict[str, torch.Tensor]:
+def channel_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every spatial position / token as a row of channel values: (N*H*W) x C or (N*L) x C."""
+    if t.dim() == 4:
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return t.reshape(-1, t.shape[-1])
+
+
+def collect_features(model: nn.Module, modules: set[str], ctx: ImportanceContext,
+                     reduce: Callable[[torch.Tensor], torch.Tensor] = _pooled) -> dict[str, torch.Tensor]:
+    """Outputs of `modules` over the calibration batches (each reduced by `reduce`), plus `"__labels__"`."""
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
     labels = []
-    handles = [mod.register_forward_hook(lambda _m, _i, out, name=name: feats[name].append(_pooled(out.detach())))
+    handles = [mod.register_forward_hook(lambda _m, _i, out, name=name: feats[name].append(reduce(out.detach())))
                for name, mod in model.named_modules() if name in modules]
     was = model.training
     model.eval()
@@ -95,7 +106,7 @@ def di(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) -> 
     member = (norm or group.producers)[0]
     key = f"di:{member.module}"
     if key not in ctx.cache:
-        got = _collect(model, {member.module}, ctx)
+        got = collect_features(model, {member.module}, ctx)
         if member.module not in got:
             raise PruneError(f"DI: layer {member.module!r} produced no output on the calibration data")
         ctx.cache[key] = (got[member.module], got["__labels__"])

@@ -1,8 +1,9 @@
 """Save and reload pruned models without pickle: weights in safetensors, the pruning record in JSON.
 
 `<name>.safetensors` holds the pruned weights; `<name>.prune.json` the record: the original model (registry name
-and arguments, when known) and, per (module, role), the kept indices. Loading rebuilds the original model,
-replays the record with `apply_plan` (the same surgery that made it) and loads the weights.
+and arguments, when known) and, for each pruning step in order, the kept indices per (module, role). Loading
+rebuilds the original model, replays the record with `apply_plan` (the same surgery that made it) and loads the
+weights.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def save(model: nn.Module, path: str | Path, *, model_name: str | None = None,
          model_kwargs: dict[str, Any] | None = None) -> Path:
     """Write weights and the pruning record (`model.slimkit_pruning`, set by `slimkit.prune.prune`)."""
     path = Path(path)
-    record = dict(getattr(model, "slimkit_pruning", None) or {"version": 1, "plan": []})
+    record = dict(getattr(model, "slimkit_pruning", None) or {"version": 1, "steps": []})
     if model_name is not None:
         record["model"] = {"name": model_name, "kwargs": model_kwargs or {}}
     save_weights(model, path)
@@ -42,7 +43,8 @@ def replay(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Apply a pruning record to an unpruned model (in place): the same structure as when it was made."""
     if record.get("version") != 1:
         raise CheckpointError(f"unknown pruning record version {record.get('version')!r}; expected 1")
-    apply_plan(model, {(n, r): k for n, r, k in record["plan"]})
+    for plan in record.get("steps", []):
+        apply_plan(model, {(n, r): k for n, r, k in plan})
     model.slimkit_pruning = record
     return model
 

@@ -140,7 +140,10 @@ class Pruner:
         keep = self.step(ratio)
         plan = module_plan(self.model, self.groups, keep)
         pruned = apply_plan(copy.deepcopy(self.model), plan)
-        pruned.slimkit_pruning = {"version": 1, "plan": [[n, r, k] for (n, r), k in plan.items()],
+        earlier = getattr(self.model, "slimkit_pruning", None) or {}
+        steps = list(earlier.get("steps", []))  # a model pruned before: its record grows by one step
+        pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
+                                  "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]],
                                   "importance": self.config.importance, "ratio": ratio}
         return pruned
 

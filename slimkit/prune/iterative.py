@@ -1,0 +1,54 @@
+"""Iterative pruning: prune a little, fine-tune, repeat, until the budget. The schedule is a pure function."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slimkit.errors import ConfigError
+from slimkit.profile import count_macs, count_params
+from slimkit.prune.pruner import PruneConfig, Pruner
+
+__all__ = ["keep_schedule", "iterative_prune"]
+
+
+def keep_schedule(step: int, steps: int, final_keep: float, kind: Literal["linear", "geometric"] = "geometric"
+                  ) -> float:
+    """Fraction of the original cost kept after `step` (1-based) of `steps`: linear in the removed share, or
+    geometric (the same relative cut at every step, gentler on the last ones)."""
+    if not 0 < final_keep <= 1 or steps < 1 or not 1 <= step <= steps:
+        raise ConfigError(f"need 0 < final_keep <= 1 and 1 <= step <= steps (got {final_keep}, {step}, {steps})")
+    if kind == "linear":
+        return 1.0 - (1.0 - final_keep) * step / steps
+    if kind == "geometric":
+        return math.exp(math.log(final_keep) * step / steps)
+    raise ConfigError(f"unknown schedule {kind!r}: use 'linear' or 'geometric'")
+
+
+def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, macs_target: float | None = None,
+                    params_target: float | None = None, schedule: Literal["linear", "geometric"] = "geometric",
+                    finetune: Callable[[nn.Module, int], None] | None = None, importance: str = "l1",
+                    ignored_layers: Sequence[str] = (), round_to: int | None = None, global_pruning: bool = False,
+                    data: Any = None) -> nn.Module:
+    """Prune `steps` times towards a MACs or params fraction of the *original* model, calling `finetune(model,
+    step)` after each step (e.g. a few epochs with `slimkit.train.Trainer`). Returns the final pruned copy."""
+    if (macs_target is None) == (params_target is None):
+        raise ConfigError("give exactly one of macs_target or params_target (a fraction of the original, <= 1)")
+    final = macs_target if macs_target is not None else params_target
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    measure = (lambda m: count_macs(m, inputs)) if macs_target is not None else count_params
+    original = measure(model)
+    current = model
+    for step in range(1, steps + 1):
+        target = keep_schedule(step, steps, float(final), schedule) * original
+        key = "macs_target" if macs_target is not None else "params_target"
+        cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), round_to=round_to,
+                          global_pruning=global_pruning, **{key: target})
+        current = Pruner(current, inputs, cfg, data=data).run()
+        if finetune is not None:
+            finetune(current, step)
+    return current

@@ -1,0 +1,57 @@
+"""Column subset selection (CSS) importance: keep the channels whose outputs span the layer's output best.
+
+The channel-output matrix A (rows = positions of calibration images, columns = channels) is factored by QR with
+column pivoting; the pivot order greedily picks the column that adds the most new directions to those already
+picked, so the first k pivots are a good k-column subset (the selection CHEX uses, arXiv 2203.15794). A channel's
+score is C minus its pivot rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import nn
+
+from slimkit.errors import PruneError
+from slimkit.graph import Group
+from slimkit.prune.discriminant import channel_rows, collect_features
+from slimkit.prune.importance import ImportanceContext, l1
+from slimkit.registry import IMPORTANCES
+
+__all__ = ["pivot_order", "css_scores"]
+
+MAX_ROWS = 4096  # rows sampled from the calibration outputs (QR cost grows with rows x channels^2)
+
+
+def pivot_order(a: torch.Tensor) -> list[int]:
+    """Column indices in the order QR with column pivoting selects them."""
+    _, _, piv = scipy.linalg.qr(a.double().numpy(), mode="economic", pivoting=True)
+    return [int(i) for i in piv]
+
+
+def css_scores(a: torch.Tensor) -> torch.Tensor:
+    order = pivot_order(a)
+    scores = np.empty(len(order))
+    scores[order] = np.arange(len(order), 0, -1)
+    return torch.from_numpy(scores).float()
+
+
+@IMPORTANCES.register("css")
+def css(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) -> torch.Tensor:
+    """Column-subset-selection rank of each channel's output over calibration data (`data=`); L1 without data."""
+    if ctx is None or ctx.data is None:
+        return l1(group, model, ctx)
+    norm = [m for m in group.members if m.role == "norm"]
+    member = (norm or group.producers)[0]
+    key = f"css:{member.module}"
+    if key not in ctx.cache:
+        got = collect_features(model, {member.module}, ctx, reduce=channel_rows)
+        if member.module not in got:
+            raise PruneError(f"CSS: layer {member.module!r} produced no output on the calibration data")
+        rows = got[member.module]
+        g = torch.Generator().manual_seed(ctx.seed)
+        if len(rows) > MAX_ROWS:
+            rows = rows[torch.randperm(len(rows), generator=g)[:MAX_ROWS]]
+        ctx.cache[key] = rows
+    return css_scores(ctx.cache[key][:, member.offset: member.offset + group.size])
