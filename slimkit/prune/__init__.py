@@ -3,6 +3,7 @@
 from slimkit._callable import make_callable
 from slimkit.prune import discriminant as _discriminant  # noqa: F401  (registers the "di" criterion)
 from slimkit.prune import subset as _subset  # noqa: F401  (registers the "css" criterion)
+from slimkit.prune.chex import ChexCallback, ramp
 from slimkit.prune.importance import ImportanceContext, create_importance, list_importances
 from slimkit.prune.io import load, replay, save
 from slimkit.prune.iterative import iterative_prune, keep_schedule
@@ -10,8 +11,9 @@ from slimkit.prune.pruner import PruneConfig, Pruner, keep_counts, module_plan, 
 from slimkit.prune.surgery import SURGERY, apply_plan
 
 __all__ = [
-    "ImportanceContext", "PruneConfig", "Pruner", "SURGERY", "apply_plan", "create_importance", "iterative_prune",
-    "keep_counts", "keep_schedule", "list_importances", "load", "module_plan", "prune", "replay", "save",
+    "ChexCallback", "ImportanceContext", "PruneConfig", "Pruner", "SURGERY", "apply_plan", "create_importance",
+    "iterative_prune", "keep_counts", "keep_schedule", "list_importances", "load", "module_plan", "prune", "ramp",
+    "replay", "save",
 ]
 
 make_callable(__name__, prune)  # `slimkit.prune(model, x, ...)` calls `slimkit.prune.prune`

@@ -1,0 +1,143 @@
+"""CHEX — channel exploration (Hou et al., arXiv 2203.15794): prune *and regrow* channels during one training.
+
+A trainer callback keeps a channel mask per dependency group and re-zeroes masked channels after every optimizer
+step. Every `interval` steps it (1) raises the sparsity along a pure ramp schedule, (2) re-allocates how many
+channels each group keeps by ranking all channels globally, (3) picks the kept channels within each group by
+importance (magnitude, or column subset selection on calibration outputs), and (4) regrows a decaying share of
+pruned channels, re-initialised, so early mistakes can be undone. `finalize()` cuts the masked channels out.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.errors import ConfigError
+from slimkit.graph import Group, build_dependency_graph
+from slimkit.prune.importance import ImportanceContext, create_importance
+from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
+from slimkit.prune.surgery import apply_plan
+from slimkit.train import Callback
+
+__all__ = ["ramp", "ChexCallback"]
+
+
+def ramp(step: int, ramp_steps: int, target: float) -> float:
+    """Sparsity at `step`: cubic ramp from 0 to `target` over `ramp_steps` (fast early, gentle near the end)."""
+    t = min(1.0, max(0.0, step / max(1, ramp_steps)))
+    return target * (1.0 - (1.0 - t) ** 3)
+
+
+class ChexCallback(Callback):
+    def __init__(self, model: nn.Module, example_inputs: Any, *, sparsity: float, ramp_steps: int,
+                 interval: int = 50, regrow: float = 0.3, importance: str = "l2", data: Any = None,
+                 seed: int = 0) -> None:
+        if not 0.0 < sparsity < 1.0 or interval < 1 or not 0.0 <= regrow < 1.0:
+            raise ConfigError(f"CHEX needs 0 < sparsity < 1, interval >= 1, 0 <= regrow < 1 (got {sparsity}, "
+                              f"{interval}, {regrow})")
+        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+        self.model, self.inputs = model, inputs
+        self.groups: list[Group] = build_dependency_graph(model, inputs).groups
+        self.sparsity, self.ramp_steps, self.interval, self.regrow = sparsity, ramp_steps, interval, regrow
+        self.score = create_importance(importance)
+        self.ctx = ImportanceContext(data=data, seed=seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.masks = {g.id: torch.ones(g.size, dtype=torch.bool) for g in self.groups}
+        self.mods = dict(model.named_modules())
+        self.history: list[dict[str, float]] = []
+
+    # ---- masking
+    @torch.no_grad()
+    def _apply_masks(self) -> None:
+        for g in self.groups:
+            drop = (~self.masks[g.id]).nonzero().flatten()
+            if not len(drop):
+                continue
+            for m in g.members:
+                mod = self.mods[m.module]
+                idx = (m.offset + drop[:, None] * m.repeat + torch.arange(m.repeat)).flatten()
+                for name in ("weight", "bias"):
+                    p = getattr(mod, name, None)
+                    if isinstance(p, torch.Tensor) and p.dim() >= 1:
+                        if m.role == "in":
+                            if name == "weight":
+                                p[:, idx] = 0
+                        else:
+                            p[idx] = 0
+
+    @torch.no_grad()
+    def _reinit(self, g: Group, channels: torch.Tensor) -> None:
+        for m in g.members:
+            mod = self.mods[m.module]
+            idx = m.offset + channels
+            if m.role in ("out", "dw") and getattr(mod, "weight", None) is not None:
+                w = torch.empty_like(mod.weight[idx])
+                nn.init.kaiming_normal_(w, generator=self.gen) if w.dim() > 1 else w.normal_(generator=self.gen)
+                mod.weight[idx] = w
+            elif m.role == "norm" and getattr(mod, "weight", None) is not None:
+                mod.weight[idx] = 1.0
+                if getattr(mod, "bias", None) is not None:
+                    mod.bias[idx] = 0.0
+
+    # ---- exploration step
+    def update(self, step: int) -> None:
+        s = ramp(step, self.ramp_steps, self.sparsity)
+        self.ctx.cache.clear()
+        scores = {g.id: self.score(g, self.model, self.ctx).detach().float() for g in self.groups}
+        counts = keep_counts(self.groups, scores, s, PruneConfig(ratio=s, global_pruning=True))
+        explore = self.regrow * (1.0 - min(1.0, step / max(1, self.ramp_steps)))
+        for g in self.groups:
+            k = counts[g.id]
+            order = torch.argsort(scores[g.id], descending=True)
+            n_regrow = min(int(explore * (g.size - k)), k - 1)
+            keep = set(order[: k - n_regrow].tolist())
+            pruned_before = (~self.masks[g.id]).nonzero().flatten().tolist()
+            pool = [c for c in order.tolist() if c not in keep]
+            candidates = [c for c in pool if c in pruned_before] or pool
+            pick = torch.randperm(len(candidates), generator=self.gen)[:n_regrow].tolist()
+            regrown = [candidates[i] for i in pick]
+            keep.update(regrown)
+            for c in pool:  # fill up to k with the best remaining if regrowth found too few candidates
+                if len(keep) >= k:
+                    break
+                keep.add(c)
+            new = torch.zeros(g.size, dtype=torch.bool)
+            new[list(keep)] = True
+            back = [c for c in regrown if not self.masks[g.id][c]]
+            if back:
+                self._reinit(g, torch.tensor(back))
+            self.masks[g.id] = new
+        self._apply_masks()
+        self.history.append({"step": step, "sparsity": s, "kept": sum(int(m.sum()) for m in self.masks.values())})
+
+    # ---- callback hooks
+    def on_train_start(self, trainer: Any) -> None:
+        if not self.history:
+            self.update(0)
+
+    def on_batch_end(self, trainer: Any, step: int, loss: float) -> None:
+        if step % self.interval == 0:
+            self.update(step)
+        else:
+            self._apply_masks()
+
+    def finalize(self) -> nn.Module:
+        """A physically pruned copy of the model keeping exactly the unmasked channels."""
+        keep = {g.id: self.masks[g.id].nonzero().flatten().tolist() for g in self.groups}
+        plan = module_plan(self.model, self.groups, keep)
+        pruned = apply_plan(copy.deepcopy(self.model), plan)
+        pruned.slimkit_pruning = {"version": 1, "steps": [[[n, r, k] for (n, r), k in plan.items()]],
+                                  "importance": "chex"}
+        return pruned
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {str(k): v.tolist() for k, v in self.masks.items()}, "history": self.history,
+                "gen": self.gen.get_state().tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = {int(k): torch.tensor(v, dtype=torch.bool) for k, v in state["masks"].items()}
+        self.history = list(state["history"])
+        self.gen.set_state(torch.tensor(state["gen"], dtype=torch.uint8))
