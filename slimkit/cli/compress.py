@@ -21,6 +21,7 @@ def compress_cmd(
     params: float = typer.Option(None, "--params", help="Parameters to keep: fraction or absolute."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
+    method: str = typer.Option(None, "--method", help="oneshot (default), iterative or chex."),
     importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, di, random."),
     global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
     round_to: int = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8)."),
@@ -37,7 +38,7 @@ def compress_cmd(
 ) -> None:
     """Prune a model to a MACs / params / latency budget, fine-tune it, export it and report measured gains."""
     cli = dict(model=model, data=data, data_root=data_root, baseline=baseline, baseline_epochs=baseline_epochs,
-               macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, importance=importance,
+               macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                global_pruning=global_pruning, round_to=round_to, ignored_layers=ignore or None, distill=distill,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
                model_kwargs=parse_kv(model_arg) or None)

@@ -23,8 +23,9 @@ from slimkit.errors import ConfigError
 from slimkit.export import export_onnx
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import build_data, load_run_model, write_config, write_json
+from slimkit.models import create_model
 from slimkit.profile import count_macs, count_params, measure_latency
-from slimkit.prune import create_importance, prune
+from slimkit.prune import ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
 from slimkit.report import plot_bars, plot_scatter, write_html
@@ -41,6 +42,7 @@ class CompressConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
     baseline: str | None = None  # a `slimkit train` run folder to start from; None: train one here
     baseline_epochs: int = 10  # epochs of the baseline trained when `baseline` is None
+    method: str = "oneshot"  # oneshot (prune once, fine-tune), iterative (3 prune + fine-tune rounds), chex
     importance: str = "l1"  # pruning criterion (slimkit.prune.list_importances())
     macs: float | None = 0.5  # MACs to keep (fraction, or absolute if > 1)
     params: float | None = None  # parameters to keep (fraction, or absolute if > 1)
@@ -126,12 +128,73 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
                       f"onnxruntime batch-1 speed-up x{summary['speedup_onnxruntime_b1']:.2f}"])
 
 
+def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
+             budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
+    return prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
+                 global_pruning=cfg.global_pruning, data=calib, seed=cfg.seed, **budget)
+
+
+def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
+    ((key, value),) = budget.items()
+    if key not in ("macs_target", "params_target", "ratio") or (key != "ratio" and value > 1):
+        raise ConfigError(f"method {method!r} takes --ratio or a --macs / --params fraction (<= 1), not {key}")
+    return key, value
+
+
+def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
+               budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
+    key, value = _fraction(budget, "iterative")
+    if key == "ratio":
+        raise ConfigError("method 'iterative' takes a --macs or --params fraction")
+    steps = 3
+    ft = TrainConfig(epochs=max(1, cfg.finetune_epochs // steps), lr=cfg.finetune_lr, batch_size=cfg.batch_size,
+                     seed=cfg.seed, progress=False)
+
+    def finetune(model: nn.Module, step: int) -> None:
+        Trainer(model, ft, loaders.train).fit()
+
+    return iterative_prune(base, example, steps=steps, finetune=finetune, importance=cfg.importance,
+                           ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
+                           global_pruning=cfg.global_pruning, data=calib, **{key: value})
+
+
+def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
+          budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
+    """CHEX trains a fresh model from scratch while pruning and regrowing, for as long as the baseline trained.
+    A MACs / params fraction f becomes a channel sparsity of 1 - sqrt(f) (both scale with channels squared)."""
+    key, value = _fraction(budget, "chex")
+    sparsity = value if key == "ratio" else 1.0 - value**0.5
+    torch.manual_seed(cfg.seed)
+    model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
+    steps = cfg.baseline_epochs * len(loaders.train)
+    chex = ChexCallback(model, example, sparsity=sparsity, ramp_steps=int(0.75 * steps),
+                        interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
+                        seed=cfg.seed)
+    tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+    Trainer(model, tc, loaders.train, callbacks=[chex], out_dir=out / "chex").fit(resume=resume)
+    pruned = chex.finalize()
+    if key == "ratio":
+        return pruned
+    # channel sparsity only approximates a MACs / params budget: trim the rest one-shot so the budget holds
+    measure = (lambda m: count_macs(m, example)) if key == "macs_target" else count_params
+    target = value * measure(base)
+    if measure(pruned) <= target:
+        return pruned
+    return prune(pruned, example, importance=cfg.importance, data=calib, round_to=cfg.round_to,
+                 ignored_layers=cfg.ignored_layers, **{key: target})
+
+
+_PRUNE_STAGES = {"oneshot": _oneshot, "iterative": _iterative, "chex": _chex}
+
+
 def run(cfg: CompressConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Run the whole job; returns the summary also written to `out/report.json`."""
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     budget = cfg.budget()
     create_importance(cfg.importance)  # fail on a bad name before any training
+    if cfg.method not in _PRUNE_STAGES:
+        raise ConfigError(f"unknown method {cfg.method!r}: use one of {sorted(_PRUNE_STAGES)}")
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "config.yaml", cfg)
     base, spec = _baseline(cfg, out, resume, console)
@@ -141,24 +204,22 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     shape = (splits.info.in_chans, *splits.info.image_size)
     example = torch.randn(1, *shape)
     pruned_path = out / "pruned.safetensors"
+    record_kwargs = {**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]}
     if resume and pruned_path.is_file():
         console.print("[bold]2/5 prune[/]: already pruned")
         pruned = load_pruned(pruned_path, copy.deepcopy(base))
     else:
-        console.print(f"[bold]2/5 prune[/]: {cfg.importance} to {budget}")
+        console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {budget}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
-        pruned = prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers,
-                       round_to=cfg.round_to, global_pruning=cfg.global_pruning, data=calib, seed=cfg.seed, **budget)
-        save_pruned(pruned, pruned_path, model_name=spec["model"],
-                    model_kwargs={**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]})
+        pruned = _PRUNE_STAGES[cfg.method](cfg, base, spec, loaders, example, calib, budget, out, resume)
+        save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
     acc_pruned = evaluate(pruned, loaders.test)["acc"]
     console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune_epochs} epochs" + (" with KD" if cfg.distill else ""))
     loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
     ft = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size, seed=cfg.seed)
     Trainer(pruned, ft, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
             out_dir=out / "finetune").fit(resume=resume)
-    save_pruned(pruned, pruned_path.with_name("model.safetensors"), model_name=spec["model"],
-                model_kwargs={**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]})
+    save_pruned(pruned, out / "model.safetensors", model_name=spec["model"], model_kwargs=record_kwargs)
     console.print("[bold]4/5 export[/]: ONNX with onnxruntime parity check")
     onnx = export_onnx(pruned, out / "model.onnx", example)
     console.print("[bold]5/5 measure[/]: accuracy, MACs, params, latency (torch and onnxruntime)")

@@ -43,3 +43,17 @@ def test_one_budget_only():
     with pytest.raises(ConfigError, match="one budget"):
         CompressConfig(params=0.5, ratio=0.3).budget()
     assert CompressConfig(params=0.5).budget() == {"params_target": 0.5}
+
+
+@pytest.mark.parametrize("method", ["iterative", "chex"])
+def test_other_pruning_methods(tmp_path, method):
+    s = run(_cfg(tmp_path, method=method, macs=0.5, importance="l2", finetune_epochs=1))
+    assert s["pruned"]["macs"] <= 0.5 * s["baseline"]["macs"]
+    assert (tmp_path / "run" / "model.onnx").is_file()
+    model = load(tmp_path / "run" / "model.safetensors")
+    assert count_macs(model, (1, 1, 8, 8)) == s["pruned"]["macs"]
+
+
+def test_unknown_method_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="chex"):
+        run(_cfg(tmp_path, method="magic"))
