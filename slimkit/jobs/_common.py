@@ -42,10 +42,12 @@ def write_config(path: Path, cfg: Any) -> Path:
     return path
 
 
-def write_model_spec(run_dir: Path, name: str, kwargs: dict[str, Any], splits: DataSplits) -> Path:
-    """How to rebuild the model of a run (so `load_run_model` needs only the folder)."""
+def write_model_spec(run_dir: Path, name: str, kwargs: dict[str, Any], splits: DataSplits,
+                     data: str | None = None, data_root: str | None = None) -> Path:
+    """How to rebuild the model of a run (so `load_run_model` needs only the folder), and what it was trained on."""
     info = splits.info
     return write_json(run_dir / MODEL_SPEC, {
+        "data": data, "data_root": data_root,
         "model": name, "kwargs": kwargs, "num_classes": info.num_classes, "in_chans": info.in_chans,
         "input_size": [info.in_chans, *info.image_size], "dataset": info.name,
         "mean": list(info.mean), "std": list(info.std),

@@ -37,7 +37,7 @@ __all__ = ["CompressConfig", "run"]
 @dataclass(frozen=True)
 class CompressConfig:
     model: str = "resnet20"  # registered model name (or timm:/torchvision:)
-    data: str = "digits"  # dataset name, .npz file or image folder
+    data: str | None = None  # dataset name, .npz file or image folder (default: the baseline's, else digits)
     data_root: str | None = None  # where the dataset's files are
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
     baseline: str | None = None  # a `slimkit train` run folder to start from; None: train one here
@@ -83,8 +83,9 @@ def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) ->
     if resume and (run_dir / "summary.json").is_file():
         console.print(f"[bold]1/5 baseline[/]: already trained in {run_dir}")
         return load_run_model(run_dir)
-    console.print(f"[bold]1/5 baseline[/]: training {cfg.model} on {cfg.data} for {cfg.baseline_epochs} epochs")
-    job = train_job.TrainJobConfig(model=cfg.model, data=cfg.data, data_root=cfg.data_root,
+    data = cfg.data or "digits"
+    console.print(f"[bold]1/5 baseline[/]: training {cfg.model} on {data} for {cfg.baseline_epochs} epochs")
+    job = train_job.TrainJobConfig(model=cfg.model, data=data, data_root=cfg.data_root,
                                    model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
                                    limit=cfg.limit, out=str(run_dir),
                                    train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
@@ -198,8 +199,13 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "config.yaml", cfg)
     base, spec = _baseline(cfg, out, resume, console)
-    splits: DataSplits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                                    limit=cfg.limit, augment=True)
+    data, root = (cfg.data, cfg.data_root) if cfg.data else (spec.get("data") or "digits", spec.get("data_root"))
+    splits: DataSplits = build_data(data, root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                                    augment=True)
+    if (splits.info.in_chans, *splits.info.image_size) != tuple(spec["input_size"]):
+        raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
+                          f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
+                          "data the baseline was trained on")
     loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed)
     shape = (splits.info.in_chans, *splits.info.image_size)
     example = torch.randn(1, *shape)

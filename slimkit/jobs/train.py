@@ -37,7 +37,7 @@ def run(cfg: TrainJobConfig, resume: bool = False) -> dict[str, Any]:
     trainer = Trainer(model, cfg.train, loaders.train, loaders.val if len(splits.val) else None, out_dir=out)
     if trainer.dist.is_main:
         write_config(out / "config.yaml", cfg)
-        write_model_spec(out, cfg.model, cfg.model_kwargs, splits)
+        write_model_spec(out, cfg.model, cfg.model_kwargs, splits, cfg.data, cfg.data_root)
     result = trainer.fit(resume=resume)
     test = evaluate(model, loaders.test)
     shape = (splits.info.in_chans, *splits.info.image_size)

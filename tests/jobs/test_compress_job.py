@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from slimkit.errors import ConfigError
@@ -57,3 +58,20 @@ def test_other_pruning_methods(tmp_path, method):
 def test_unknown_method_is_named(tmp_path):
     with pytest.raises(ConfigError, match="chex"):
         run(_cfg(tmp_path, method="magic"))
+
+
+def test_baseline_run_brings_its_data_and_mismatch_is_refused(tmp_path):
+    from slimkit.jobs.train import TrainJobConfig
+    from slimkit.jobs.train import run as train
+    from slimkit.train import TrainConfig
+
+    x = np.random.default_rng(0).integers(0, 255, (60, 12, 12), dtype="uint8")
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    train(TrainJobConfig(model="convnet_tiny", data=str(tmp_path / "d.npz"), out=str(tmp_path / "base"),
+                         train=TrainConfig(epochs=1, progress=False)))
+    s = run(CompressConfig(baseline=str(tmp_path / "base"), ratio=0.5, macs=None, finetune_epochs=1,
+                           latency_batches=(1,), out=str(tmp_path / "c")))
+    assert s["data"] == "d"  # the npz the baseline was trained on, not the digits default
+    with pytest.raises(ConfigError, match="trained on"):
+        run(CompressConfig(baseline=str(tmp_path / "base"), data="digits", ratio=0.5, macs=None,
+                           out=str(tmp_path / "e")))
