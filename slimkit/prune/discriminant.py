@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from slimkit.errors import PruneError
-from slimkit.graph import Group
+from slimkit.graph import Group, Member
 from slimkit.prune.importance import ImportanceContext, l1
 from slimkit.registry import IMPORTANCES
 
-__all__ = ["scatter_matrices", "discriminant_information", "di_drop_scores", "collect_features", "channel_rows"]
+__all__ = ["scatter_matrices", "discriminant_information", "di_drop_scores", "collect_features", "channel_rows",
+           "group_features"]
 
 
 def scatter_matrices(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,21 +97,29 @@ def collect_features(model: nn.Module, modules: set[str], ctx: ImportanceContext
     return out
 
 
+def group_features(group: Group, model: nn.Module, ctx: ImportanceContext,
+                   reduce: Callable[[torch.Tensor], torch.Tensor], tag: str
+                   ) -> tuple[Member, torch.Tensor, torch.Tensor]:
+    """Calibration outputs where a group's channels are read: its normalisation layer, else its producer.
+    Returns (that member, features, labels); cached in `ctx.cache` per criterion and layer."""
+    norm = [m for m in group.members if m.role == "norm"]
+    member = (norm or group.producers)[0]
+    key = f"{tag}:{member.module}"
+    if key not in ctx.cache:
+        got = collect_features(model, {member.module}, ctx, reduce=reduce)
+        if member.module not in got:
+            raise PruneError(f"{tag}: layer {member.module!r} produced no output on the calibration data")
+        ctx.cache[key] = (got[member.module], got["__labels__"])
+    return (member, *ctx.cache[key])
+
+
 @IMPORTANCES.register("di")
 def di(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) -> torch.Tensor:
     """Discriminant information lost by removing each channel, from labelled calibration batches (`data=`);
     measured on the output of the group's normalisation layer (else its producing layer). L1 without data."""
     if ctx is None or ctx.data is None:
         return l1(group, model, ctx)
-    norm = [m for m in group.members if m.role == "norm"]
-    member = (norm or group.producers)[0]
-    key = f"di:{member.module}"
-    if key not in ctx.cache:
-        got = collect_features(model, {member.module}, ctx)
-        if member.module not in got:
-            raise PruneError(f"DI: layer {member.module!r} produced no output on the calibration data")
-        ctx.cache[key] = (got[member.module], got["__labels__"])
-    feats, labels = ctx.cache[key]
+    member, feats, labels = group_features(group, model, ctx, _pooled, "DI")
     if len(labels.unique()) < 2:
         raise PruneError("DI needs calibration batches with at least two classes: pass more or shuffled data")
     return di_drop_scores(feats[:, member.offset: member.offset + group.size], labels)

@@ -13,9 +13,8 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from slimkit.errors import PruneError
 from slimkit.graph import Group
-from slimkit.prune.discriminant import channel_rows, collect_features
+from slimkit.prune.discriminant import channel_rows, group_features
 from slimkit.prune.importance import ImportanceContext, l1
 from slimkit.registry import IMPORTANCES
 
@@ -42,16 +41,7 @@ def css(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) ->
     """Column-subset-selection rank of each channel's output over calibration data (`data=`); L1 without data."""
     if ctx is None or ctx.data is None:
         return l1(group, model, ctx)
-    norm = [m for m in group.members if m.role == "norm"]
-    member = (norm or group.producers)[0]
-    key = f"css:{member.module}"
-    if key not in ctx.cache:
-        got = collect_features(model, {member.module}, ctx, reduce=channel_rows)
-        if member.module not in got:
-            raise PruneError(f"CSS: layer {member.module!r} produced no output on the calibration data")
-        rows = got[member.module]
-        g = torch.Generator().manual_seed(ctx.seed)
-        if len(rows) > MAX_ROWS:
-            rows = rows[torch.randperm(len(rows), generator=g)[:MAX_ROWS]]
-        ctx.cache[key] = rows
-    return css_scores(ctx.cache[key][:, member.offset: member.offset + group.size])
+    member, rows, _ = group_features(group, model, ctx, channel_rows, "CSS")
+    if len(rows) > MAX_ROWS:
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(ctx.seed))[:MAX_ROWS]]
+    return css_scores(rows[:, member.offset: member.offset + group.size])
