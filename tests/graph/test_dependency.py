@@ -1,0 +1,50 @@
+"""Dependency analysis reads a model and never changes it; groups and blocked reasons are what they should be."""
+
+import torch
+from torch import nn
+
+from slimkit.graph import build_dependency_graph
+from slimkit.models import create_model
+
+
+def test_analysis_does_not_change_the_model():
+    model = create_model("resnet20")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    build_dependency_graph(model, torch.randn(2, 3, 32, 32))
+    assert model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BN stats untouched too
+
+
+def test_resnet20_has_nine_block_groups_and_three_residual_streams():
+    g = build_dependency_graph(create_model("resnet20"), torch.randn(1, 3, 32, 32))
+    sizes = sorted(grp.size for grp in g.groups)
+    assert sizes == [16] * 4 + [32] * 4 + [64] * 4
+    residual = [grp for grp in g.groups if len(grp.producers) > 1]
+    assert len(residual) == 3
+    reasons = {r for _, r in g.blocked}
+    assert {"model input", "model output"} <= reasons
+
+
+def test_flatten_into_linear_expands_by_spatial_size():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 25, 2))
+    g = build_dependency_graph(model, torch.randn(1, 3, 5, 5))
+    (grp,) = g.groups
+    linear = [m for m in grp.members if m.module == "2"][0]
+    assert linear.role == "in" and linear.repeat == 25 and grp.size == 4
+
+
+def test_unknown_ops_block_instead_of_guessing():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.b = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(torch.roll(y, 1, dims=1))  # a channel shuffle the engine does not model
+
+    g = build_dependency_graph(Odd(), torch.randn(1, 3, 4, 4))
+    assert not any(any(m.module == "a" for m in grp.producers) for grp in g.groups)
+    assert any("roll" in r for _, r in g.blocked)
