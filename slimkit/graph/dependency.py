@@ -194,12 +194,16 @@ class _Builder:
         return False
 
     def _merge(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> ChannelInfo:
-        sa, sb = self._shape(node.args[0]), self._shape(node.args[1]) if len(node.args) > 1 else None
-        if sb is not None and sa is not None and len(sb) == len(sa) and sb[b.dim] == 1 and sa[a.dim] != 1:
-            return a  # broadcast along channels: no coupling
-        if a.dim != b.dim or [(s.size, s.repeat) for s in a.segments] != [(s.size, s.repeat) for s in b.segments]:
-            self._block_info([a, b], f"{node.name}: merge of differently segmented channels")
-            return a
+        """Elementwise op of two tracked tensors: their channels are coupled unless one broadcasts along them."""
+        sa = self._shape(node.args[0])
+        sb = self._shape(node.args[1]) if len(node.args) > 1 else None
+        if sa is not None and sb is not None and len(sa) == len(sb):
+            if sb[b.dim] == 1 and sa[a.dim] != 1:
+                return a
+            if sa[a.dim] == 1 and sb[b.dim] != 1:
+                return b
+        self._merge_simple(a, b, node)
+        return a
         for x, y in zip(a.segments, b.segments, strict=True):
             self.spaces.union(x.space, y.space)
         return a
