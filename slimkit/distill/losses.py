@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from slimkit.errors import DistillError
 from slimkit.registry import LOSSES
 
-__all__ = ["kd_loss", "kd_loss_fn"]
+__all__ = ["kd_loss", "kd_loss_fn", "virtual_teacher", "tfkd_loss"]
 
 
 @LOSSES.register("kd")
@@ -32,6 +32,26 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     if targets is None or alpha == 1.0:
         return alpha * soft
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, targets)
+
+
+def virtual_teacher(targets: torch.Tensor, num_classes: int, correct_prob: float = 0.9) -> torch.Tensor:
+    """Tf-KD's hand-made teacher (Yuan et al., CVPR 2020): `correct_prob` on the label, the rest spread evenly."""
+    if not 0.0 < correct_prob <= 1.0 or num_classes < 2:
+        raise DistillError(f"need 0 < correct_prob <= 1 and >= 2 classes (got {correct_prob}, {num_classes})")
+    p = torch.full((len(targets), num_classes), (1.0 - correct_prob) / (num_classes - 1))
+    return p.scatter(1, targets[:, None].cpu(), correct_prob).to(targets.device)
+
+
+@LOSSES.register("tfkd")
+def tfkd_loss(student_logits: torch.Tensor, targets: torch.Tensor, *, correct_prob: float = 0.9,
+              temperature: float = 20.0, alpha: float = 0.1) -> torch.Tensor:
+    """Teacher-free KD, virtual-teacher form: (1 - alpha) CE(s, y) + alpha T^2 KL(softmax(v / T) || softmax(s / T)),
+    v = `virtual_teacher(y)`. As in the authors' formulation the temperature softens the virtual teacher's
+    *probabilities* (a strong label-smoothing regulariser), not logits."""
+    v = virtual_teacher(targets, student_logits.shape[1], correct_prob).to(student_logits.dtype)
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, 1), F.softmax(v / temperature, 1),
+                    reduction="batchmean") * temperature**2
+    return (1.0 - alpha) * F.cross_entropy(student_logits, targets) + alpha * soft
 
 
 def kd_loss_fn(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9

@@ -40,3 +40,21 @@ def test_adapter_freezes_teacher_and_errors_are_clear():
     assert teacher.weight.grad is None and student.weight.grad is not None and logits.shape == (2, 3)
     with pytest.raises(DistillError, match="same classes"):
         kd_loss(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_virtual_teacher_and_tfkd_match_hand_computation():
+    from slimkit.distill import tfkd_loss, virtual_teacher
+
+    y = torch.tensor([2, 0])
+    v = virtual_teacher(y, 4, 0.7)
+    torch.testing.assert_close(v, torch.tensor([[0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]]))
+    s = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    T, a = 5.0, 0.3
+    pt = torch.softmax(v.double() / T, 1)
+    ps = torch.softmax(s / T, 1)
+    ref = (1 - a) * torch.nn.functional.cross_entropy(s, y) + a * (pt * (pt.log() - ps.log())).sum(1).mean() * T * T
+    ours = tfkd_loss(s, y, correct_prob=0.7, temperature=T, alpha=a)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, s)[0], torch.autograd.grad(ref, s)[0])
+    with pytest.raises(DistillError):
+        virtual_teacher(y, 1)
