@@ -34,6 +34,9 @@ def models(
         params = count_params(create_model(name, num_classes=1000 if meta["input_size"][1] >= 224 else 10))
         rows.append({"model": name, "family": meta.get("family", ""), "input": "x".join(map(str, meta["input_size"])),
                      "params": format_count(params), "paper": meta.get("paper", "")})
+    if not rows:
+        console.print(f"0 models match {pattern!r}; see `slimkit models` for the full list")
+        return
     console.print(rich_table(rows, title=f"{len(rows)} models"))
 
 
