@@ -2,5 +2,10 @@
 
 from slimkit.layers.activations import HardSwish, SoftRootSign
 from slimkit.layers.attention import CoordinateAttention
+from slimkit.layers.mobile_former import Former, FormerToMobile, MobileSubBlock, MobileToFormer, TokenDynamicReLU
+from slimkit.layers.poolformer import PatchEmbed, PoolFormerBlock, PoolMixer
+from slimkit.layers.tokens import Attention, Block, Mlp, T2TModule, TokenAttention, TokenPerformer, soft_split
 
-__all__ = ["CoordinateAttention", "HardSwish", "SoftRootSign"]
+__all__ = ["Attention", "Block", "CoordinateAttention", "Former", "FormerToMobile", "HardSwish", "Mlp",
+           "MobileSubBlock", "MobileToFormer", "PatchEmbed", "PoolFormerBlock", "PoolMixer", "SoftRootSign",
+           "T2TModule", "TokenAttention", "TokenDynamicReLU", "TokenPerformer", "soft_split"]
