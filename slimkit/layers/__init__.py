@@ -2,10 +2,14 @@
 
 from slimkit.layers.activations import HardSwish, SoftRootSign
 from slimkit.layers.attention import CoordinateAttention
+from slimkit.layers.micro import ChannelShuffle, DynamicShiftMax, MicroDepthwiseConv, MicroPointwiseConv
 from slimkit.layers.mobile_former import Former, FormerToMobile, MobileSubBlock, MobileToFormer, TokenDynamicReLU
 from slimkit.layers.poolformer import PatchEmbed, PoolFormerBlock, PoolMixer
 from slimkit.layers.tokens import Attention, Block, Mlp, T2TModule, TokenAttention, TokenPerformer, soft_split
 
-__all__ = ["Attention", "Block", "CoordinateAttention", "Former", "FormerToMobile", "HardSwish", "Mlp",
-           "MobileSubBlock", "MobileToFormer", "PatchEmbed", "PoolFormerBlock", "PoolMixer", "SoftRootSign",
-           "T2TModule", "TokenAttention", "TokenDynamicReLU", "TokenPerformer", "soft_split"]
+__all__ = [
+    "Attention", "Block", "ChannelShuffle", "CoordinateAttention", "DynamicShiftMax", "Former", "FormerToMobile",
+    "HardSwish", "MicroDepthwiseConv", "MicroPointwiseConv", "Mlp", "MobileSubBlock", "MobileToFormer", "PatchEmbed",
+    "PoolFormerBlock", "PoolMixer", "SoftRootSign", "T2TModule", "TokenAttention", "TokenDynamicReLU",
+    "TokenPerformer", "soft_split",
+]

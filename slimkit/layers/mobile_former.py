@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import ConfigError
+from slimkit.layers.micro import ChannelShuffle
 
 __all__ = [
     "ChannelShuffle", "Former", "FormerToMobile", "MobileSubBlock", "MobileToFormer", "TokenDynamicReLU",
@@ -125,18 +126,6 @@ class TokenDynamicReLU(nn.Module):
         coef = (F.hardsigmoid(self.mlp(tokens[:, 0])) - 0.5) * 2.0  # N x 2C in [-1, 1]
         a1, a2 = coef[:, :, None, None].chunk(2, dim=1)
         return torch.maximum(x * (a1 + 1.0), x * a2)
-
-
-class ChannelShuffle(nn.Module):
-    """Interleave the channels of `groups` groups so the next grouped conv sees every group (ShuffleNet)."""
-
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x.reshape(n, self.groups, -1, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
