@@ -30,6 +30,8 @@ _LAZY = {
     "prune": "slimkit.prune",  # a callable module: slimkit.prune(model, x, ...), slimkit.prune.save(...)
     "save": "slimkit.prune:save",
     "load": "slimkit.prune:load",
+    "search": "slimkit.nas:search",
+    "NB201Benchmark": "slimkit.nas:NB201Benchmark",
 }
 
 __all__ = ["SlimkitError", "__version__", *_LAZY]

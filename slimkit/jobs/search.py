@@ -1,0 +1,133 @@
+"""The `slimkit search` job: strategies x seeds on a tabular benchmark or by training, with a report.
+
+Each (strategy, seed) search checkpoints under `out/<strategy>/seed_<n>/` after every trial, so `--resume` loses
+nothing. The job writes `history.json` (every trial of every run), `summary.json` (per strategy: best score,
+reported metric of the best, queries to the optimum on a benchmark), `best_so_far.png` (mean and 10-90% band over
+seeds against queries) and prints a summary table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from slimkit.errors import ConfigError, MissingDependencyError
+from slimkit.jobs._common import write_config, write_json
+from slimkit.nas import NB201Benchmark, SearchResult, parse_constraints, search
+from slimkit.nas.constraints import satisfies
+from slimkit.nas.train_problem import TrainProblem
+from slimkit.registry import SPACES
+from slimkit.report import plot_lines
+
+__all__ = ["SearchJobConfig", "run"]
+
+
+@dataclass(frozen=True)
+class SearchJobConfig:
+    benchmark: str | None = "nb201"  # tabular benchmark to query ("nb201"), or null to train every candidate
+    table: tuple[str, ...] = ()  # the benchmark's CSV tables (arch, cellstr, metric columns), joined on arch
+    metric: str = "cifar10valid_xvalid_200ep"  # objective (higher is better); training search: val_acc
+    report: str | None = None  # another column to report for the best architecture (e.g. a test accuracy)
+    strategies: tuple[str, ...] = ("weaknas",)  # see slimkit.nas.list_strategies()
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {strategy: {option: value}}
+    budget: int = 100  # evaluations per search
+    seeds: int = 1  # independent searches per strategy (seeds seed .. seed + seeds - 1)
+    seed: int = 0
+    constraints: tuple[str, ...] = ()  # e.g. "params_M <= 1.0", "latency_ms[pixel3] <= 10"
+    executor: str = "local"  # local, process or ray
+    workers: int = 2  # parallel trials for the process / ray executors
+    space: str = "nb201"  # training search: the space to build candidates from
+    space_kwargs: dict[str, Any] = field(default_factory=dict)  # training search: build options (channels, ...)
+    data: str = "fashion-mnist"  # training search: dataset name, .npz file or image folder
+    data_root: str | None = None
+    limit: int | None = 3000  # training search: class-balanced training subset
+    epochs: int = 2  # training search: epochs per candidate
+    out: str = "runs/search"
+
+    def __post_init__(self) -> None:
+        if self.budget < 1 or self.seeds < 1:
+            raise ConfigError(f"budget and seeds must be >= 1, got {self.budget} and {self.seeds}")
+        if not self.strategies:
+            raise ConfigError("give at least one strategy (e.g. --strategy weaknas)")
+
+
+def build_problem(cfg: SearchJobConfig) -> Any:
+    if cfg.benchmark is None:
+        space = SPACES.create(cfg.space)
+        metric = cfg.metric if cfg.metric in ("val_acc", "test_acc") else "val_acc"
+        return TrainProblem(space, data=cfg.data, data_root=cfg.data_root, limit=cfg.limit, epochs=cfg.epochs,
+                            metric=metric, build_kwargs=dict(cfg.space_kwargs))
+    if cfg.benchmark != "nb201":
+        raise ConfigError(f"unknown benchmark {cfg.benchmark!r}; tabular benchmarks: nb201 (or benchmark: null to "
+                          "train candidates)")
+    if not cfg.table:
+        raise ConfigError("the nb201 benchmark needs its tables: --table PATH.csv (repeatable; CSVs with columns "
+                          "arch, cellstr and metric columns, e.g. nb201_cifar10_200ep.csv)")
+    return NB201Benchmark.from_csv(list(cfg.table), metric=cfg.metric)
+
+
+def _optimum(problem: Any, constraints: tuple) -> list[str] | None:
+    if not isinstance(problem, NB201Benchmark):
+        return None
+    cells = problem.architectures()
+    mask = np.array([satisfies(problem.costs(c), constraints) for c in cells]) if constraints else None
+    return problem.optimum(feasible=mask)[1]
+
+
+def _summarise(name: str, results: list[SearchResult], report: str | None, optimum: list[str] | None,
+               budget: int) -> dict[str, Any]:
+    bests = [r.best for r in results]
+    scores = [b.score for b in bests if b is not None]
+    row: dict[str, Any] = {"strategy": name, "seeds": len(results),
+                           "best": float(np.mean(scores)) if scores else None,
+                           "best_std": float(np.std(scores)) if scores else None}
+    if report:  # the reported metric of each run's best architecture, averaged over seeds
+        vals = [b.metrics.get(report) for b in bests if b is not None and report in b.metrics]
+        row["report"] = float(np.mean(vals)) if vals else None
+    if optimum:  # queries until the optimum was evaluated, over the runs that found it
+        hits = [r.queries_to(optimum) for r in results]
+        found = [h for h in hits if h is not None]
+        row.update({"found": f"{len(found)}/{len(hits)}", "queries": float(np.mean(found)) if found else None,
+                    "queries_std": float(np.std(found)) if found else None})
+    row["failed"] = sum(1 for r in results for t in r.history if t.error)
+    return row
+
+
+def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:
+    """Run every (strategy, seed) search; returns the per-strategy summary rows."""
+    out = Path(cfg.out)
+    problem = build_problem(cfg)
+    constraints = parse_constraints(cfg.constraints)
+    optimum = _optimum(problem, constraints)
+    write_config(out / "config.yaml", cfg)
+    rows, history, curves, bands = [], {}, {}, {}
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=False) as progress:
+        for name in cfg.strategies:
+            task = progress.add_task(f"{name}", total=cfg.budget * cfg.seeds)
+            results = []
+            for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+                run_dir = out / name / f"seed_{seed}"
+                results.append(search(problem, name, budget=cfg.budget, seed=seed, constraints=constraints,
+                                      executor=cfg.executor, workers=cfg.workers, run_dir=run_dir,
+                                      resume=resume, callback=lambda t, task=task: progress.advance(task),
+                                      **cfg.strategy_options.get(name, {})))
+                progress.update(task, completed=cfg.budget * (seed - cfg.seed + 1))
+            rows.append(_summarise(name, results, cfg.report, optimum, cfg.budget))
+            history[name] = [r.to_dict() for r in results]
+            curve = np.array([np.pad(r.best_so_far(), (0, cfg.budget - len(r.history)), mode="edge")
+                              for r in results])
+            curves[name] = np.nanmean(curve, 0).tolist()
+            bands[name] = (np.nanpercentile(curve, 10, 0).tolist(), np.nanpercentile(curve, 90, 0).tolist())
+    write_json(out / "history.json", history)
+    write_json(out / "summary.json", {"optimum": optimum, "rows": rows})
+    try:
+        plot_lines(curves, out / "best_so_far.png", bands=bands, title="best so far (mean, 10-90% over seeds)",
+                   xlabel="queries", ylabel=getattr(problem, "metric", cfg.metric))
+    except MissingDependencyError:  # the plot is optional (matplotlib comes with the plot extra)
+        pass
+    return rows

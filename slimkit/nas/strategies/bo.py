@@ -1,0 +1,81 @@
+"""Bayesian optimisation: a scikit-learn Gaussian process on architecture encodings, expected improvement over the
+unseen candidates (the whole space when it can be listed, else a random pool plus mutations of the best)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from slimkit.errors import ConfigError
+from slimkit.nas.predictors import create_predictor
+from slimkit.nas.strategies.acquisition import acquire
+from slimkit.nas.strategies.base import Strategy
+from slimkit.registry import STRATEGIES
+
+__all__ = ["BayesOpt", "ModelBased"]
+
+
+class ModelBased(Strategy):
+    """Shared machinery: encode trials, fit a predictor, score a candidate pool."""
+
+    def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 10,
+                 encoding: str = "onehot", predictor: str = "mlp", ensemble: int = 1, pool: int = 20000,
+                 predictor_kwargs: dict[str, Any] | None = None, target: str = "standard") -> None:
+        super().__init__(space, seed, feasible)
+        self.target = target
+        if init < 2 or batch < 1:
+            raise ConfigError(f"need init >= 2 and batch >= 1, got init={init}, batch={batch}")
+        if encoding not in space.encodings:
+            raise ConfigError(f"space {space.name!r} has no {encoding!r} encoding; choose one of "
+                              f"{list(space.encodings)}")
+        self.init, self.batch, self.encoding, self.pool_size = init, batch, encoding, pool
+        self.predictor_name, self.ensemble, self.predictor_kwargs = predictor, ensemble, predictor_kwargs or {}
+
+    def fit(self) -> Any:
+        ok = self.ok_trials
+        x = self.space.encode_many([self.space.from_key(t.key) for t in ok], self.encoding)
+        y = np.array([t.score for t in ok], np.float64)
+        seed = int(self.rng.integers(2**31 - 1))
+        return create_predictor(self.predictor_name, seed=seed, ensemble=self.ensemble, target=self.target,
+                                **self.predictor_kwargs).fit(x, y)
+
+    def pool(self) -> list[Any]:
+        """Candidates to score: every unseen feasible architecture of a listed space (or a random `pool` of them),
+        else `pool` random samples; plus the unseen neighbours of the ten best so far."""
+        cands = self.candidate_pool(self.pool_size)
+        if len(cands) > self.pool_size:
+            cands = [cands[i] for i in np.sort(self.rng.choice(len(cands), self.pool_size, replace=False))]
+        keys = {self.space.key(a) for a in cands}
+        for t in sorted(self.ok_trials, key=lambda t: -t.score)[:10]:  # type: ignore[operator]
+            for a in self.space.neighbours(self.space.from_key(t.key)):
+                k = self.space.key(a)
+                if k not in keys and k not in self.seen and self.feasible(a):
+                    cands.append(a)
+                    keys.add(k)
+        return cands
+
+    def predict(self, model: Any, cands: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        return model.predict(self.space.encode_many(cands, self.encoding))
+
+
+@STRATEGIES.register("bo")
+class BayesOpt(ModelBased):
+    name = "bo"
+
+    def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 1,
+                 encoding: str = "onehot", predictor: str = "gp", ensemble: int = 1, acquisition: str = "ei",
+                 pool: int = 20000) -> None:
+        super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool)
+        self.acquisition = acquisition
+
+    def _propose(self) -> list[Any]:
+        if len(self.ok_trials) < self.init:
+            return self.sample_new(self.init - len(self.ok_trials))
+        cands = self.pool()
+        if not cands:
+            return []
+        model = self.fit()
+        mean, std = self.predict(model, cands)
+        score = acquire(self.acquisition, mean, std, model.y_best)
+        return [cands[i] for i in np.argsort(-score, kind="stable")[: self.batch]]
