@@ -1,8 +1,14 @@
 """Knowledge distillation: losses (pure functions), the stored-logit store and trainer adapters."""
 
+from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
 from slimkit.distill.losses import kd_loss, kd_loss_fn, tfkd_loss, virtual_teacher
+from slimkit.distill.probe import extract_features, linear_probe
+from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
+from slimkit.distill.seed import EmbeddingQueue, SeedLoss, SeedStudent, seed_loss
 from slimkit.distill.store import LogitStore, dataset_fingerprint, write_logit_store
 from slimkit.distill.stored_kd import StoredKDLoss, sparse_kd_loss, sparse_soft_target
 
-__all__ = ["LogitStore", "StoredKDLoss", "dataset_fingerprint", "kd_loss", "kd_loss_fn", "sparse_kd_loss",
-           "sparse_soft_target", "tfkd_loss", "virtual_teacher", "write_logit_store"]
+__all__ = ["EmbeddingQueue", "FeatureAdapter", "LogitStore", "SeedLoss", "SeedStudent", "StoredKDLoss",
+           "dataset_fingerprint", "extract_features", "feature_kd_loss", "kd_loss", "kd_loss_fn", "linear_probe",
+           "proxyless_kd_loss", "seed_loss", "sparse_kd_loss", "sparse_soft_target", "teacher_classifier",
+           "tfkd_loss", "virtual_teacher", "write_logit_store"]
