@@ -45,10 +45,9 @@ def search_cmd(
                budget=budget, seeds=seeds, seed=seed, constraints=tuple(constraint) if constraint else None,
                executor=executor, workers=workers, space=space, space_kwargs=parse_kv(space_arg) or None, data=data,
                data_root=data_root, limit=limit, epochs=epochs, out=out,
-               strategy_options={s: options for s in strategies or ("weaknas",)} if options else None)
-    if benchmark is not None:
-        cli["benchmark"] = None if benchmark.lower() in ("none", "null", "") else benchmark
-    cfg = job_config(SearchJobConfig, config, {k: v for k, v in cli.items() if v is not None or k == "benchmark"})
+               strategy_options={s: options for s in strategies or ("weaknas",)} if options else None,
+               benchmark=benchmark)
+    cfg = job_config(SearchJobConfig, config, cli)
     rows = run(cfg, resume=resume)
     console.print(rich_table(rows, title=f"slimkit search ({cfg.budget} queries x {cfg.seeds} seeds)"))
     console.print(f"history, summary and best_so_far.png in {cfg.out}")

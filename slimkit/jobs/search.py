@@ -28,7 +28,7 @@ __all__ = ["SearchJobConfig", "run"]
 
 @dataclass(frozen=True)
 class SearchJobConfig:
-    benchmark: str | None = "nb201"  # tabular benchmark to query ("nb201"), or null to train every candidate
+    benchmark: str | None = "nb201"  # tabular benchmark to query ("nb201"), or "none" to train every candidate
     table: tuple[str, ...] = ()  # the benchmark's CSV tables (arch, cellstr, metric columns), joined on arch
     metric: str = "cifar10valid_xvalid_200ep"  # objective (higher is better); training search: val_acc
     report: str | None = None  # another column to report for the best architecture (e.g. a test accuracy)
@@ -56,14 +56,14 @@ class SearchJobConfig:
 
 
 def build_problem(cfg: SearchJobConfig) -> Any:
-    if cfg.benchmark is None:
+    if cfg.benchmark is None or cfg.benchmark.lower() == "none":
         space = SPACES.create(cfg.space)
         metric = cfg.metric if cfg.metric in ("val_acc", "test_acc") else "val_acc"
         return TrainProblem(space, data=cfg.data, data_root=cfg.data_root, limit=cfg.limit, epochs=cfg.epochs,
                             metric=metric, build_kwargs=dict(cfg.space_kwargs))
     if cfg.benchmark != "nb201":
-        raise ConfigError(f"unknown benchmark {cfg.benchmark!r}; tabular benchmarks: nb201 (or benchmark: null to "
-                          "train candidates)")
+        raise ConfigError(f"unknown benchmark {cfg.benchmark!r}; tabular benchmarks: nb201 (or --benchmark none "
+                          "to train candidates)")
     if not cfg.table:
         raise ConfigError("the nb201 benchmark needs its tables: --table PATH.csv (repeatable; CSVs with columns "
                           "arch, cellstr and metric columns, e.g. nb201_cifar10_200ep.csv)")
@@ -94,7 +94,7 @@ def _summarise(name: str, results: list[SearchResult], report: str | None, optim
         row.update({"found": f"{len(found)}/{len(hits)}", "queries": float(np.mean(found)) if found else None,
                     "queries_std": float(np.std(found)) if found else None})
     row["failed"] = sum(1 for r in results for t in r.history if t.error)
-    return row
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
 def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:

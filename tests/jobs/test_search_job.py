@@ -28,7 +28,7 @@ def test_cli_search_writes_history_summary_and_plot(tmp_path, capsys):
     for row in summary["rows"]:  # recompute the summary from the history
         runs = history[row["strategy"]]
         bests = [max(t["score"] for t in r["history"]) for r in runs]
-        assert row["best"] == pytest.approx(np.mean(bests))
+        assert row["best"] == pytest.approx(np.mean(bests), abs=1e-4)
         assert all(t["costs"]["params_M"] <= 0.5 for r in runs for t in r["history"])
     assert (out / "best_so_far.png").stat().st_size > 0
     assert main(args) == 2  # the run folder exists: refuse to overwrite without --resume
@@ -57,10 +57,10 @@ def test_missing_tables_are_explained(tmp_path):
 
 def test_training_search_on_digits(tmp_path):
     """Real training: 3 candidates, each trained for one epoch on digits; costs computed before training."""
-    cfg = SearchJobConfig(benchmark=None, data="digits", limit=None, epochs=1, strategies=("random",), budget=3,
+    cfg = SearchJobConfig(benchmark="none", data="digits", limit=None, epochs=1, strategies=("random",), budget=3,
                           space_kwargs={"channels": 4, "cells_per_stage": 1}, constraints=("macs_M <= 0.2",),
                           out=str(tmp_path))
     rows = run(cfg)
     runs = json.loads((tmp_path / "history.json").read_text())["random"][0]["history"]
     assert len(runs) == 3 and all(0.0 <= t["score"] <= 1.0 and t["costs"]["macs_M"] <= 0.2 for t in runs)
-    assert rows[0]["best"] == pytest.approx(max(t["score"] for t in runs))
+    assert rows[0]["best"] == pytest.approx(max(t["score"] for t in runs), abs=1e-4)
