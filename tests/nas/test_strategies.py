@@ -96,12 +96,13 @@ def test_strategy_option_errors_are_named():
         create_strategy("weaknas", NB201Space(), top_k=3)
 
 
-def test_weaknas_beats_random_on_the_benchmark(bench):
-    """On real NB201 data: after 100 queries WeakNAS's best is above random search's on every one of 3 seeds."""
-    for seed in range(3):
-        w = search(bench, "weaknas", budget=100, seed=seed).best.score
-        r = search(bench, "random", budget=100, seed=seed).best.score
-        assert w > r
+def test_weaknas_finds_the_benchmark_optimum(bench):
+    """On the real NB201 CIFAR-10 table (one optimum among 15,625; random search needs 7,813 queries on average)
+    WeakNAS finds it within 150 queries in at least 4 of 5 seeds (the benchmark script measures 70 on average)."""
+    _, target = bench.optimum()
+    found = [search(bench, "weaknas", budget=150, seed=s, stop=lambda t: t.key in target).queries_to(target)
+             for s in range(5)]
+    assert sum(q is not None for q in found) >= 4, found
 
 
 def test_weaknas_options_are_checked():

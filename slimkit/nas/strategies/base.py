@@ -39,7 +39,7 @@ class Strategy:
         self.inflight: list[str] = []     # handed out, no result yet
         self.seen: set[str] = set()       # every key proposed so far
         self.status = "new"
-        self._all: list[tuple[Any, str]] | None = None
+        self._all: list[tuple[Any, str]] | None = None  # the listed space with keys, built once
 
     # -- hooks ------------------------------------------------------------------------------------------------------
     def _propose(self) -> list[Any]:
@@ -71,13 +71,25 @@ class Strategy:
         return out
 
     def candidate_pool(self, size: int = 5000) -> list[Any]:
-        """Unseen feasible architectures to rank: the whole space when it can be listed, else `size` samples."""
+        """Unseen architectures to rank: the whole space when it can be listed (NOT checked for feasibility: that
+        can mean building a model per architecture; use `first_feasible` on the ranking), else `size` new feasible
+        samples."""
         if self._all is None:
             listed = self.space.enumerate()
-            self._all = None if listed is None else [(a, self.space.key(a)) for a in listed if self.feasible(a)]
+            self._all = None if listed is None else [(a, self.space.key(a)) for a in listed]
         if self._all is not None:
             return [a for a, k in self._all if k not in self.seen]
         return self.sample_new(size)
+
+    def first_feasible(self, cands: list[Any], order: Any, n: int) -> list[int]:
+        """The first `n` indices in `order` whose candidates are feasible (feasibility checked lazily)."""
+        out: list[int] = []
+        for i in order:
+            if len(out) == n:
+                break
+            if self.feasible(cands[int(i)]):
+                out.append(int(i))
+        return out
 
     @property
     def ok_trials(self) -> list[Trial]:

@@ -41,8 +41,9 @@ class ModelBased(Strategy):
                                 **self.predictor_kwargs).fit(x, y)
 
     def pool(self) -> list[Any]:
-        """Candidates to score: every unseen feasible architecture of a listed space (or a random `pool` of them),
-        else `pool` random samples; plus the unseen neighbours of the ten best so far."""
+        """Candidates to score: every unseen architecture of a listed space (or a random `pool` of them), else `pool`
+        feasible random samples; plus the unseen neighbours of the ten best so far. Rankings keep the feasible ones
+        (`first_feasible`)."""
         cands = self.candidate_pool(self.pool_size)
         if len(cands) > self.pool_size:
             cands = [cands[i] for i in np.sort(self.rng.choice(len(cands), self.pool_size, replace=False))]
@@ -50,7 +51,7 @@ class ModelBased(Strategy):
         for t in sorted(self.ok_trials, key=lambda t: -t.score)[:10]:  # type: ignore[operator]
             for a in self.space.neighbours(self.space.from_key(t.key)):
                 k = self.space.key(a)
-                if k not in keys and k not in self.seen and self.feasible(a):
+                if k not in keys and k not in self.seen:
                     cands.append(a)
                     keys.add(k)
         return cands
@@ -78,4 +79,4 @@ class BayesOpt(ModelBased):
         model = self.fit()
         mean, std = self.predict(model, cands)
         score = acquire(self.acquisition, mean, std, model.y_best)
-        return [cands[i] for i in np.argsort(-score, kind="stable")[: self.batch]]
+        return [cands[i] for i in self.first_feasible(cands, np.argsort(-score, kind="stable"), self.batch)]

@@ -20,4 +20,4 @@ class RandomSearch(Strategy):
 
     def _propose(self) -> list[Any]:
         pool = self.candidate_pool(self.batch)  # a listed space: what is left; else `batch` fresh samples
-        return [pool[i] for i in self.rng.choice(len(pool), min(self.batch, len(pool)), replace=False)]
+        return [pool[i] for i in self.first_feasible(pool, self.rng.permutation(len(pool)), self.batch)]

@@ -62,15 +62,17 @@ class WeakNAS(ModelBased):
             return []
         model = self.fit()
         mean, std = self.predict(model, cands)
-        top = np.argsort(-mean, kind="stable")[: self.top_m]  # the shrunken sampling region
+        top = np.array(self.first_feasible(cands, np.argsort(-mean, kind="stable"), self.top_m))  # the region
         n_explore = int(round(self.explore * self.batch))
+        if not len(top):
+            return []
         chosen = self._select(model, cands, top, mean, std, min(self.batch - n_explore, len(top)))
         out = [cands[i] for i in chosen]
         keys = {self.space.key(a) for a in out}
         for a in self._exploration(model, cands, keys) if n_explore else ():
             if len(out) >= self.batch:
                 break
-            if self.space.key(a) not in keys:
+            if self.space.key(a) not in keys and self.feasible(a):
                 out.append(a)
                 keys.add(self.space.key(a))
         return out
