@@ -128,7 +128,10 @@ def search(problem: Problem, strategy: str | Strategy = "weaknas", budget: int =
             raise CheckpointError(f"{state_path} exists: pass resume=True (--resume) to continue that search, or "
                                   "choose a new run directory")
         if resume and state_path.exists():
-            saved = json.loads(state_path.read_text())
+            try:
+                saved = json.loads(state_path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"cannot read {state_path} ({e}); delete it to start that search again") from None
             if saved.get("meta") != meta:
                 raise CheckpointError(f"{state_path} was written by a different search ({saved.get('meta')}); "
                                       f"resume with the same settings ({meta}) or use a new run directory")

@@ -122,3 +122,15 @@ def test_weaknas_variants_find_additive_optimum(opts):
     res = search(prob, "weaknas", budget=300, seed=1, stop=lambda t: t.key == target,
                  **{"predictor": "ridge", **opts})
     assert res.queries_to([target]) is not None
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
+    from slimkit.errors import CheckpointError
+
+    prob = Additive(0)
+    search(prob, "random", budget=5, seed=0, run_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="different search"):
+        search(prob, "random", budget=8, seed=1, run_dir=tmp_path, resume=True)
+    (tmp_path / "search_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        search(prob, "random", budget=8, seed=0, run_dir=tmp_path, resume=True)
