@@ -59,6 +59,20 @@ class ModelBased(Strategy):
     def predict(self, model: Any, cands: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         return model.predict(self.space.encode_many(cands, self.encoding))
 
+    def _propose(self) -> list[Any]:
+        if len(self.ok_trials) < self.init:
+            return self.sample_new(self.init - len(self.ok_trials))
+        cands = self.pool()
+        if not cands:
+            return []
+        model = self.fit()
+        mean, std = self.predict(model, cands)
+        return self._choose(cands, model, mean, std)
+
+    def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:
+        """The next batch from the scored candidates."""
+        raise NotImplementedError
+
 
 @STRATEGIES.register("bo")
 class BayesOpt(ModelBased):
@@ -70,13 +84,6 @@ class BayesOpt(ModelBased):
         super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool)
         self.acquisition = acquisition
 
-    def _propose(self) -> list[Any]:
-        if len(self.ok_trials) < self.init:
-            return self.sample_new(self.init - len(self.ok_trials))
-        cands = self.pool()
-        if not cands:
-            return []
-        model = self.fit()
-        mean, std = self.predict(model, cands)
+    def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:
         score = acquire(self.acquisition, mean, std, model.y_best)
         return [cands[i] for i in self.first_feasible(cands, np.argsort(-score, kind="stable"), self.batch)]

@@ -54,14 +54,7 @@ class WeakNAS(ModelBased):
             raise ConfigError(f"top_m ({top_m}) must be at least the batch size ({batch})")
         self.top_m, self.explore, self.acquisition, self.select = top_m, explore, acquisition, select
 
-    def _propose(self) -> list[Any]:
-        if len(self.ok_trials) < self.init:
-            return self.sample_new(self.init - len(self.ok_trials))
-        cands = self.pool()
-        if not cands:
-            return []
-        model = self.fit()
-        mean, std = self.predict(model, cands)
+    def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:
         top = np.array(self.first_feasible(cands, np.argsort(-mean, kind="stable"), self.top_m))  # the region
         n_explore = int(round(self.explore * self.batch))
         if not len(top):
