@@ -5,11 +5,12 @@ from slimkit.layers.attention import CoordinateAttention
 from slimkit.layers.micro import ChannelShuffle, DynamicShiftMax, MicroDepthwiseConv, MicroPointwiseConv
 from slimkit.layers.mobile_former import Former, FormerToMobile, MobileSubBlock, MobileToFormer, TokenDynamicReLU
 from slimkit.layers.poolformer import PatchEmbed, PoolFormerBlock, PoolMixer
+from slimkit.layers.sandglass import SandglassBlock, sandglass_hidden
 from slimkit.layers.tokens import Attention, Block, Mlp, T2TModule, TokenAttention, TokenPerformer, soft_split
 
 __all__ = [
     "Attention", "Block", "ChannelShuffle", "CoordinateAttention", "DynamicShiftMax", "Former", "FormerToMobile",
     "HardSwish", "MicroDepthwiseConv", "MicroPointwiseConv", "Mlp", "MobileSubBlock", "MobileToFormer", "PatchEmbed",
-    "PoolFormerBlock", "PoolMixer", "SoftRootSign", "T2TModule", "TokenAttention", "TokenDynamicReLU",
-    "TokenPerformer", "soft_split",
+    "PoolFormerBlock", "PoolMixer", "SandglassBlock", "SoftRootSign", "T2TModule", "TokenAttention", "TokenDynamicReLU",
+    "TokenPerformer", "sandglass_hidden", "soft_split",
 ]
