@@ -23,6 +23,7 @@ __all__ = [
     "STRATEGIES",
     "PREDICTORS",
     "SPACES",
+    "DISTILLERS",
 ]
 
 T = TypeVar("T")
@@ -100,3 +101,4 @@ LOSSES: Registry[Callable[..., Any]] = Registry("loss")
 STRATEGIES: Registry[Callable[..., Any]] = Registry("strategy")
 PREDICTORS: Registry[Callable[..., Any]] = Registry("predictor")
 SPACES: Registry[Callable[..., Any]] = Registry("search space")
+DISTILLERS: Registry[Callable[..., Any]] = Registry("distillation method")

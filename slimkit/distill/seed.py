@@ -7,6 +7,7 @@ and the student minimises the cross-entropy -sum p_T log p_S. The batch's teache
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 
 from slimkit.errors import DistillError
 from slimkit.registry import LOSSES
+from slimkit.train.callbacks import Callback
 
 __all__ = ["EmbeddingQueue", "SeedLoss", "SeedStudent", "seed_loss"]
 
@@ -82,8 +84,12 @@ class SeedStudent(nn.Module):
         return self.head(self.embed(x))
 
 
-class SeedLoss:
-    """Trainer `loss_fn(model, batch)` for SEED: embeds with the frozen teacher, scores, then enqueues."""
+class SeedLoss(Callback):
+    """Trainer `loss_fn(model, batch)` for SEED: embeds with the frozen teacher, scores, then enqueues.
+
+    Pass it also in `callbacks=` so a checkpoint keeps the queue (a resumed run scores against the same anchors).
+    Batches may carry labels; they are ignored.
+    """
 
     def __init__(self, teacher: nn.Module, queue_size: int = 4096, t_student: float = 0.2,
                  t_teacher: float = 0.07) -> None:
@@ -108,3 +114,18 @@ class SeedLoss:
         loss = seed_loss(s, t, self.queue.content(), self.t_student, self.t_teacher)
         self.queue.enqueue(F.normalize(t, dim=1))
         return loss, s
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.queue is None:
+            return {}
+        buf = self.queue.content().detach().float().cpu().contiguous()
+        return {"size": self.queue.size, "dim": self.queue.dim, "rows": len(buf),
+                "buffer": base64.b64encode(buf.numpy().tobytes()).decode("ascii")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        raw = bytearray(base64.b64decode(state["buffer"]))
+        buf = torch.frombuffer(raw, dtype=torch.float32).reshape(int(state["rows"]), int(state["dim"]))
+        self.queue = EmbeddingQueue(int(state["size"]), int(state["dim"]))
+        self.queue.buffer = buf.clone()

@@ -144,8 +144,10 @@ class Trainer:
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self._state_module.parameters(), self.config.grad_clip)
         self.optimizer.step()
-        correct = int((logits.detach().argmax(1) == batch[1]).sum()) if logits.dim() == 2 else 0
-        return float(loss.detach()), correct, len(batch[1])
+        labelled = isinstance(batch, (tuple, list)) and len(batch) > 1
+        correct = int((logits.detach().argmax(1) == batch[1]).sum()) if labelled and logits is not None and \
+            logits.dim() == 2 and len(logits) == len(batch[1]) else 0
+        return float(loss.detach()), correct, len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
 
     def _run_epoch(self, progress: Progress | None) -> dict[str, Any]:
         cfg, n_batches = self.config, len(self.train_loader)

@@ -1,0 +1,93 @@
+"""`slimkit distill`: train a student from a teacher (kd, tfkd, feature, proxyless, seed, stored, or none) and
+`slimkit distill store-logits`: write a teacher's top-k logits once for stored-logit distillation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimkit.cli._common import CONFIG_OPTION, console, job_config, parse_kv
+from slimkit.distill.tasks import DistillOptions
+from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
+from slimkit.report import summary_table
+from slimkit.train import TrainConfig
+
+distill_app = typer.Typer(help="Knowledge distillation: train a student from a teacher, or store teacher logits.",
+                          no_args_is_help=False, invoke_without_command=True)
+
+TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher model name (default resnet56).")
+TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="Teacher weights: a `slimkit train` run folder or a "
+                            ".safetensors file.")
+TEACHER_ARG = typer.Option(None, "--teacher-arg", help="Extra teacher model argument KEY=VALUE (repeatable).")
+DATA = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits).")
+DATA_ROOT = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset.")
+LIMIT = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images.")
+
+
+@distill_app.callback()
+def distill_cmd(
+    ctx: typer.Context,
+    student: str = typer.Option(None, "--student", "-s", help="Student model name (default resnet20)."),
+    teacher: str = TEACHER,
+    teacher_ckpt: str = TEACHER_CKPT,
+    teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Epochs of a teacher trained here when no "
+                                       "--teacher-ckpt is given (default 10)."),
+    method: str = typer.Option(None, "--method", "-m", help="none, kd, tfkd, feature, proxyless, seed or stored "
+                               "(default kd)."),
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    epochs: int = typer.Option(None, "--epochs", "-e", help="Student training epochs (default 10)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default 128)."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 0.1)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    temperature: float = typer.Option(None, "--temperature", "-T", help="Softening temperature (method default)."),
+    alpha: float = typer.Option(None, "--alpha", help="Weight of the distillation term (method default)."),
+    store: str = typer.Option(None, "--store", help="stored: a logit store folder (default: build one here)."),
+    topk: int = typer.Option(None, "--topk", help="stored: top-k logits when the store is built here (10)."),
+    option: list[str] = typer.Option(None, "--option", help="Method option KEY=VALUE (repeatable), e.g. "
+                                     "--option queue_size=1024 or --option margin_kind=arcface."),
+    limit: int = LIMIT,
+    student_arg: list[str] = typer.Option(None, "--student-arg", help="Extra student argument KEY=VALUE."),
+    teacher_arg: list[str] = TEACHER_ARG,
+    out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/distill)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoints."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Train a student with a distillation method; a teacher without --teacher-ckpt is trained first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    opts = {**parse_kv(option), **{k: v for k, v in dict(temperature=temperature, alpha=alpha, store=store).items()
+                                   if v is not None}}
+    cli = dict(student=student, teacher=teacher, teacher_ckpt=teacher_ckpt, teacher_epochs=teacher_epochs,
+               method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+               topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
+               teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None)
+    cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": DistillOptions})
+    summary = run(cfg, resume=resume)
+    console.print(summary_table({k: v for k, v in summary.items() if k != "options"}, title="slimkit distill"))
+
+
+@distill_app.command("store-logits")
+def store_logits_cmd(
+    teacher: str = TEACHER,
+    teacher_ckpt: str = TEACHER_CKPT,
+    teacher_arg: list[str] = TEACHER_ARG,
+    data: str = DATA,
+    data_root: str = DATA_ROOT,
+    limit: int = LIMIT,
+    seed: int = typer.Option(None, "--seed", help="The student run's seed (fixes the replayed augmentation)."),
+    epochs: int = typer.Option(None, "--epochs", "-e", help="Augmentation epochs to store (default 10)."),
+    topk: int = typer.Option(None, "--topk", help="Logits kept per image (default 10)."),
+    out: str = typer.Option(None, "--out", "-o", help="Store folder (default runs/logits)."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Run the teacher once per augmentation epoch and store its top-k logits (resumable; extends a store)."""
+    cli = dict(teacher=teacher, teacher_ckpt=teacher_ckpt, teacher_kwargs=parse_kv(teacher_arg) or None, data=data,
+               data_root=data_root, limit=limit, seed=seed, epochs=epochs, topk=topk, out=out)
+    summary = store_logits(job_config(StoreLogitsConfig, config, cli))
+    console.print(summary_table(summary, title="slimkit distill store-logits"))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(distill_app, name="distill")

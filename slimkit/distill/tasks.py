@@ -1,0 +1,247 @@
+"""Distillation tasks: a method name, a student and a (frozen) teacher -> what the generic Trainer needs.
+
+Each method is a factory in the `DISTILLERS` registry returning a `DistillTask`: the module to train (the student,
+or the student plus a projection head for SEED), a `loss_fn(model, batch)` and the callbacks that carry the
+method's state through checkpoints. The losses themselves are the pure functions of this package.
+
+| method    | teacher  | labels | loss                                                                     |
+|-----------|----------|--------|--------------------------------------------------------------------------|
+| none      | -        | yes    | cross-entropy (the from-scratch baseline)                                |
+| kd        | live     | yes    | Hinton KD: alpha T^2 KL(teacher_T, student_T) + (1 - alpha) CE             |
+| tfkd      | -        | yes    | Tf-KD virtual teacher (a self-teacher is `kd` with a trained student)     |
+| feature   | live     | yes    | FitNets-style hint on `forward_features` through a 1x1 adapter, + KD/CE   |
+| proxyless | head     | yes    | student embedding through the teacher's frozen classifier (margin option) |
+| seed      | live     | no     | SEED: similarity distributions over [own teacher embedding, queue]         |
+| stored    | on disk  | yes    | TinyViT sparse top-k KD read from a `LogitStore`                           |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
+from slimkit.distill.losses import kd_loss, tfkd_loss
+from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
+from slimkit.distill.seed import SeedLoss, SeedStudent
+from slimkit.distill.store import LogitStore
+from slimkit.distill.stored_kd import StoredKDLoss
+from slimkit.errors import DistillError
+from slimkit.registry import DISTILLERS
+from slimkit.train.callbacks import Callback
+
+__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers"]
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    temperature: float | None = None  # softening temperature (default: kd/feature 4, tfkd 20, stored 1)
+    alpha: float | None = None  # weight of the soft term vs CE (default: kd 0.9, tfkd 0.1, feature 0.5, stored 1)
+    correct_prob: float = 0.9  # tfkd: the virtual teacher's probability on the label
+    feature_weight: float = 1.0  # feature: weight of the hint (MSE) term
+    feature_normalize: bool = False  # feature: compare L2-normalised maps (scale-free)
+    margin_kind: str = "softmax"  # proxyless: softmax, arcface or cosface
+    margin: float = 0.0  # proxyless: the angular / cosine margin
+    scale: float = 30.0  # proxyless: logit scale of the margin variants
+    queue_size: int = 4096  # seed: teacher embeddings kept as negatives
+    t_student: float = 0.2  # seed: student temperature
+    t_teacher: float = 0.07  # seed: teacher temperature (sharper)
+    store: str | None = None  # stored: the LogitStore folder
+
+
+_DEFAULTS = {"kd": (4.0, 0.9), "feature": (4.0, 0.5), "tfkd": (20.0, 0.1), "stored": (1.0, 1.0)}
+
+
+@dataclass
+class DistillTask:
+    model: nn.Module  # what the trainer optimises
+    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
+    student: nn.Module  # the student network itself (saved, evaluated, exported)
+    callbacks: list[Callback] = field(default_factory=list)
+    supervised: bool = True  # False: trained without labels; evaluate by linear probe
+    needs_index: bool = False  # batches must be (x, y, index) (`slimkit.data.with_index`)
+    teacher_forwards_per_image: float = 1.0  # teacher passes per training image per epoch
+
+
+def freeze(teacher: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: how every method holds its teacher."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _defaults(method: str, opts: DistillOptions) -> tuple[float, float]:
+    t, a = _DEFAULTS[method]
+    return (t if opts.temperature is None else opts.temperature), (a if opts.alpha is None else opts.alpha)
+
+
+def _need_teacher(method: str, teacher: nn.Module | None) -> nn.Module:
+    if teacher is None:
+        raise DistillError(f"method {method!r} needs a teacher: give --teacher (and --teacher-ckpt)")
+    return freeze(teacher)
+
+
+def _check_classes(student: nn.Module, teacher: nn.Module) -> None:
+    s, t = getattr(student, "num_classes", None), getattr(teacher, "num_classes", None)
+    if s is not None and t is not None and s != t:
+        raise DistillError(f"the student predicts {s} classes and the teacher {t}: build both for the same data")
+
+
+@DISTILLERS.register("none")
+def _scratch(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(batch[0])
+        return F.cross_entropy(logits, batch[1]), logits
+
+    return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
+
+
+@DISTILLERS.register("kd")
+def _kd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    teacher = _need_teacher("kd", teacher)
+    _check_classes(student, teacher)
+    temperature, alpha = _defaults("kd", opts)
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            t = teacher(batch[0])
+        s = model(batch[0])
+        return kd_loss(s, t, batch[1], temperature=temperature, alpha=alpha), s
+
+    return DistillTask(student, loss_fn, student)
+
+
+@DISTILLERS.register("tfkd")
+def _tfkd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    temperature, alpha = _defaults("tfkd", opts)
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        s = model(batch[0])
+        return tfkd_loss(s, batch[1], correct_prob=opts.correct_prob, temperature=temperature, alpha=alpha), s
+
+    return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
+
+
+class _FeatureKD(nn.Module):
+    """Holds the adapter (trained with the student, saved in checkpoints) and computes hint + KD/CE."""
+
+    def __init__(self, teacher: nn.Module, adapter: FeatureAdapter, temperature: float, alpha: float,
+                 weight: float, normalize: bool) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.teacher = [teacher]  # a list keeps the frozen teacher out of this module's parameters and state
+        self.temperature, self.alpha, self.weight, self.normalize = temperature, alpha, weight, normalize
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        teacher = self.teacher[0]
+        with torch.no_grad():
+            t_feat = teacher.forward_features(x)
+            t_logits = teacher.forward_head(t_feat)
+        s_feat = model.forward_features(x)
+        logits = model.forward_head(s_feat)
+        hint = feature_kd_loss(self.adapter(s_feat, tuple(t_feat.shape[-2:])), t_feat, self.normalize)
+        task = kd_loss(logits, t_logits, y, temperature=self.temperature, alpha=self.alpha) if self.alpha > 0 \
+            else F.cross_entropy(logits, y)
+        return task + self.weight * hint, logits
+
+
+def _feature_channels(model: nn.Module, x: torch.Tensor, who: str) -> tuple[int, torch.Tensor]:
+    if not hasattr(model, "forward_features") or not hasattr(model, "forward_head"):
+        raise DistillError(f"feature distillation needs forward_features / forward_head on the {who} (slimkit and "
+                           f"timm models have them); {type(model).__name__} does not")
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        f = model.forward_features(x)
+    model.train(was)
+    if f.dim() != 4:
+        raise DistillError(f"feature distillation matches N x C x H x W maps, but the {who}'s forward_features gives "
+                           f"{tuple(f.shape)} (a transformer?); use --method kd or stored")
+    return f.shape[1], f
+
+
+@DISTILLERS.register("feature")
+def _feature(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+             example: torch.Tensor | None = None) -> DistillTask:
+    teacher = _need_teacher("feature", teacher)
+    _check_classes(student, teacher)
+    if example is None:
+        raise DistillError("feature distillation needs an example input to size its adapter")
+    cs, _ = _feature_channels(student, example, "student")
+    ct, _ = _feature_channels(teacher, example, "teacher")
+    temperature, alpha = _defaults("feature", opts)
+    loss = _FeatureKD(teacher, FeatureAdapter(cs, ct), temperature, alpha, opts.feature_weight,
+                      opts.feature_normalize)
+    return DistillTask(student, loss, student)
+
+
+@DISTILLERS.register("proxyless")
+def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    """The student's classifier becomes a frozen copy of the teacher's; its embedding learns to fit it."""
+    teacher = _need_teacher("proxyless", teacher)
+    weight, bias = teacher_classifier(teacher)
+    head = student.get_classifier() if hasattr(student, "get_classifier") else None
+    if not isinstance(head, nn.Linear) or head.weight.shape != weight.shape:
+        got = tuple(head.weight.shape) if isinstance(head, nn.Linear) else type(head).__name__
+        raise DistillError(f"ProxylessKD gives the student the teacher's classifier {tuple(weight.shape)}, but the "
+                           f"student's is {got}: choose a student whose num_features equals the teacher's "
+                           f"({weight.shape[1]}) or add a projection")
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if head.bias is not None:
+            head.bias.copy_(bias if bias is not None else torch.zeros_like(head.bias))
+    for p in head.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = model.forward_head(model.forward_features(batch[0]), pre_logits=True)
+        h = model.get_classifier()
+        loss = proxyless_kd_loss(emb, h.weight, batch[1], h.bias, kind=opts.margin_kind, margin=opts.margin,
+                                 scale=opts.scale)
+        return loss, F.linear(emb, h.weight, h.bias)
+
+    return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
+
+
+@DISTILLERS.register("seed")
+def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    teacher = _need_teacher("seed", teacher)
+    dim = getattr(teacher, "num_features", None)
+    if not isinstance(dim, int) or not hasattr(student, "num_features"):
+        raise DistillError("SEED needs a teacher and a student with `num_features` and forward_head(pre_logits=True)"
+                           " (slimkit and timm models have them)")
+    loss = SeedLoss(teacher, opts.queue_size, opts.t_student, opts.t_teacher)
+    return DistillTask(SeedStudent(student, dim), loss, student, callbacks=[loss], supervised=False)
+
+
+@DISTILLERS.register("stored")
+def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+        example: torch.Tensor | None = None) -> DistillTask:
+    if opts.store is None:
+        raise DistillError("method 'stored' reads teacher logits from a store: give its folder (store=...), built by "
+                           "`slimkit distill store-logits`")
+    temperature, alpha = _defaults("stored", opts)
+    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha)
+    return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
+
+
+def create_distill_task(method: str, student: nn.Module, teacher: nn.Module | None = None,
+                        options: DistillOptions | None = None, example: torch.Tensor | None = None) -> DistillTask:
+    """Build the task for `method` (see `list_distillers()`); `example` is one input batch (feature sizes)."""
+    return DISTILLERS.get(method)(student, teacher, options or DistillOptions(), example)
+
+
+def list_distillers() -> list[str]:
+    return DISTILLERS.list()

@@ -1,0 +1,196 @@
+"""`slimkit distill`: teacher (loaded, or trained here) -> student trained with a distillation method -> measured
+summary (accuracy or linear-probe accuracy, MACs, params, wall time, teacher forward passes) in a run folder.
+
+The run folder is a `slimkit train` run folder too (`model.json` + `model.safetensors`), so a distilled student is
+a ready baseline for `slimkit compress --baseline`. `store_logits` is the `slimkit distill store-logits` job.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from slimkit.config import to_dict
+from slimkit.data import DataSplits, make_loaders, with_index
+from slimkit.distill import linear_probe, write_logit_store
+from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers
+from slimkit.errors import ConfigError
+from slimkit.jobs import train as train_job
+from slimkit.jobs._common import build_data, build_model, load_run_model, write_config, write_json, write_model_spec
+from slimkit.models import model_info
+from slimkit.profile import count_macs, count_params
+from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+
+__all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "store_logits"]
+
+
+@dataclass(frozen=True)
+class DistillJobConfig:
+    student: str = "resnet20"  # registered model name (or timm:/torchvision:)
+    teacher: str | None = "resnet56"  # teacher model name; None for teacher-free methods (none, tfkd, stored)
+    teacher_ckpt: str | None = None  # a `slimkit train` run folder or a .safetensors file; None: train one here
+    teacher_epochs: int = 10  # epochs of the teacher trained here when teacher_ckpt is None
+    method: str = "kd"  # none, kd, tfkd, feature, proxyless, seed, stored (`slimkit.distill.list_distillers()`)
+    data: str = "digits"  # dataset name, .npz file or image folder
+    data_root: str | None = None  # where the dataset's files are
+    student_kwargs: dict[str, Any] = field(default_factory=dict)  # extra student arguments
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # extra teacher arguments
+    options: DistillOptions = field(default_factory=DistillOptions)  # the method's hyper-parameters
+    topk: int = 10  # stored: top-k logits written when the job builds the store itself
+    limit: int | None = None  # class-balanced subset of training images
+    val_fraction: float = 0.1  # share of the training set held out for validation
+    augment: bool = True  # random crop (+ flip) on the training set
+    probe_limit: int | None = 5000  # seed: training images used to fit the linear probe (None: all)
+    out: str = "runs/distill"  # run folder
+    train: TrainConfig = field(default_factory=TrainConfig)  # the student's training
+
+
+@dataclass(frozen=True)
+class StoreLogitsConfig:
+    teacher: str = "resnet56"  # teacher model name
+    teacher_ckpt: str | None = None  # a `slimkit train` run folder or a .safetensors file (required)
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    data_root: str | None = None
+    limit: int | None = None  # must match the student's run (the store checks the dataset fingerprint)
+    val_fraction: float = 0.1
+    augment: bool = True
+    seed: int = 0  # the training seed of the student's run (it fixes the augmentation replayed from the store)
+    epochs: int = 10  # augmentation epochs to store (>= the student's epochs)
+    topk: int = 10
+    batch_size: int = 256
+    out: str = "runs/logits"
+
+
+def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[str, Any]) -> nn.Module:
+    """A frozen teacher from a `slimkit train` run folder or a .safetensors file of `name` built for the data."""
+    if ckpt is None:
+        raise ConfigError("the teacher needs weights: --teacher-ckpt <run folder or .safetensors>")
+    path = Path(ckpt)
+    if path.is_dir():
+        model, spec = load_run_model(path)
+        if spec["num_classes"] != splits.info.num_classes or spec["in_chans"] != splits.info.in_chans:
+            raise ConfigError(f"the teacher in {path} was trained for {spec['num_classes']} classes / "
+                              f"{spec['in_chans']} channels, the data has {splits.info.num_classes} / "
+                              f"{splits.info.in_chans}: distil on the teacher's data")
+        return freeze(model)
+    model = build_model(name, splits, kwargs)
+    load_weights(model, path)
+    return freeze(model)
+
+
+def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool, console: Console) -> nn.Module:
+    assert cfg.teacher is not None
+    if cfg.teacher_ckpt is not None:
+        console.print(f"[bold]teacher[/]: {cfg.teacher} from {cfg.teacher_ckpt}")
+        return load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+    run_dir = out / "teacher"
+    if not (resume and (run_dir / "summary.json").is_file()):
+        console.print(f"[bold]teacher[/]: training {cfg.teacher} on {cfg.data} for {cfg.teacher_epochs} epochs")
+        job = train_job.TrainJobConfig(model=cfg.teacher, data=cfg.data, data_root=cfg.data_root,
+                                       model_kwargs=dict(cfg.teacher_kwargs), val_fraction=cfg.val_fraction,
+                                       limit=cfg.limit, augment=cfg.augment, out=str(run_dir),
+                                       train=replace(cfg.train, epochs=cfg.teacher_epochs))
+        train_job.run(job, resume=resume)
+    return freeze(load_run_model(run_dir)[0])
+
+
+def _probe(backbone: nn.Module, splits: DataSplits, cfg: DistillJobConfig) -> float:
+    clean = copy.copy(splits.train)
+    if hasattr(clean, "augment"):
+        clean.augment = False  # probe on un-augmented images
+    if cfg.probe_limit is not None and len(clean) > cfg.probe_limit:
+        clean = Subset(clean, torch.randperm(len(clean), generator=torch.Generator().manual_seed(0))
+                       [:cfg.probe_limit].tolist())
+    bs = cfg.train.batch_size
+    return linear_probe(backbone, DataLoader(clean, batch_size=bs), DataLoader(splits.test, batch_size=bs))
+
+
+def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | None, out: Path,
+               console: Console) -> tuple[DistillOptions, int]:
+    """Method 'stored' without a store: write one here with the teacher (what a separate store-logits does)."""
+    if cfg.options.store is not None:
+        return cfg.options, 0
+    if teacher is None:
+        raise ConfigError("method 'stored' needs --store <folder> or a teacher to build the store with")
+    console.print(f"[bold]logit store[/]: teacher top-{cfg.topk} over {cfg.train.epochs} augmentation epochs")
+    write_logit_store(teacher, splits.train, out / "logits", cfg.train.epochs, cfg.topk,
+                      batch_size=max(cfg.train.batch_size, 256), progress=cfg.train.progress)
+    return replace(cfg.options, store=str(out / "logits")), cfg.train.epochs * len(splits.train)
+
+
+def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary also written to `out/summary.json`."""
+    console = console or Console(stderr=True)
+    if cfg.method not in list_distillers():
+        raise ConfigError(f"unknown distillation method {cfg.method!r}: use one of {list_distillers()}")
+    for name in (cfg.student, cfg.teacher):  # fail on a typo before any training
+        if name and ":" not in name:
+            model_info(name)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.yaml", cfg)
+    splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
+                        limit=cfg.limit, augment=cfg.augment)
+    needs_teacher = cfg.method in ("kd", "feature", "proxyless", "seed") or \
+        (cfg.method == "stored" and cfg.options.store is None)
+    teacher = _teacher(cfg, splits, out, resume, console) if needs_teacher and cfg.teacher else None
+    opts, store_forwards = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
+        else (cfg.options, 0)
+    shape = (splits.info.in_chans, *splits.info.image_size)
+    torch.manual_seed(cfg.train.seed)
+    student = build_model(cfg.student, splits, cfg.student_kwargs)
+    task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
+    train_set = with_index(splits.train) if task.needs_index else splits.train
+    loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed)
+    val = loaders.val if task.supervised and len(splits.val) else None
+    write_model_spec(out, cfg.student, cfg.student_kwargs, splits, cfg.data, cfg.data_root)
+    console.print(f"[bold]student[/]: {cfg.student} with {cfg.method} for {cfg.train.epochs} epochs")
+    t0 = time.perf_counter()
+    result = Trainer(task.model, cfg.train, loaders.train, val, loss_fn=task.loss_fn, callbacks=task.callbacks,
+                     out_dir=out / "student").fit(resume=resume)
+    save_weights(task.student, out / "model.safetensors")
+    summary: dict[str, Any] = {
+        "method": cfg.method, "student": cfg.student, "teacher": cfg.teacher if teacher is not None else None,
+        "data": splits.info.name, "epochs": result.epochs_run, "train_time_s": round(result.wall_time_s, 1),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "teacher_forward_passes": int(task.teacher_forwards_per_image * result.epochs_run * len(splits.train))
+        + store_forwards,
+        "student_params": count_params(task.student), "student_macs": count_macs(task.student, shape),
+        "options": to_dict(opts), "out": str(out),
+    }
+    if task.supervised:
+        summary["test_acc"] = evaluate(task.student, loaders.test)["acc"]
+        summary["best_val_acc"] = result.best_val_acc
+    else:
+        summary["probe_acc"] = _probe(task.student, splits, cfg)
+    if teacher is not None:
+        summary["teacher_params"] = count_params(teacher)
+        summary["teacher_macs"] = count_macs(teacher, shape)
+        summary["teacher_test_acc"] = evaluate(teacher, loaders.test)["acc"] if task.supervised else None
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def store_logits(cfg: StoreLogitsConfig, console: Console | None = None) -> dict[str, Any]:
+    """Write (or resume / extend) a logit store of the teacher's top-k over `epochs` augmented passes."""
+    console = console or Console(stderr=True)
+    splits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                        augment=cfg.augment)
+    teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+    t0 = time.perf_counter()
+    store = write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size)
+    summary = {"store": cfg.out, "images": len(splits.train), "epochs": cfg.epochs, "topk": cfg.topk,
+               "teacher": cfg.teacher, "data": splits.info.name, "seconds": round(time.perf_counter() - t0, 1),
+               "bytes": sum(p.stat().st_size for p in Path(cfg.out).iterdir() if p.is_file())}
+    write_json(Path(cfg.out) / "summary.json", summary)
+    del store
+    return summary

@@ -1,0 +1,109 @@
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from slimkit.distill import kd_loss, seed_loss
+from slimkit.distill.tasks import DistillOptions, create_distill_task, list_distillers
+from slimkit.errors import DistillError, UnknownNameError
+from slimkit.models import create_model
+from slimkit.train import TrainConfig, Trainer
+
+
+def _pair(student="convnet_small", teacher="convnet_small", classes=5):
+    torch.manual_seed(0)
+    return create_model(student, num_classes=classes, in_chans=1), create_model(teacher, num_classes=classes,
+                                                                                 in_chans=1)
+
+
+def _batch(n=6, classes=5):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def test_every_method_is_registered():
+    assert set(list_distillers()) >= {"none", "kd", "tfkd", "feature", "proxyless", "seed", "stored"}
+    with pytest.raises(UnknownNameError, match="distillation method"):
+        create_distill_task("kdd", *_pair())
+
+
+def test_kd_task_loss_equals_the_pure_loss_with_a_frozen_teacher():
+    student, teacher = _pair()
+    task = create_distill_task("kd", student, teacher, DistillOptions(temperature=3.0, alpha=0.7))
+    x, y = _batch()
+    loss, logits = task.loss_fn(student, (x, y))
+    expected = kd_loss(student(x), teacher(x), y, temperature=3.0, alpha=0.7)
+    torch.testing.assert_close(loss, expected)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_teacher_methods_without_teacher_or_with_other_classes_are_refused():
+    student, _ = _pair()
+    for m in ("kd", "feature", "proxyless", "seed"):
+        with pytest.raises(DistillError, match="needs a teacher"):
+            create_distill_task(m, student, None)
+    _, other = _pair(classes=7)
+    with pytest.raises(DistillError, match="5 classes and the teacher 7"):
+        create_distill_task("kd", student, other)
+
+
+def test_proxyless_student_inherits_the_frozen_teacher_classifier():
+    student, teacher = _pair()
+    task = create_distill_task("proxyless", student, teacher)
+    torch.testing.assert_close(student.get_classifier().weight, teacher.get_classifier().weight)
+    x, y = _batch()
+    loss, logits = task.loss_fn(student, (x, y))
+    torch.testing.assert_close(logits, student(x))  # the student's own head now is the teacher's
+    torch.testing.assert_close(loss, F.cross_entropy(student(x), y))
+    loss.backward()
+    assert student.get_classifier().weight.grad is None
+    narrow, wide = _pair("convnet_tiny", "convnet_small")
+    with pytest.raises(DistillError, match="num_features"):
+        create_distill_task("proxyless", narrow, wide)
+
+
+def test_feature_task_trains_its_adapter_and_checkpoints_it(tmp_path):
+    student, teacher = _pair("convnet_tiny", "convnet_small")
+    x, y = _batch()
+    task = create_distill_task("feature", student, teacher, DistillOptions(alpha=0.0, feature_weight=2.0),
+                               example=x)
+    loss, logits = task.loss_fn(student, (x, y))
+    s_feat, t_feat = student.forward_features(x), teacher.forward_features(x)
+    hint = F.mse_loss(task.loss_fn.adapter(s_feat, tuple(t_feat.shape[-2:])), t_feat)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y) + 2.0 * hint)
+    loader = DataLoader(TensorDataset(x, y), batch_size=6)
+    trainer = Trainer(student, TrainConfig(epochs=1, lr=0.01, progress=False), loader, loss_fn=task.loss_fn,
+                      out_dir=tmp_path)
+    before = copy.deepcopy(task.loss_fn.adapter.state_dict())
+    trainer.fit()
+    assert not torch.equal(before["proj.0.weight"], task.loss_fn.adapter.proj[0].weight)  # the adapter learns
+    assert any(k.startswith("loss.adapter") for k in trainer._state_module.state_dict())
+    vit = create_model("t2t_vit_7", num_classes=5, in_chans=1)
+    with pytest.raises(DistillError, match="N x C x H x W"):
+        create_distill_task("feature", vit, teacher, example=torch.randn(1, 1, 32, 32))
+
+
+def test_seed_task_is_unsupervised_and_its_queue_survives_a_checkpoint():
+    student, teacher = _pair("convnet_tiny", "convnet_small")
+    task = create_distill_task("seed", student, teacher, DistillOptions(queue_size=8))
+    assert not task.supervised and task.callbacks == [task.loss_fn]
+    x, _ = _batch()
+    task.model.train()
+    task.loss_fn(task.model, (x,))
+    loss, _ = task.loss_fn(task.model, (x,))
+    q = task.loss_fn.queue.content().clone()
+    t = task.loss_fn.teacher_embed(x)
+    torch.testing.assert_close(loss, seed_loss(task.model(x), t, q[:6], 0.2, 0.07))  # queue before 2nd enqueue
+    fresh = create_distill_task("seed", *_pair("convnet_tiny", "convnet_small"), DistillOptions(queue_size=8))
+    fresh.loss_fn.load_state_dict(task.loss_fn.state_dict())
+    torch.testing.assert_close(fresh.loss_fn.queue.content(), task.loss_fn.queue.content())
+    assert len(fresh.loss_fn.queue) == 8
+
+
+def test_stored_needs_a_store():
+    with pytest.raises(DistillError, match="store-logits"):
+        create_distill_task("stored", _pair()[0])

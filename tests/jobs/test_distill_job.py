@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+
+from slimkit.cli.main import main
+from slimkit.distill.tasks import DistillOptions
+from slimkit.errors import ConfigError, UnknownNameError
+from slimkit.jobs._common import load_run_model
+from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
+from slimkit.jobs.train import TrainJobConfig
+from slimkit.jobs.train import run as train
+from slimkit.train import TrainConfig, evaluate
+
+DATA = dict(data="digits", limit=200)
+
+
+def _tc(epochs=1):
+    return TrainConfig(epochs=epochs, batch_size=32, lr=0.05, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train(TrainJobConfig(model="convnet_small", out=str(out), train=_tc(2), **DATA))
+    return out
+
+
+def _cfg(tmp_path, teacher_dir, name, **kw):
+    base = dict(student="convnet_tiny", teacher="convnet_small", teacher_ckpt=str(teacher_dir), train=_tc(),
+                out=str(tmp_path / name), **DATA)
+    return DistillJobConfig(**{**base, **kw})
+
+
+def test_kd_run_folder_is_a_reloadable_student(tmp_path, teacher_dir):
+    s = run(_cfg(tmp_path, teacher_dir, "kd", method="kd"))
+    assert s["teacher_forward_passes"] == s["epochs"] * 180  # 200 images, 10% held out for validation
+    model, spec = load_run_model(tmp_path / "kd")  # a distilled student is a ready `compress --baseline`
+    assert spec["model"] == "convnet_tiny"
+    from slimkit.data import create_dataset, make_loaders
+    splits = create_dataset("digits", None, seed=0, val_fraction=0.1, limit=200, augment=False)
+    assert evaluate(model, make_loaders(splits, 64).test)["acc"] == pytest.approx(s["test_acc"])
+    assert s["teacher_test_acc"] == json.loads((teacher_dir / "summary.json").read_text())["test_acc"]
+    assert json.loads((tmp_path / "kd" / "summary.json").read_text())["method"] == "kd"
+
+
+def test_stored_from_a_separate_store_equals_the_store_built_in_the_job(tmp_path, teacher_dir):
+    inline = run(_cfg(tmp_path, teacher_dir, "inline", method="stored", train=_tc(2)))
+    assert inline["teacher_forward_passes"] == 2 * 180  # the teacher ran once per stored augmentation epoch
+    info = store_logits(StoreLogitsConfig(teacher="convnet_small", teacher_ckpt=str(teacher_dir), epochs=2,
+                                          out=str(tmp_path / "store"), **DATA))
+    assert info["images"] == 180 and info["epochs"] == 2
+    sep = run(_cfg(tmp_path, teacher_dir, "sep", method="stored", teacher=None, teacher_ckpt=None, train=_tc(2),
+                   options=DistillOptions(store=str(tmp_path / "store"))))
+    assert sep["teacher_forward_passes"] == 0
+    a, _ = load_run_model(tmp_path / "inline")
+    b, _ = load_run_model(tmp_path / "sep")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)
+
+
+def test_seed_reports_a_linear_probe(tmp_path, teacher_dir):
+    s = run(_cfg(tmp_path, teacher_dir, "seed", method="seed", options=DistillOptions(queue_size=64)))
+    assert "test_acc" not in s and 0.1 < s["probe_acc"] <= 1.0  # ten digit classes: better than chance
+    assert (tmp_path / "seed" / "student" / "checkpoint" / "state.json").is_file()
+    state = json.loads((tmp_path / "seed" / "student" / "checkpoint" / "state.json").read_text())
+    assert state["callbacks"][0]["rows"] == 64  # the queue is in the checkpoint
+
+
+def test_bad_names_fail_before_training(tmp_path, teacher_dir):
+    with pytest.raises(UnknownNameError, match="convnet_tiny"):
+        run(_cfg(tmp_path, teacher_dir, "typo", student="convnet_tiyn"))
+    with pytest.raises(ConfigError, match="unknown distillation method"):
+        run(_cfg(tmp_path, teacher_dir, "m", method="fitnet"))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_teacher_trained_for_other_data_is_refused(tmp_path, teacher_dir):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "three.npz"
+    np.savez(npz, x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 3, 60),
+             x_test=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 3, 20))
+    with pytest.raises(ConfigError, match="distil on the teacher's data"):
+        run(_cfg(tmp_path, teacher_dir, "other", data=str(npz), limit=None))
+
+
+def test_cli_distill_and_store_logits(tmp_path, teacher_dir):
+    out = tmp_path / "cli"
+    args = ["distill", "--student", "convnet_tiny", "--method", "tfkd", "--data", "digits", "--limit", "200",
+            "--epochs", "1", "--batch-size", "32", "-T", "10", "--option", "correct_prob=0.8", "--out", str(out)]
+    assert main(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "tfkd" and s["teacher"] is None and s["options"]["temperature"] == 10.0
+    assert s["options"]["correct_prob"] == 0.8
+    store = tmp_path / "cli_store"
+    assert main(["distill", "store-logits", "--teacher", "convnet_small", "--teacher-ckpt", str(teacher_dir),
+                 "--data", "digits", "--limit", "200", "--epochs", "1", "--topk", "3", "--out", str(store)]) == 0
+    assert json.loads((store / "summary.json").read_text())["topk"] == 3
+    assert main(["distill", "--method", "kd", "--teacher-ckpt", str(tmp_path / "nope"), "--limit", "50",
+                 "--out", str(tmp_path / "x")]) == 2
