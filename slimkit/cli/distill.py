@@ -33,8 +33,8 @@ def distill_cmd(
     teacher_ckpt: str = TEACHER_CKPT,
     teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Epochs of a teacher trained here when no "
                                        "--teacher-ckpt is given (default 10)."),
-    method: str = typer.Option(None, "--method", "-m", help="none, kd, tfkd, feature, proxyless, seed or stored "
-                               "(default kd)."),
+    method: str = typer.Option(None, "--method", "-m", help="none, kd, tfkd, feature, proxyless, seed, stored or "
+                               "simclr (default kd)."),
     data: str = DATA,
     data_root: str = DATA_ROOT,
     epochs: int = typer.Option(None, "--epochs", "-e", help="Student training epochs (default 10)."),

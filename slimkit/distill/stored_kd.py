@@ -53,18 +53,24 @@ class StoredKDLoss(Callback):
 
     Pass the same object as `loss_fn=` and in `callbacks=`; batches must be `(x, y, index)`
     (`slimkit.data.with_index`). Loss: alpha * sparse_kd_loss + (1 - alpha) * CE (TinyViT: alpha = 1, T = 1).
+    With `cycle=True` training may run longer than the store: epoch e replays stored epoch e mod E (the dataset is
+    told to replay that epoch's augmentation too), so E stored epochs cost E/epochs of the teacher compute.
     """
 
-    def __init__(self, store: LogitStore, temperature: float = 1.0, alpha: float = 1.0) -> None:
+    def __init__(self, store: LogitStore, temperature: float = 1.0, alpha: float = 1.0, cycle: bool = False) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise DistillError(f"alpha must be in [0, 1], got {alpha}")
-        self.store, self.temperature, self.alpha, self.epoch = store, temperature, alpha, 0
+        self.store, self.temperature, self.alpha, self.epoch, self.cycle = store, temperature, alpha, 0, cycle
 
     def on_train_start(self, trainer: Any) -> None:
         self.store.check_dataset(trainer.train_loader.dataset)
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = int(epoch) % self.store.epochs if self.cycle else int(epoch)
+        if self.cycle:  # the trainer set `epoch` on the data; replay the stored one instead
+            dataset = trainer.train_loader.dataset
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(self.epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch}

@@ -13,6 +13,7 @@ method's state through checkpoints. The losses themselves are the pure functions
 | proxyless | head     | yes    | student embedding through the teacher's frozen classifier (margin option) |
 | seed      | live     | no     | SEED: similarity distributions over [own teacher embedding, queue]         |
 | stored    | on disk  | yes    | TinyViT sparse top-k KD read from a `LogitStore`                           |
+| simclr    | -        | no     | SimCLR NT-Xent on two random views: SEED's teacher-free baseline          |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
 from slimkit.distill.losses import kd_loss, tfkd_loss
 from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
 from slimkit.distill.seed import SeedLoss, SeedStudent
+from slimkit.distill.ssl import SimCLRLoss
 from slimkit.distill.store import LogitStore
 from slimkit.distill.stored_kd import StoredKDLoss
 from slimkit.errors import DistillError
@@ -52,6 +54,9 @@ class DistillOptions:
     t_student: float = 0.2  # seed: student temperature
     t_teacher: float = 0.07  # seed: teacher temperature (sharper)
     store: str | None = None  # stored: the LogitStore folder
+    cycle_store: bool = False  # stored: train longer than the store, replaying its epochs in turn (epoch mod E)
+    proj_dim: int = 128  # simclr: projection head width
+    ssl_temperature: float = 0.2  # simclr: NT-Xent temperature
 
 
 _DEFAULTS = {"kd": (4.0, 0.9), "feature": (4.0, 0.5), "tfkd": (20.0, 0.1), "stored": (1.0, 1.0)}
@@ -226,6 +231,16 @@ def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(SeedStudent(student, dim), loss, student, callbacks=[loss], supervised=False)
 
 
+@DISTILLERS.register("simclr")
+def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+            example: torch.Tensor | None = None) -> DistillTask:
+    if not hasattr(student, "num_features"):
+        raise DistillError("SimCLR needs a student with `num_features` and forward_head(pre_logits=True)")
+    loss = SimCLRLoss(opts.ssl_temperature)
+    return DistillTask(SeedStudent(student, opts.proj_dim), loss, student, callbacks=[loss], supervised=False,
+                       teacher_forwards_per_image=0.0)
+
+
 @DISTILLERS.register("stored")
 def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
@@ -233,7 +248,7 @@ def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         raise DistillError("method 'stored' reads teacher logits from a store: give its folder (store=...), built by "
                            "`slimkit distill store-logits`")
     temperature, alpha = _defaults("stored", opts)
-    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha)
+    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha, cycle=opts.cycle_store)
     return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
 
 

@@ -45,6 +45,7 @@ class DistillJobConfig:
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # extra teacher arguments
     options: DistillOptions = field(default_factory=DistillOptions)  # the method's hyper-parameters
     topk: int = 10  # stored: top-k logits written when the job builds the store itself
+    store_epochs: int | None = None  # stored: augmentation epochs stored (None: all; fewer are replayed in turn)
     limit: int | None = None  # class-balanced subset of training images
     val_fraction: float = 0.1  # share of the training set held out for validation
     augment: bool = True  # random crop (+ flip) on the training set
@@ -115,16 +116,21 @@ def _probe(backbone: nn.Module, splits: DataSplits, cfg: DistillJobConfig) -> fl
 
 
 def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | None, out: Path,
-               console: Console) -> tuple[DistillOptions, int]:
-    """Method 'stored' without a store: write one here with the teacher (what a separate store-logits does)."""
+               console: Console) -> tuple[DistillOptions, int, float]:
+    """Method 'stored' without a store: write one here with the teacher (what a separate store-logits does).
+    Returns the options pointing at it, the teacher forward passes and the seconds it took."""
     if cfg.options.store is not None:
-        return cfg.options, 0
+        return cfg.options, 0, 0.0
     if teacher is None:
         raise ConfigError("method 'stored' needs --store <folder> or a teacher to build the store with")
-    console.print(f"[bold]logit store[/]: teacher top-{cfg.topk} over {cfg.train.epochs} augmentation epochs")
-    write_logit_store(teacher, splits.train, out / "logits", cfg.train.epochs, cfg.topk,
+    epochs = min(cfg.store_epochs or cfg.train.epochs, cfg.train.epochs)
+    console.print(f"[bold]logit store[/]: teacher top-{cfg.topk} over {epochs} augmentation epochs")
+    t0 = time.perf_counter()
+    write_logit_store(teacher, splits.train, out / "logits", epochs, cfg.topk,
                       batch_size=max(cfg.train.batch_size, 256), progress=cfg.train.progress)
-    return replace(cfg.options, store=str(out / "logits")), cfg.train.epochs * len(splits.train)
+    opts = replace(cfg.options, store=str(out / "logits"), cycle_store=cfg.options.cycle_store or
+                   epochs < cfg.train.epochs)
+    return opts, epochs * len(splits.train), time.perf_counter() - t0
 
 
 def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
@@ -143,8 +149,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     needs_teacher = cfg.method in ("kd", "feature", "proxyless", "seed") or \
         (cfg.method == "stored" and cfg.options.store is None)
     teacher = _teacher(cfg, splits, out, resume, console) if needs_teacher and cfg.teacher else None
-    opts, store_forwards = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
-        else (cfg.options, 0)
+    opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
+        else (cfg.options, 0, 0.0)
     shape = (splits.info.in_chans, *splits.info.image_size)
     torch.manual_seed(cfg.train.seed)
     student = build_model(cfg.student, splits, cfg.student_kwargs)
@@ -161,7 +167,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     summary: dict[str, Any] = {
         "method": cfg.method, "student": cfg.student, "teacher": cfg.teacher if teacher is not None else None,
         "data": splits.info.name, "epochs": result.epochs_run, "train_time_s": round(result.wall_time_s, 1),
-        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "wall_time_s": round(time.perf_counter() - t0 + store_s, 1),
         "teacher_forward_passes": int(task.teacher_forwards_per_image * result.epochs_run * len(splits.train))
         + store_forwards,
         "student_params": count_params(task.student), "student_macs": count_macs(task.student, shape),

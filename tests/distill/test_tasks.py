@@ -107,3 +107,47 @@ def test_seed_task_is_unsupervised_and_its_queue_survives_a_checkpoint():
 def test_stored_needs_a_store():
     with pytest.raises(DistillError, match="store-logits"):
         create_distill_task("stored", _pair()[0])
+
+
+def test_nt_xent_equals_a_loop_over_anchors():
+    from slimkit.distill import nt_xent_loss
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(4, 5, generator=g, requires_grad=True), torch.randn(4, 5, generator=g)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    terms = []
+    for i in range(8):
+        j = (i + 4) % 8
+        others = [k for k in range(8) if k != i]
+        logits = torch.stack([z[i] @ z[k] / 0.5 for k in others])
+        terms.append(-(z[i] @ z[j] / 0.5 - torch.logsumexp(logits, 0)))
+    expected = torch.stack(terms).mean()
+    loss = nt_xent_loss(z1, z2, 0.5)
+    torch.testing.assert_close(loss, expected)
+    (g1,) = torch.autograd.grad(loss, z1)
+    (g2,) = torch.autograd.grad(expected, z1)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_random_views_crop_flip_are_real_crops_of_the_padded_image():
+    from slimkit.distill import random_views
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    v = random_views(x, torch.Generator().manual_seed(0), pad=2, flip=True, jitter=0.0)
+    padded = F.pad(x, (2,) * 4)
+    for n in range(2):
+        windows = [padded[n, :, a:a + 6, b:b + 6] for a in range(5) for b in range(5)]
+        assert any(torch.equal(v[n], w) or torch.equal(v[n], w.flip(-1)) for w in windows)
+    a = random_views(x, torch.Generator().manual_seed(5))
+    b = random_views(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_simclr_task_needs_no_teacher_and_learns():
+    student, _ = _pair("convnet_tiny")
+    task = create_distill_task("simclr", student, None, DistillOptions(proj_dim=16))
+    assert not task.supervised and task.teacher_forwards_per_image == 0
+    x, _ = _batch(8)
+    loss, z = task.loss_fn(task.model, (x,))
+    assert z.shape == (8, 16) and loss > 0
+    loss.backward()
+    head = {id(p) for p in student.get_classifier().parameters()}  # SimCLR trains the backbone, not the classifier
+    assert all(p.grad is not None for p in student.parameters() if id(p) not in head)

@@ -99,3 +99,34 @@ def test_cli_distill_and_store_logits(tmp_path, teacher_dir):
     assert json.loads((store / "summary.json").read_text())["topk"] == 3
     assert main(["distill", "--method", "kd", "--teacher-ckpt", str(tmp_path / "nope"), "--limit", "50",
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_short_store_is_replayed_in_turn_for_a_fraction_of_the_teacher_compute(tmp_path, teacher_dir):
+    s = run(_cfg(tmp_path, teacher_dir, "cyc", method="stored", store_epochs=1, train=_tc(3)))
+    assert s["epochs"] == 3 and s["teacher_forward_passes"] == 180  # 1/3 of live KD's 540
+    assert s["options"]["cycle_store"] is True
+    from slimkit.distill import LogitStore, StoredKDLoss
+    from slimkit.errors import DistillError
+
+    class _Loader:  # what StoredKDLoss reads from the trainer
+        def __init__(self, ds):
+            self.dataset = ds
+
+    class _Trainer:
+        def __init__(self, ds):
+            self.train_loader = _Loader(ds)
+
+    class _DS:
+        epoch = None
+
+        def set_epoch(self, e):
+            self.epoch = e
+
+    store = LogitStore(tmp_path / "cyc" / "logits")
+    loss, ds = StoredKDLoss(store, cycle=True), _DS()
+    loss.on_epoch_start(_Trainer(ds), 2)
+    assert loss.epoch == 0 and ds.epoch == 0  # epoch 2 replays stored epoch 0 and its augmentation
+    strict = StoredKDLoss(store)
+    strict.on_epoch_start(_Trainer(_DS()), 2)
+    with pytest.raises(DistillError, match="epoch 2 is not in logit store"):
+        strict(torch.nn.Identity(), (torch.zeros(1, 10), torch.zeros(1, dtype=torch.long), torch.zeros(1).long()))
