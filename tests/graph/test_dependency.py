@@ -48,3 +48,58 @@ def test_unknown_ops_block_instead_of_guessing():
     g = build_dependency_graph(Odd(), torch.randn(1, 3, 4, 4))
     assert not any(any(m.module == "a" for m in grp.producers) for grp in g.groups)
     assert any("roll" in r for _, r in g.blocked)
+
+
+class _DataDependent(nn.Module):
+    """A block torch.fx cannot trace (a branch on tensor values)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) if float(x.mean()) > -1e9 else x
+
+
+class _WithOpaque(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 6, 1)
+        self.block = nn.Sequential(nn.ReLU(), _DataDependent(6))
+        self.c = nn.Conv2d(6, 10, 1)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(self.block(self.b(torch.relu(self.a(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_untraceable_submodule_is_kept_whole_and_the_rest_is_analysed():
+    from slimkit.graph.trace import trace, untraceable_modules
+
+    model = _WithOpaque()
+    assert untraceable_modules(model) == ["block.1"]
+    x = torch.randn(1, 3, 8, 8)
+    gm = trace(model, (x,))
+    assert gm.meta["opaque_modules"] == ["block.1"]
+    torch.testing.assert_close(gm(x), model(x))
+    g = build_dependency_graph(model, x)
+    prunable = {m.module for grp in g.groups for m in grp.members}
+    assert {"a", "b"} <= prunable and "c" in prunable  # a->b and c->fc spaces are free
+    assert not any(m.module.startswith("block") for grp in g.groups for m in grp.members)
+    assert any(m.module == "b" and m.role == "out" for grp, _ in g.blocked for m in grp.members)  # feeds the block
+
+
+def test_prune_through_a_model_with_an_untraceable_block():
+    import slimkit
+    from slimkit.profile import count_macs
+
+    torch.manual_seed(0)
+    model = _WithOpaque().eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = slimkit.prune(model, x[:1], ratio=0.5)
+    assert small(x).shape == (2, 2)
+    assert small.block[1].conv.weight.shape == model.block[1].conv.weight.shape  # untouched
+    assert small.a.out_channels == 4 and small.c.out_channels == 5
+    assert count_macs(small, x[:1]) < count_macs(model, x[:1])
