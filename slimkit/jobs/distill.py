@@ -152,6 +152,13 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
         else (cfg.options, 0, 0.0)
     shape = (splits.info.in_chans, *splits.info.image_size)
+    teacher_acc = None
+    if teacher is not None and cfg.method != "seed":
+        teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size).test)["acc"]
+        if teacher_acc < 2.0 / splits.info.num_classes:
+            console.print(f"[yellow]warning: the teacher's test accuracy is {teacher_acc:.3f}, near chance "
+                          f"({1 / splits.info.num_classes:.3f}); distilling from it will hurt the student. Train it "
+                          "longer (--teacher-epochs) or with a lower --lr, or pass a better --teacher-ckpt[/]")
     torch.manual_seed(cfg.train.seed)
     student = build_model(cfg.student, splits, cfg.student_kwargs)
     task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
@@ -181,7 +188,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     if teacher is not None:
         summary["teacher_params"] = count_params(teacher)
         summary["teacher_macs"] = count_macs(teacher, shape)
-        summary["teacher_test_acc"] = evaluate(teacher, loaders.test)["acc"] if task.supervised else None
+        summary["teacher_test_acc"] = teacher_acc
     write_json(out / "summary.json", summary)
     return summary
 

@@ -130,3 +130,20 @@ def test_a_short_store_is_replayed_in_turn_for_a_fraction_of_the_teacher_compute
     strict.on_epoch_start(_Trainer(_DS()), 2)
     with pytest.raises(DistillError, match="epoch 2 is not in logit store"):
         strict(torch.nn.Identity(), (torch.zeros(1, 10), torch.zeros(1, dtype=torch.long), torch.zeros(1).long()))
+
+
+def test_a_safetensors_teacher_near_chance_gets_a_warning(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from slimkit.models import create_model
+    from slimkit.train import save_weights
+
+    torch.manual_seed(0)
+    path = save_weights(create_model("convnet_small", num_classes=10, in_chans=1), tmp_path / "untrained.safetensors")
+    buf = io.StringIO()
+    s = run(DistillJobConfig(student="convnet_tiny", teacher="convnet_small", teacher_ckpt=str(path), train=_tc(),
+                             out=str(tmp_path / "w"), **DATA), console=Console(file=buf, width=200))
+    assert s["teacher_test_acc"] < 0.2
+    assert "near chance" in buf.getvalue()
