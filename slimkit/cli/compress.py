@@ -25,6 +25,8 @@ def compress_cmd(
     importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, di, random."),
     global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
     round_to: int = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8)."),
+    latency_aware: bool = typer.Option(None, "--latency-aware/--no-latency-aware", help="With --global: rank "
+                                       "channels by importance per measured onnxruntime millisecond."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
@@ -39,7 +41,8 @@ def compress_cmd(
     """Prune a model to a MACs / params / latency budget, fine-tune it, export it and report measured gains."""
     cli = dict(model=model, data=data, data_root=data_root, baseline=baseline, baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
-               global_pruning=global_pruning, round_to=round_to, ignored_layers=ignore or None, distill=distill,
+               global_pruning=global_pruning, round_to=round_to, latency_aware=latency_aware,
+               ignored_layers=ignore or None, distill=distill,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
                model_kwargs=parse_kv(model_arg) or None)
     cfg = job_config(CompressConfig, config, cli)

@@ -50,6 +50,7 @@ class CompressConfig:
     ratio: float | None = None  # or: share of channels to remove
     global_pruning: bool = False  # rank channels across layers
     round_to: int | None = None  # channel counts in multiples of this
+    latency_aware: bool = False  # with global_pruning: rank channels by importance per measured millisecond
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
     distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
@@ -132,7 +133,8 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
 def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
              budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
     return prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                 global_pruning=cfg.global_pruning, data=calib, seed=cfg.seed, **budget)
+                 global_pruning=cfg.global_pruning, latency_aware=cfg.latency_aware, data=calib, seed=cfg.seed,
+                 **budget)
 
 
 def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
@@ -196,6 +198,9 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     create_importance(cfg.importance)  # fail on a bad name before any training
     if cfg.method not in _PRUNE_STAGES:
         raise ConfigError(f"unknown method {cfg.method!r}: use one of {sorted(_PRUNE_STAGES)}")
+    if cfg.latency_aware and (cfg.method != "oneshot" or not cfg.global_pruning):
+        raise ConfigError("--latency-aware allocates channels in one global ranking: use it with --global and "
+                          f"--method oneshot (got method {cfg.method!r}, global {cfg.global_pruning})")
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "config.yaml", cfg)
     base, spec = _baseline(cfg, out, resume, console)

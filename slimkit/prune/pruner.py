@@ -19,6 +19,7 @@ from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.prune.importance import ImportanceContext, create_importance
+from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
 from slimkit.prune.surgery import apply_plan
 
 __all__ = ["PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
@@ -35,6 +36,8 @@ class PruneConfig:
     round_to: int | None = None  # keep channel counts at multiples of this (e.g. 8, which CPU kernels like)
     global_pruning: bool = False  # rank channels across groups instead of the same ratio in each
     max_group_ratio: float = 0.9  # never remove more than this share of one group
+    latency_aware: bool = False  # global ranking weighted by each group's measured latency per channel (onnxruntime)
+    latency_batch: int = 1  # batch size at which latency_aware measures
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be > 0, got {v}")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
+        if self.latency_aware and not self.global_pruning:
+            raise ConfigError("latency_aware allocation ranks channels across layers: set global_pruning=True too")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
 
@@ -125,6 +130,17 @@ class Pruner:
         ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
         score = create_importance(self.config.importance)
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
+        self.latency_costs: dict[int, float] | None = None
+        if self.config.latency_aware:
+            shape = tuple(self.example_inputs[0].shape[1:])
+            batch = self.config.latency_batch
+
+            def ort_ms(m: nn.Module) -> float:
+                return measure_latency(m, shape, backend="onnxruntime", batch=batch, repeats=20,
+                                       min_time_s=0.2).median_ms
+
+            self.latency_costs = group_latency_costs(self.model, self.groups, ort_ms, plan_fn=module_plan)
+            self.scores = latency_weighted_scores(self.scores, self.latency_costs)
 
     def step(self, ratio: float, interactive: bool = False) -> Iterator[tuple[Group, list[int]]] | dict:
         """Kept channel indices per group at `ratio`; with `interactive=True`, yields (group, keep) pairs."""
@@ -185,15 +201,17 @@ class Pruner:
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,
           macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
           ignored_layers: Sequence[str | nn.Module] = (), round_to: int | None = None, global_pruning: bool = False,
-          data: Any = None, loss_fn: Callable[..., Any] | None = None, seed: int = 0) -> nn.Module:
+          latency_aware: bool = False, data: Any = None, loss_fn: Callable[..., Any] | None = None,
+          seed: int = 0) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
 
     The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
+    `latency_aware=True` (with `global_pruning=True`) ranks channels by importance per measured millisecond.
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
                       latency_target=latency_target, ignored_layers=ignored, round_to=round_to,
-                      global_pruning=global_pruning, seed=seed)
+                      global_pruning=global_pruning, latency_aware=latency_aware, seed=seed)
     return Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn).run()

@@ -75,3 +75,10 @@ def test_baseline_run_brings_its_data_and_mismatch_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="trained on"):
         run(CompressConfig(baseline=str(tmp_path / "base"), data="digits", ratio=0.5, macs=None,
                            out=str(tmp_path / "e")))
+
+
+def test_latency_aware_needs_global_oneshot(tmp_path):
+    with pytest.raises(ConfigError, match="--global"):
+        run(_cfg(tmp_path, latency_aware=True))
+    with pytest.raises(ConfigError, match="oneshot"):
+        run(_cfg(tmp_path, latency_aware=True, global_pruning=True, method="iterative"))
