@@ -37,7 +37,7 @@ from slimkit.errors import DistillError
 from slimkit.registry import DISTILLERS
 from slimkit.train.callbacks import Callback
 
-__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers"]
+__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers", "needs_teacher"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _check_classes(student: nn.Module, teacher: nn.Module) -> None:
         raise DistillError(f"the student predicts {s} classes and the teacher {t}: build both for the same data")
 
 
-@DISTILLERS.register("none")
+@DISTILLERS.register("none", teacher=False)
 def _scratch(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +108,7 @@ def _scratch(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("kd")
+@DISTILLERS.register("kd", teacher=True)
 def _kd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("kd", teacher)
@@ -124,7 +124,7 @@ def _kd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(student, loss_fn, student)
 
 
-@DISTILLERS.register("tfkd")
+@DISTILLERS.register("tfkd", teacher=False)
 def _tfkd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     temperature, alpha = _defaults("tfkd", opts)
@@ -175,7 +175,7 @@ def _feature_channels(model: nn.Module, x: torch.Tensor, who: str) -> tuple[int,
     return f.shape[1], f
 
 
-@DISTILLERS.register("feature")
+@DISTILLERS.register("feature", teacher=True)
 def _feature(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
              example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("feature", teacher)
@@ -190,7 +190,7 @@ def _feature(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
     return DistillTask(student, loss, student)
 
 
-@DISTILLERS.register("proxyless")
+@DISTILLERS.register("proxyless", teacher=True)
 def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     """The student's classifier becomes a frozen copy of the teacher's; its embedding learns to fit it."""
@@ -219,7 +219,7 @@ def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptio
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("seed")
+@DISTILLERS.register("seed", teacher=True)
 def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("seed", teacher)
@@ -231,7 +231,7 @@ def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(SeedStudent(student, dim), loss, student, callbacks=[loss], supervised=False)
 
 
-@DISTILLERS.register("simclr")
+@DISTILLERS.register("simclr", teacher=False)
 def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
             example: torch.Tensor | None = None) -> DistillTask:
     if not hasattr(student, "num_features"):
@@ -241,7 +241,7 @@ def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
                        teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("stored")
+@DISTILLERS.register("stored", teacher=False)
 def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     if opts.store is None:
@@ -260,3 +260,8 @@ def create_distill_task(method: str, student: nn.Module, teacher: nn.Module | No
 
 def list_distillers() -> list[str]:
     return DISTILLERS.list()
+
+
+def needs_teacher(method: str) -> bool:
+    """Does `method` run a teacher network while the student trains? ('stored' reads its store instead.)"""
+    return bool(DISTILLERS.meta(method)["teacher"])

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from slimkit.config import to_dict
 from slimkit.data import DataSplits, make_loaders, with_index
 from slimkit.distill import linear_probe, write_logit_store
-from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers
+from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, needs_teacher
 from slimkit.errors import ConfigError
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import build_data, build_model, load_run_model, write_config, write_json, write_model_spec
@@ -146,9 +146,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     write_config(out / "config.yaml", cfg)
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
-    needs_teacher = cfg.method in ("kd", "feature", "proxyless", "seed") or \
-        (cfg.method == "stored" and cfg.options.store is None)
-    teacher = _teacher(cfg, splits, out, resume, console) if needs_teacher and cfg.teacher else None
+    wants_teacher = needs_teacher(cfg.method) or (cfg.method == "stored" and cfg.options.store is None)
+    teacher = _teacher(cfg, splits, out, resume, console) if wants_teacher and cfg.teacher else None
     opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
         else (cfg.options, 0, 0.0)
     shape = (splits.info.in_chans, *splits.info.image_size)
@@ -200,10 +199,9 @@ def store_logits(cfg: StoreLogitsConfig, console: Console | None = None) -> dict
                         augment=cfg.augment)
     teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
     t0 = time.perf_counter()
-    store = write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size)
+    write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size)
     summary = {"store": cfg.out, "images": len(splits.train), "epochs": cfg.epochs, "topk": cfg.topk,
                "teacher": cfg.teacher, "data": splits.info.name, "seconds": round(time.perf_counter() - t0, 1),
                "bytes": sum(p.stat().st_size for p in Path(cfg.out).iterdir() if p.is_file())}
     write_json(Path(cfg.out) / "summary.json", summary)
-    del store
     return summary
