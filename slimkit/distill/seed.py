@@ -105,7 +105,7 @@ class SeedLoss(Callback):
             t = self.teacher
             return t.forward_head(t.forward_features(x), pre_logits=True) if hasattr(t, "forward_head") else t(x)
 
-    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, None]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         t = self.teacher_embed(x)
         if self.queue is None:
@@ -113,7 +113,7 @@ class SeedLoss(Callback):
         s = model(x)
         loss = seed_loss(s, t, self.queue.content(), self.t_student, self.t_teacher)
         self.queue.enqueue(F.normalize(t, dim=1))
-        return loss, s
+        return loss, None  # no class scores: the trainer reports no accuracy
 
     def state_dict(self) -> dict[str, Any]:
         if self.queue is None:

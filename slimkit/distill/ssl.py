@@ -68,7 +68,7 @@ class SimCLRLoss(Callback):
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.generator.manual_seed(self.seed * 1_000_003 + int(epoch))
 
-    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, None]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         z1, z2 = model(random_views(x, self.generator)), model(random_views(x, self.generator))
-        return nt_xent_loss(z1, z2, self.temperature), z1
+        return nt_xent_loss(z1, z2, self.temperature), None  # no class scores: no training accuracy

@@ -132,7 +132,7 @@ class Trainer:
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
 
-    def _step(self, batch: Any, lr: float) -> tuple[float, int, int]:
+    def _step(self, batch: Any, lr: float) -> tuple[float, int | None, int]:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss, logits = self.loss_fn(self.net, batch)
@@ -146,7 +146,7 @@ class Trainer:
         self.optimizer.step()
         labelled = isinstance(batch, (tuple, list)) and len(batch) > 1
         correct = int((logits.detach().argmax(1) == batch[1]).sum()) if labelled and logits is not None and \
-            logits.dim() == 2 and len(logits) == len(batch[1]) else 0
+            logits.dim() == 2 and len(logits) == len(batch[1]) else None  # None: no class scores (self-supervised)
         return float(loss.detach()), correct, len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
 
     def _run_epoch(self, progress: Progress | None) -> dict[str, Any]:
@@ -158,21 +158,25 @@ class Trainer:
         desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
         task = progress.add_task(desc, total=n_batches, stats="") if progress is not None else None
         self.net.train()
-        loss_sum = correct = seen = 0
+        loss_sum = correct = seen = scored = 0
         t0 = time.perf_counter()
         for i, batch in enumerate(self.train_loader):
             if i < self.batch_in_epoch:  # resuming inside an epoch: replay the data order, skip done batches
                 continue
             batch = _to(batch, self.device)
             loss, c, n = self._step(batch, lr_at(self.global_step, total_steps, n_batches, cfg))
-            loss_sum, correct, seen = loss_sum + loss * n, correct + c, seen + n
+            loss_sum, seen = loss_sum + loss * n, seen + n
+            if c is not None:
+                correct, scored = correct + c, scored + n
             self.global_step += 1
             self.batch_in_epoch = i + 1
             for cb in self.callbacks:
                 cb.on_batch_end(self, self.global_step, loss)
             if progress is not None and task is not None:
-                progress.update(task, completed=i + 1, stats=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
-        return {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                acc = f" acc {correct / scored:.3f}" if scored else ""
+                progress.update(task, completed=i + 1, stats=f"loss {loss_sum / seen:.3f}{acc}")
+        return {"epoch": self.epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                "train_acc": correct / scored if scored else None,
                 "lr": self.optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - t0, 2)}
 
     def _end_epoch(self, row: dict[str, Any]) -> None:

@@ -146,8 +146,8 @@ def test_simclr_task_needs_no_teacher_and_learns():
     task = create_distill_task("simclr", student, None, DistillOptions(proj_dim=16))
     assert not task.supervised and task.teacher_forwards_per_image == 0
     x, _ = _batch(8)
-    loss, z = task.loss_fn(task.model, (x,))
-    assert z.shape == (8, 16) and loss > 0
+    loss, scores = task.loss_fn(task.model, (x,))
+    assert scores is None and task.model(x).shape == (8, 16) and loss > 0  # no class scores: no training accuracy
     loss.backward()
     head = {id(p) for p in student.get_classifier().parameters()}  # SimCLR trains the backbone, not the classifier
     assert all(p.grad is not None for p in student.parameters() if id(p) not in head)

@@ -173,3 +173,13 @@ def test_weights_round_trip_and_mismatch(tmp_path):
         load_weights(wrong, tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError, match="not found"):
         load_weights(m, tmp_path / "nope.safetensors")
+
+
+def test_a_loss_without_class_scores_reports_no_training_accuracy(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    data = DataLoader(TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)), batch_size=4)
+    res = Trainer(model, TrainConfig(epochs=1, progress=False), data,
+                  loss_fn=lambda m, b: (m(b[0]).pow(2).mean(), None)).fit()
+    assert res.history[0]["train_acc"] is None and res.history[0]["train_loss"] > 0
+    res = Trainer(model, TrainConfig(epochs=1, progress=False), data).fit()
+    assert 0.0 <= res.history[0]["train_acc"] <= 1.0
