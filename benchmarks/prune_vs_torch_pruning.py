@@ -24,6 +24,7 @@ from torch import nn
 import slimkit
 from slimkit.data import create_dataset, make_loaders
 from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.prune import PruneConfig, Pruner
 from slimkit.report import markdown_table
 from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
 
@@ -84,8 +85,12 @@ def accuracy_table(args):
     base_macs, base_lat = count_macs(base, x), _latency(base, x)
     rows = [{"method": "unpruned", "k": 1, "test_acc": evaluate(base, loaders.test)["acc"], "MACs": base_macs,
              "params": count_params(base), **base_lat}]
+    latency_pruner = Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to=8,
+                                                     latency_batch=32))  # costs measured once, reused by bisection
     methods = {
         "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
+        "slimkit l1 global round_to=8": lambda r: slimkit.prune(base, x, ratio=r, global_pruning=True, round_to=8),
+        "slimkit l1 latency-aware round_to=8": latency_pruner.apply,
         "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
         "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
         "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib),

@@ -1,0 +1,108 @@
+"""Distillation methods side by side on Fashion-MNIST: same student, same data, same epochs, one teacher.
+
+Supervised: scratch vs KD vs Tf-KD vs feature KD vs ProxylessKD vs stored-logit KD (a store of E augmentation epochs
+replayed in turn, so the teacher runs E/epochs as often as live KD). Self-supervised: SEED vs a SimCLR student
+without a teacher, compared by linear-probe accuracy (plus the untrained student's and the teacher's probe).
+Every run goes through `slimkit.jobs.distill.run` (what `slimkit distill` calls); runs are cached in
+benchmarks/cache/distill and resumed, so an interrupted benchmark continues.
+
+    python benchmarks/distill.py --limit 10000 --epochs 8 --teacher-epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from slimkit.data import create_dataset
+from slimkit.distill import linear_probe
+from slimkit.distill.tasks import DistillOptions
+from slimkit.jobs import train as train_job
+from slimkit.jobs._common import load_run_model
+from slimkit.jobs.distill import DistillJobConfig, run
+from slimkit.models import create_model
+from slimkit.report import markdown_table
+from slimkit.train import TrainConfig
+
+HERE = Path(__file__).parent
+
+
+def _teacher(args: argparse.Namespace, root: Path) -> Path:
+    out = root / f"teacher_{args.teacher}_{args.limit}_{args.teacher_epochs}ep"
+    if not (out / "summary.json").is_file():
+        job = train_job.TrainJobConfig(model=args.teacher, data="fashion-mnist", limit=args.limit, out=str(out),
+                                       train=TrainConfig(epochs=args.teacher_epochs, batch_size=128, seed=0))
+        train_job.run(job, resume=True)
+    return out
+
+
+def _probe_untrained(args: argparse.Namespace) -> float:
+    splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
+    torch.manual_seed(0)
+    model = create_model(args.student, num_classes=10, in_chans=1)
+    sub = torch.utils.data.Subset(splits.train, list(range(min(5000, len(splits.train)))))
+    dl = torch.utils.data.DataLoader
+    return linear_probe(model, dl(sub, batch_size=256), dl(splits.test, batch_size=256))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", default="resnet20")
+    p.add_argument("--teacher", default="resnet56")
+    p.add_argument("--limit", type=int, default=10000, help="training images (class-balanced)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--teacher-epochs", type=int, default=10)
+    p.add_argument("--store-epochs", type=int, default=1, help="augmentation epochs in the logit store")
+    p.add_argument("--methods", default="none,kd,tfkd,feature,proxyless,stored,seed,simclr")
+    args = p.parse_args()
+    root = HERE / "cache" / "distill" / f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
+    teacher_dir = _teacher(args, root.parent)
+    teacher_summary = json.loads((teacher_dir / "summary.json").read_text())
+    base = DistillJobConfig(student=args.student, teacher=args.teacher, teacher_ckpt=str(teacher_dir),
+                            data="fashion-mnist", limit=args.limit, store_epochs=args.store_epochs,
+                            train=TrainConfig(epochs=args.epochs, batch_size=128, seed=0))
+    rows, results = [], {}
+    for method in args.methods.split(","):
+        opts = DistillOptions(queue_size=4096) if method in ("seed", "simclr") else DistillOptions()
+        t0 = time.perf_counter()
+        s = run(replace(base, method=method, options=opts, out=str(root / method)), resume=True)
+        s["bench_seconds"] = round(time.perf_counter() - t0, 1)
+        results[method] = s
+        rows.append({"method": method, "test_acc": s.get("test_acc"), "probe_acc": s.get("probe_acc"),
+                     "train_s": s["wall_time_s"], "teacher_forwards": s["teacher_forward_passes"]})
+        print(json.dumps(rows[-1]), flush=True)
+    untrained = _probe_untrained(args)
+    teacher, _ = load_run_model(teacher_dir)
+    splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
+    dl = torch.utils.data.DataLoader
+    sub = torch.utils.data.Subset(splits.train, list(range(min(5000, len(splits.train)))))
+    teacher_probe = linear_probe(teacher, dl(sub, batch_size=256), dl(splits.test, batch_size=256))
+    acc = {m: r.get("test_acc") for m, r in results.items()}
+    goals = {}
+    if acc.get("kd") is not None and acc.get("none") is not None:
+        goals["kd_minus_scratch_points"] = round(100 * (acc["kd"] - acc["none"]), 2)
+    if acc.get("stored") is not None and acc.get("kd") is not None:
+        goals["stored_minus_kd_points"] = round(100 * (acc["stored"] - acc["kd"]), 2)
+        goals["stored_teacher_compute_vs_kd"] = results["stored"]["teacher_forward_passes"] / max(
+            results["kd"]["teacher_forward_passes"], 1)
+    if "seed" in results and "simclr" in results:
+        goals["seed_minus_simclr_probe_points"] = round(100 * (results["seed"]["probe_acc"]
+                                                               - results["simclr"]["probe_acc"]), 2)
+    out = {"args": vars(args), "teacher": {"model": args.teacher, "test_acc": teacher_summary["test_acc"],
+                                           "probe_acc": teacher_probe, "epochs": args.teacher_epochs},
+           "untrained_student_probe_acc": untrained, "rows": rows, "goals": goals, "runs": results}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "distill.json").write_text(json.dumps(out, indent=2, default=str))
+    print(markdown_table(rows))
+    print(f"teacher {args.teacher}: test {teacher_summary['test_acc']:.4f}, probe {teacher_probe:.4f}; "
+          f"untrained {args.student} probe {untrained:.4f}")
+    print(json.dumps(goals, indent=2))
+
+
+if __name__ == "__main__":
+    main()
