@@ -27,6 +27,8 @@ from slimkit.jobs import train as train_job
 from slimkit.jobs._common import build_data, build_model, load_run_model, write_config, write_json, write_model_spec
 from slimkit.models import model_info
 from slimkit.profile import count_macs, count_params
+from slimkit.prune import load as load_pruned
+from slimkit.prune.io import record_path
 from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
 
 __all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "store_logits"]
@@ -72,10 +74,18 @@ class StoreLogitsConfig:
 
 
 def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[str, Any]) -> nn.Module:
-    """A frozen teacher from a `slimkit train` run folder or a .safetensors file of `name` built for the data."""
+    """A frozen teacher from a `slimkit train` / `distill` run folder, a `slimkit compress` run folder or pruned
+    .safetensors (rebuilt from its pruning record), or a .safetensors file of `name` built for the data."""
     if ckpt is None:
         raise ConfigError("the teacher needs weights: --teacher-ckpt <run folder or .safetensors>")
     path = Path(ckpt)
+    pruned = path / "model.safetensors" if path.is_dir() else path
+    if record_path(pruned).is_file():  # a pruned model: its record names the original and the cuts
+        model = load_pruned(pruned)
+        if getattr(model, "num_classes", splits.info.num_classes) != splits.info.num_classes:
+            raise ConfigError(f"the pruned teacher {pruned} predicts {model.num_classes} classes, the data has "
+                              f"{splits.info.num_classes}: distil on the teacher's data")
+        return freeze(model)
     if path.is_dir():
         model, spec = load_run_model(path)
         if spec["num_classes"] != splits.info.num_classes or spec["in_chans"] != splits.info.in_chans:

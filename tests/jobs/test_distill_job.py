@@ -147,3 +147,14 @@ def test_a_safetensors_teacher_near_chance_gets_a_warning(tmp_path):
                              out=str(tmp_path / "w"), **DATA), console=Console(file=buf, width=200))
     assert s["teacher_test_acc"] < 0.2
     assert "near chance" in buf.getvalue()
+
+
+def test_a_pruned_teacher_from_compress_is_rebuilt_from_its_record(tmp_path, teacher_dir):
+    from slimkit.jobs.compress import CompressConfig
+    from slimkit.jobs.compress import run as compress
+
+    c = compress(CompressConfig(baseline=str(teacher_dir), ratio=0.5, macs=None, finetune_epochs=1, batch_size=32,
+                                latency_batches=(1,), out=str(tmp_path / "c"), **DATA))
+    s = run(_cfg(tmp_path, teacher_dir, "from_pruned", teacher_ckpt=str(tmp_path / "c")))
+    assert s["teacher_macs"] == c["pruned"]["macs"] < c["baseline"]["macs"]
+    assert s["teacher_test_acc"] == pytest.approx(c["pruned"]["test_acc"])
