@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassifierMixin"]
+__all__ = ["ClassifierMixin", "init_mobile_weights"]
 
 
 class ClassifierMixin:
@@ -30,3 +30,14 @@ class ClassifierMixin:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
+
+def init_mobile_weights(model: nn.Module) -> None:
+    """The MobileNet family's init: convs Kaiming-normal (fan-out), linears N(0, 0.01) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

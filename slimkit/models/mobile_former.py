@@ -21,7 +21,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.layers.mobile_former import Former, FormerToMobile, MobileSubBlock, MobileToFormer, pointwise_bn
-from slimkit.models._base import ClassifierMixin
+from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
 __all__ = ["MobileFormer", "MobileFormerBlock", "build_mobile_former"]
@@ -97,12 +97,7 @@ class MobileFormer(ClassifierMixin, nn.Module):
                                 nn.Hardswish())
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(head_hidden, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_mobile_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> (final map after the 1x1 conv, N x C x H x W; global tokens, N x M x d)."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.models._base import ClassifierMixin
+from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
 __all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "make_divisible"]
@@ -72,12 +72,7 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         layers.append(_conv_bn(cin, self.num_features, 1, 1, 1, act_layer))
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(self.num_features, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_mobile_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

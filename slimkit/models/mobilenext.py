@@ -18,7 +18,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.layers.sandglass import SandglassBlock
-from slimkit.models._base import ClassifierMixin
+from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.models.mobilenetv2 import make_divisible
 from slimkit.registry import MODELS
 
@@ -53,12 +53,7 @@ class MobileNeXt(ClassifierMixin, nn.Module):
         self.features = nn.Sequential(*layers)
         self.num_features = cin
         self.head = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_mobile_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
