@@ -50,6 +50,33 @@ def _probe_untrained(args: argparse.Namespace) -> float:
     return linear_probe(model, dl(sub, batch_size=256), dl(splits.test, batch_size=256))
 
 
+def plot(out: dict) -> Path:
+    """Accuracy per method (test accuracy; linear-probe accuracy for the self-supervised ones), zoomed in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = out["rows"]
+    acc = [r["test_acc"] if r["test_acc"] is not None else r["probe_acc"] for r in rows]
+    labels = [r["method"] + (" (probe)" if r["test_acc"] is None else "") for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.2))
+    ax.barh(labels[::-1], acc[::-1], color=["tab:orange" if "probe" in lb else "tab:blue" for lb in labels[::-1]])
+    for y, a in enumerate(acc[::-1]):
+        ax.text(a, y, f" {a:.4f}", va="center", fontsize=8)
+    ax.set_xlim(min(acc) - 0.02, max(acc) + 0.015)
+    ax.axvline(out["teacher"]["test_acc"], color="grey", ls="--", lw=1, label="teacher test acc")
+    ax.set_xlabel("accuracy")
+    ax.set_title(f"{out['args']['student']} on Fashion-MNIST ({out['args']['limit']} images, "
+                 f"{out['args']['epochs']} epochs)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = HERE / "results" / "distill.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", default="resnet20")
@@ -60,7 +87,8 @@ def main() -> None:
     p.add_argument("--store-epochs", type=int, default=1, help="augmentation epochs in the logit store")
     p.add_argument("--methods", default="none,kd,tfkd,feature,proxyless,stored,seed,simclr")
     args = p.parse_args()
-    root = HERE / "cache" / "distill" / f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
+    run_name = f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
+    root = HERE / "cache" / "distill" / run_name
     teacher_dir = _teacher(args, root.parent)
     teacher_summary = json.loads((teacher_dir / "summary.json").read_text())
     base = DistillJobConfig(student=args.student, teacher=args.teacher, teacher_ckpt=str(teacher_dir),
@@ -98,6 +126,7 @@ def main() -> None:
            "untrained_student_probe_acc": untrained, "rows": rows, "goals": goals, "runs": results}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "distill.json").write_text(json.dumps(out, indent=2, default=str))
+    plot(out)
     print(markdown_table(rows))
     print(f"teacher {args.teacher}: test {teacher_summary['test_acc']:.4f}, probe {teacher_probe:.4f}; "
           f"untrained {args.student} probe {untrained:.4f}")
