@@ -6,68 +6,35 @@ features each channel occupies (more than one after `flatten` of a C x H x W map
 (residual add/mul, SE gating), concatenate (cat) or split (split/chunk) these lists; modules that own parameters
 on a channel dimension become *members* of the space. A space touched by anything the engine does not understand,
 or by the model's inputs or outputs, is *blocked* and never pruned. Reading only: nothing here changes the model.
+
+Tiled layouts (see `slimkit.graph.spaces`): a grouped conv with g groups reads its input as g tiles of one space of
+C_in / g channels (channel c of that space is column c of the weight, and input channel k * C_in / g + c for every
+group k) and writes g tiles of one space of C_out / g channels, so every group keeps as many channels as the others
+and `groups` never changes. The producer's space was created before the grouped conv was seen: it is *tied* to the
+smaller space afterwards (its channel c becomes channel c mod C_in / g), and its members' layouts are rewritten
+lazily (`Member.tile`). A depthwise conv with a channel multiplier k couples input channel c with its k filters.
+Attention heads and channel shuffles are reshapes of the channel dimension (`slimkit.graph.layout`).
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from slimkit.graph.layout import _LayoutOps, is_softmax
+from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
+from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["Segment", "ChannelInfo", "Member", "Group", "DependencyGraph", "build_dependency_graph"]
 
 
-@dataclass(frozen=True)
-class Segment:
-    space: int
-    size: int  # channels
-    repeat: int = 1  # features per channel along the dimension (H*W after flatten)
-
-
-@dataclass(frozen=True)
-class ChannelInfo:
-    dim: int  # channel dimension of the tensor
-    segments: tuple[Segment, ...]
-
-    def offsets(self) -> list[int]:
-        out, o = [], 0
-        for s in self.segments:
-            out.append(o)
-            o += s.size * s.repeat
-        return out
-
-
-@dataclass(frozen=True)
-class Member:
-    """Parameters of `module` on one channel dimension: channel c of the space is index offset + c*repeat + j."""
-
-    module: str
-    role: str  # "out" (producer rows), "in" (consumer columns), "dw" (depthwise: both), "norm" (per-channel affine)
-    offset: int = 0
-    repeat: int = 1
-
-
-@dataclass
-class Group:
-    """A prunable set of coupled channels: removing channel c removes it from every member."""
-
-    id: int
-    size: int
-    members: list[Member] = field(default_factory=list)
-
-    @property
-    def producers(self) -> list[Member]:
-        return [m for m in self.members if m.role in ("out", "dw")]
-
-    def __str__(self) -> str:
-        items = ", ".join(f"{m.module}:{m.role}" + (f"@{m.offset}" if m.offset else "") for m in self.members)
-        return f"Group {self.id} ({self.size} channels): {items}"
-
+# Modules sliced like nn.Conv2d (weight: out x in/groups x ..., attributes in/out_channels and groups)
+_CONVS = (nn.Conv2d, DynamicConv2d)
 
 _PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
@@ -83,63 +50,15 @@ _PASS_FUNCS = {
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "clamp", "contiguous", "clone", "float", "detach", "relu_", "sigmoid_",
                  "clamp_", "to", "type_as", "neg"}
 _MERGE_FUNCS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
-                torch.div, operator.iadd, operator.imul}
-_MERGE_METHODS = {"add", "sub", "mul", "div", "add_", "mul_", "expand_as"}
+                torch.div, operator.iadd, operator.imul, torch.maximum, torch.minimum}
+_MERGE_METHODS = {"add", "sub", "mul", "div", "add_", "mul_", "expand_as", "maximum", "minimum"}
 _SHAPE_METHODS = {"size", "dim", "numel"}
 
 
-class _Spaces:
-    """Union-find over channel spaces, with sizes, a blocked flag and members."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.size: list[int] = []
-        self.blocked: list[bool] = []
-        self.members: list[list[Member]] = []
-        self.reasons: dict[int, str] = {}
-
-    def new(self, size: int, blocked: bool = False, reason: str = "") -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(size)
-        self.blocked.append(blocked)
-        self.members.append([])
-        if blocked:
-            self.reasons[len(self.parent) - 1] = reason
-        return len(self.parent) - 1
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] != self.size[rb]:
-            self.block(ra, "coupled spaces of different sizes")
-            self.block(rb, "coupled spaces of different sizes")
-        self.parent[rb] = ra
-        self.blocked[ra] = self.blocked[ra] or self.blocked[rb]
-        self.members[ra] += self.members[rb]
-        if rb in self.reasons and ra not in self.reasons:
-            self.reasons[ra] = self.reasons[rb]
-
-    def block(self, i: int, reason: str) -> None:
-        r = self.find(i)
-        if not self.blocked[r]:
-            self.reasons[r] = reason
-        self.blocked[r] = True
-
-    def add(self, seg: Segment, member: Member) -> None:
-        self.members[self.find(seg.space)].append(member)
-
-
-class _Builder:
-    def __init__(self, gm: fx.GraphModule) -> None:
+class _Builder(_LayoutOps):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
         self.gm = gm
-        self.modules = dict(gm.named_modules())
+        self.modules = {**dict(gm.named_modules()), **dict(model.named_modules())}  # fx stubs the containers
         self.spaces = _Spaces()
         self.info: dict[fx.Node, Any] = {}
         self.calls: dict[str, tuple[Any, Any]] = {}  # module -> (input info, output info) of its first call
@@ -204,9 +123,6 @@ class _Builder:
                 return b
         self._merge_simple(a, b, node)
         return a
-        for x, y in zip(a.segments, b.segments, strict=True):
-            self.spaces.union(x.space, y.space)
-        return a
 
     # -- modules
     def _module(self, node: fx.Node) -> Any:
@@ -233,44 +149,103 @@ class _Builder:
         x = self.info.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         if isinstance(m, _PASS_MODULES):
             return x
+        if isinstance(m, (*_CONVS, nn.Linear)) and not self._readable_input(m, node, x):
+            # the input's channels cannot be followed into this layer: keep them, still prune its own outputs
+            self._block_info(x, f"input to {type(m).__name__} '{name}' in a layout the engine does not follow")
+            if isinstance(m, _CONVS):
+                return self._conv_out(node, m)
+            out = self._fresh(node, False, dim=len(self._shape(node)) - 1)
+            self.spaces.add(out.segments[0].space, Member(name, "out"))
+            return out
         if not isinstance(x, ChannelInfo):
             return self._unknown(node, f"input to {type(m).__name__} '{name}'")
-        if isinstance(m, nn.Flatten) and m.end_dim == -1:
-            return self._flatten(node, x, m.start_dim)
+        if isinstance(m, nn.Flatten):
+            return self._flatten(node, x, m.start_dim, m.end_dim)
         offs = x.offsets()
-        if isinstance(m, nn.Conv2d) and x.dim == 1 and all(s.repeat == 1 for s in x.segments):
-            if m.groups == 1:
-                for s, o in zip(x.segments, offs, strict=True):
-                    self.spaces.add(s, Member(name, "in", o))
-                out = self._fresh(node, False)
-                self.spaces.add(out.segments[0], Member(name, "out"))
-                return out
-            if m.groups == m.in_channels == m.out_channels:
-                for s, o in zip(x.segments, offs, strict=True):
-                    self.spaces.add(s, Member(name, "dw", o))
-                return x
+        if isinstance(m, _CONVS) and x.dim == 1:
+            return self._conv(node, m, x)
         if isinstance(m, nn.Linear) and x.dim == len(self._shape(node.args[0])) - 1:
             for s, o in zip(x.segments, offs, strict=True):
-                self.spaces.add(s, Member(name, "in", o, s.repeat))
+                self.spaces.add(s.space, Member(name, "in", o, s.repeat))
             out = self._fresh(node, False, dim=len(self._shape(node)) - 1)
-            self.spaces.add(out.segments[0], Member(name, "out"))
+            self.spaces.add(out.segments[0].space, Member(name, "out"))
             return out
         norm_ok = (
             (isinstance(m, nn.modules.batchnorm._BatchNorm) and x.dim == 1)
-            or (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1 and self._ln_over_channels(m, node, x))
+            or (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1 and self._ln_over_channels(m, node, x)
+                and all(s.repeat == 1 for s in x.segments))
             or (isinstance(m, nn.GroupNorm) and x.dim == 1 and m.num_groups in (1, m.num_channels))
             or (isinstance(m, nn.PReLU) and x.dim == 1)
         )
-        if norm_ok and all(s.repeat == 1 for s in x.segments):
+        if norm_ok:  # per-position parameters: a segment's repeated features each have their own
             has_params = any(True for _ in m.parameters(recurse=False))
             if has_params and not (isinstance(m, nn.PReLU) and m.num_parameters == 1):
                 for s, o in zip(x.segments, offs, strict=True):
-                    self.spaces.add(s, Member(name, "norm", o))
+                    self.spaces.add(s.space, Member(name, "norm", o, s.repeat))
             if isinstance(m, nn.GroupNorm) and m.num_groups == 1:
                 # statistics over all channels change when channels go: block (GroupNorm(1) is not per-channel)
                 self._block_info(x, f"GroupNorm '{name}' normalises across channels")
             return x
         return self._unknown(node, f"module {type(m).__name__} '{name}'")
+
+    def _readable_input(self, m: nn.Module, node: fx.Node, x: Any) -> bool:
+        if not isinstance(x, ChannelInfo):
+            return False
+        return x.dim == (1 if isinstance(m, _CONVS) else len(self._shape(node.args[0])) - 1)
+
+    def _conv(self, node: fx.Node, m: nn.Conv2d, x: ChannelInfo) -> ChannelInfo | None:
+        """Plain conv: in / out spaces. Depthwise (groups == in_channels, any multiplier k = out / in): input channel
+        c owns k consecutive filters, so the output keeps the input's spaces with `repeat` k. Grouped conv: the
+        input and output are read as g tiles of one space each (see `_grouped_input`)."""
+        name, offs = str(node.target), x.offsets()
+        if isinstance(m, DynamicConv2d):  # its kernel attention reads every input channel (pooled)
+            for s, o in zip(x.segments, offs, strict=True):
+                self.spaces.add(s.space, Member(f"{name}.fc1", "in", o, s.repeat))
+        if m.groups == m.in_channels > 1:
+            k = m.out_channels // m.in_channels
+            for s, o in zip(x.segments, offs, strict=True):
+                self.spaces.add(s.space, Member(name, "dw", o * k, s.repeat * k))
+            return ChannelInfo(1, tuple(Segment(s.space, s.size, s.repeat * k) for s in x.segments))
+        if m.groups == 1:
+            for s, o in zip(x.segments, offs, strict=True):
+                self.spaces.add(s.space, Member(name, "in", o, s.repeat))
+        elif not self._grouped_input(name, x, m.groups):
+            self._block_info(x, f"input of conv '{name}' (groups={m.groups}) in a layout it cannot be cut in")
+        return self._conv_out(node, m)
+
+    def _conv_out(self, node: fx.Node, m: nn.Conv2d) -> ChannelInfo:
+        out = self._fresh(node, False, dim=1)
+        if m.groups > 1:  # output channel c of every group goes together: g tiles of out_channels / g
+            self.spaces.tie(out.segments[0].space, self.spaces.new(m.out_channels // m.groups))
+        self.spaces.add(out.segments[0].space, Member(str(node.target), "out"))
+        return out
+
+    def _grouped_input(self, name: str, x: ChannelInfo, g: int) -> bool:
+        """Input columns of a grouped conv: position w of every group is one channel (the weight's column w).
+        Each group must see the same sequence of pieces; a segment spanning whole groups is tied to a space of
+        one group's width. Anything else (a segment straddling a group boundary) is not representable: False."""
+        width = x.length // g
+        pieces: list[list[tuple[int, int, int]]] = [[] for _ in range(g)]  # per group: (space, repeat, column)
+        for s, o in zip(x.segments, x.offsets(), strict=True):
+            n = s.size * s.repeat
+            if o // width == (o + n - 1) // width:
+                pieces[o // width].append((s.space, s.repeat, o % width))
+            elif o % width == 0 and n % width == 0 and width % s.repeat == 0:
+                q = self.spaces.new(width // s.repeat)
+                self.spaces.tie(s.space, q)
+                for grp in range(o // width, (o + n) // width):
+                    pieces[grp].append((q, s.repeat, 0))
+            else:
+                return False
+        sp = self.spaces
+        layout = [[(sp.size[sp.find(q)], r, c) for q, r, c in grp] for grp in pieces]
+        if any(lay != layout[0] for lay in layout):
+            return False
+        for j, (q, r, c) in enumerate(pieces[0]):
+            for grp in pieces[1:]:
+                sp.union(q, grp[j][0])
+            sp.add(q, Member(name, "in", c, r))
+        return True
 
     def _ln_over_channels(self, m: nn.LayerNorm, node: fx.Node, x: ChannelInfo) -> bool:
         shape = self._shape(node.args[0])
@@ -280,26 +255,6 @@ class _Builder:
         return x.dim == len(shape) - 1 or type(m) is not nn.LayerNorm
 
     # -- functions and methods
-    def _flatten(self, node: fx.Node, x: ChannelInfo, start: int) -> ChannelInfo | None:
-        shape = self._shape(node.args[0])
-        if shape is None or start != x.dim or x.dim != 1:
-            return self._unknown(node, "flatten")
-        rest = 1
-        for s in shape[2:]:
-            rest *= s
-        return ChannelInfo(1, tuple(Segment(s.space, s.size, s.repeat * rest) for s in x.segments))
-
-    def _view(self, node: fx.Node, x: ChannelInfo) -> ChannelInfo | None:
-        src, dst = self._shape(node.args[0]), self._shape(node)
-        if src is None or dst is None:
-            return self._unknown(node, "reshape")
-        d = x.dim
-        if dst[: d + 1] == src[: d + 1]:
-            return x  # only dimensions after the channels change
-        if d == 1 and len(dst) == 2 and dst[0] == src[0]:
-            return self._flatten(node, x, 1)
-        return self._unknown(node, f"reshape {src} -> {dst}")
-
     def _cat(self, node: fx.Node, tensors: list[Any], dim: int) -> ChannelInfo | None:
         infos = [self.info.get(t) for t in tensors]
         if not infos or not all(isinstance(i, ChannelInfo) for i in infos):
@@ -314,16 +269,32 @@ class _Builder:
         return first
 
     def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:
-        if a.dim != b.dim or [(s.size, s.repeat) for s in a.segments] != [(s.size, s.repeat) for s in b.segments]:
+        """Same positions, same channels. Segments must line up; within a pair, the one with the smaller repeat
+        is tied to the other (C channels read as H heads of D features)."""
+        if a.dim != b.dim or a.offsets() != b.offsets() or [s.size * s.repeat for s in a.segments] != [
+                s.size * s.repeat for s in b.segments]:
             self._block_info([a, b], f"{node.name}: incompatible channel layouts")
             return
         for x, y in zip(a.segments, b.segments, strict=True):
-            self.spaces.union(x.space, y.space)
+            if x.repeat == y.repeat:
+                self.spaces.union(x.space, y.space)
+            elif x.repeat % y.repeat == 0:
+                self.spaces.tie(y.space, x.space, x.repeat // y.repeat)
+            elif y.repeat % x.repeat == 0:
+                self.spaces.tie(x.space, y.space, y.repeat // x.repeat)
+            else:
+                self._block_info([a, b], f"{node.name}: incompatible channel layouts")
 
     def _split(self, node: fx.Node, x: ChannelInfo, sizes: list[int], dim: int) -> Any:
         nd = len(self._shape(node.args[0]))
         if dim % nd != x.dim:
             return [x for _ in sizes]
+        if len(x.segments) == 1 and x.segments[0].repeat == 1 and len(set(sizes)) == 1 and len(sizes) > 1:
+            # equal parts of one space (q | k | v, the two slopes of a dynamic ReLU): channel c of every part is
+            # tied together (c mod part), so each part can be coupled with what it meets downstream
+            part = self.spaces.new(sizes[0])
+            self.spaces.tie(x.segments[0].space, part)
+            return [ChannelInfo(x.dim, (Segment(part, sizes[0]),)) for _ in sizes]
         out, segs, i = [], list(x.segments), 0
         for want in sizes:
             part, got = [], 0
@@ -355,28 +326,50 @@ class _Builder:
                 return self._unknown(node, f"'{name}' with a parameter or constant along the channels")
             if len(infos) == 2:
                 return self._merge(infos[0], infos[1], node)
+            if len(infos) > 2:
+                return self._unknown(node, f"'{name}' of more than two tensors")
             return infos[0] if infos else None
         if t is operator.getitem:
             if isinstance(first, list) and isinstance(args[1], int):
                 return first[args[1]]
-            if first is None:
-                return None
-            return self._unknown(node, "indexing")
-        if t is torch.flatten or (node.op == "call_method" and t == "flatten"):
-            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0 if node.op == "call_function" else 0)
-            return self._flatten(node, first, start) if isinstance(first, ChannelInfo) else None
-        if node.op == "call_method" and t in ("view", "reshape") or t is torch.reshape:
-            return self._view(node, first) if isinstance(first, ChannelInfo) else None
-        if node.op == "call_method" and t in ("mean", "sum", "amax") or t in (torch.mean, torch.sum, torch.amax):
-            return self._reduce(node, first)
+            return self._getitem(node, first) if isinstance(first, ChannelInfo) else None
+        if t in (operator.matmul, torch.matmul, torch.bmm) or (node.op == "call_method" and t in ("matmul", "bmm")):
+            return self._matmul(node)
+        if t is nn.functional.scaled_dot_product_attention:
+            return self._sdpa(node)
         if t is torch.cat or t is torch.concat:
             return self._cat(node, list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
+        if not isinstance(first, ChannelInfo):
+            return self._untracked(node, first, name)
+        return self._shape_op(node, first, name)
+
+    def _untracked(self, node: fx.Node, first: Any, name: str) -> Any:
+        if first is None and not self._infos(list(node.args) + list(node.kwargs.values())):
+            return None
+        return self._unknown(node, f"operation '{name}'")
+
+    def _shape_op(self, node: fx.Node, first: ChannelInfo, name: str) -> Any:
+        t, args, method = node.target, node.args, node.op == "call_method"
+        if t is torch.flatten or (method and t == "flatten"):
+            return self._flatten(node, first, args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0))
+        if method and t in ("view", "reshape") or t is torch.reshape:
+            return self._view(node, first)
+        if (method and t == "unflatten") or t is torch.unflatten:
+            return self._unflatten(node, first)
+        if (method and t == "unsqueeze") or t is torch.unsqueeze:
+            return self._unsqueeze(node, first)
+        if (method and t == "unbind") or t is torch.unbind:
+            return self._unbind(node, first)
+        if is_softmax(node):
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            nd = len(self._shape(args[0]))
+            return first if isinstance(dim, int) and dim % nd != first.dim else self._unknown(node, "softmax")
+        if node.op == "call_method" and t in ("mean", "sum", "amax") or t in (torch.mean, torch.sum, torch.amax):
+            return self._reduce(node, first)
         if (node.op == "call_method" and t in ("chunk", "split")) or t in (torch.chunk, torch.split):
             return self._split_call(node, first)
         if (node.op == "call_method" and t in ("permute", "transpose")) or t in (torch.permute, torch.transpose):
             return self._permute(node, first)
-        if first is None and not self._infos(list(args) + list(node.kwargs.values())):
-            return None
         return self._unknown(node, f"operation '{name}'")
 
     def _reduce(self, node: fx.Node, x: Any) -> Any:
@@ -455,11 +448,11 @@ class DependencyGraph:
 def build_dependency_graph(model: nn.Module, example_inputs: Any) -> DependencyGraph:
     """Trace `model` on `example_inputs` (a tensor or tuple) and group its coupled channels."""
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    b = _Builder(trace(model, inputs))
+    b = _Builder(trace(model, inputs), model)
     b.run()
     sp = b.spaces
     groups, blocked = [], []
-    roots = sorted({sp.find(i) for i in range(len(sp.parent))})
+    roots = sorted({sp.find(i) for i in range(len(sp.parent))} - set(sp.tied))
     for r in roots:
         members = sp.members[r]
         if not members:

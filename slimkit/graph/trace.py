@@ -13,6 +13,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from slimkit.errors import GraphError
+from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["trace", "untraceable_modules", "LEAF_TYPES"]
 
@@ -20,7 +21,7 @@ __all__ = ["trace", "untraceable_modules", "LEAF_TYPES"]
 # Subclasses of these (timm's BatchNormAct2d, LayerNorm2d, Conv2dSame, ...) stay single nodes: their parameters
 # are sliced like their base class's, whatever their forward adds around them (activation, padding, permutes).
 LEAF_TYPES: tuple[type, ...] = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
-                                nn.PReLU)
+                                nn.PReLU, DynamicConv2d)
 
 
 class _Tracer(fx.Tracer):

@@ -50,12 +50,12 @@ class MobileToFormer(nn.Module):
         self.norm = nn.LayerNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         m = tokens.shape[1]
         q = self.q(tokens).reshape(n, m, self.num_heads, -1).transpose(1, 2)  # N x h x M x C/h
         kv = x.reshape(n, self.num_heads, -1, h * w)  # N x h x C/h x HW
         attn = torch.softmax((q @ kv) * self.scale, dim=-1)  # N x h x M x HW
-        out = (attn @ kv.transpose(-1, -2)).transpose(1, 2).reshape(n, m, c)  # N x M x C
+        out = (attn @ kv.transpose(-1, -2)).transpose(1, 2).reshape(n, m, -1)  # N x M x C
         if self.gate is not None:
             out = out * (2.0 * F.hardsigmoid(self.gate(tokens)))
         return self.norm(tokens + self.proj(out))
@@ -73,13 +73,13 @@ class FormerToMobile(nn.Module):
         self.v = nn.Linear(token_dim, channels)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         m = tokens.shape[1]
         q = x.reshape(n, self.num_heads, -1, h * w).transpose(-1, -2)  # N x h x HW x C/h
         k = self.k(tokens).transpose(1, 2).reshape(n, self.num_heads, -1, m)  # N x h x C/h x M
         v = self.v(tokens).transpose(1, 2).reshape(n, self.num_heads, -1, m)
         attn = torch.softmax((q @ k) * self.scale, dim=-1)  # N x h x HW x M
-        out = (attn @ v.transpose(-1, -2)).transpose(-1, -2).reshape(n, c, h, w)
+        out = (attn @ v.transpose(-1, -2)).transpose(-1, -2).reshape(n, -1, h, w)
         return x + out
 
 
@@ -100,14 +100,14 @@ class Former(nn.Module):
         self.norm2 = nn.LayerNorm(token_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        n, m, d = z.shape
+        n, m, _ = z.shape
         q = self.q(z).reshape(n, m, self.num_heads, -1).transpose(1, 2)  # N x h x M x d/h
         if self.kv is None:
             k = v = z.reshape(n, m, self.num_heads, -1).transpose(1, 2)
         else:
             k, v = self.kv(z).reshape(n, m, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         attn = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)  # N x h x M x M
-        z = self.norm1(z + self.proj((attn @ v).transpose(1, 2).reshape(n, m, d)))
+        z = self.norm1(z + self.proj((attn @ v).transpose(1, 2).reshape(n, m, -1)))
         return self.norm2(z + self.ffn(z))
 
 

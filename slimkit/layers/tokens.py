@@ -78,10 +78,10 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+        b, n, _ = x.shape  # heads are merged back with -1: a pruned layer keeps fewer heads than the input width
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(-1))
-        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
+        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1)))
 
 
 class Block(nn.Module):

@@ -155,5 +155,5 @@ def build_mobile_former(variant: str = "mobile_former_294m", **kwargs: Any) -> M
 
 for _name in _CFGS:
     MODELS.register(_name, input_size=(3, 224, 224), family="mobile_former", paper="arXiv:2108.05895",
-                    small_input=True, partial_prune=True)(
+                    small_input=True, partial_prune=_name == "mobile_former_26m")(
         lambda _n=_name, **kw: build_mobile_former(_n, **kw))

@@ -81,6 +81,6 @@ def build_t2t_vit(variant: str = "t2t_vit_14", **kwargs: Any) -> T2TViT:
 
 for _name in _CFGS:
     MODELS.register(_name, input_size=(3, 224, 224), family="t2t_vit", paper="arXiv:2101.11986", small_input=True,
-                    partial_prune=True)(
+                    partial_prune=_name == "t2t_vit_7")(
         lambda _n=_name, **kw: build_t2t_vit(_n, **kw)
     )

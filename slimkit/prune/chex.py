@@ -58,7 +58,7 @@ class ChexCallback(Callback):
                 continue
             for m in g.members:
                 mod = self.mods[m.module]
-                idx = (m.offset + drop[:, None] * m.repeat + torch.arange(m.repeat)).flatten()
+                idx = m.index(g.size)[drop].flatten()
                 for name in ("weight", "bias"):
                     p = getattr(mod, name, None)
                     if isinstance(p, torch.Tensor) and p.dim() >= 1:
@@ -72,7 +72,7 @@ class ChexCallback(Callback):
     def _reinit(self, g: Group, channels: torch.Tensor) -> None:
         for m in g.members:
             mod = self.mods[m.module]
-            idx = m.offset + channels
+            idx = m.index(g.size)[channels].flatten()
             if m.role in ("out", "dw") and getattr(mod, "weight", None) is not None:
                 w = torch.empty_like(mod.weight[idx])
                 nn.init.kaiming_normal_(w, generator=self.gen) if w.dim() > 1 else w.normal_(generator=self.gen)

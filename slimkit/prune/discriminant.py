@@ -122,4 +122,4 @@ def di(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) -> 
     member, feats, labels = group_features(group, model, ctx, _pooled, "DI")
     if len(labels.unique()) < 2:
         raise PruneError("DI needs calibration batches with at least two classes: pass more or shuffled data")
-    return di_drop_scores(feats[:, member.offset: member.offset + group.size], labels)
+    return di_drop_scores(feats[:, member.index(group.size)].mean(-1), labels)

@@ -33,14 +33,12 @@ class ImportanceContext:
 def _param_slices(mod: nn.Module, m: Member, size: int, tensor: str = "weight") -> list[torch.Tensor]:
     """The slices of `mod`'s tensor belonging to channel c, stacked along dim 0 (size x ...)."""
     w = getattr(mod, tensor, None)
-    if w is None:
+    if not isinstance(w, torch.Tensor) or m.role == "heads":
         return []
+    idx = m.index(size)  # size x (tile * repeat)
     if m.role in ("out", "dw", "norm"):
-        t = w[m.offset: m.offset + size]
-        return [t.reshape(size, -1)]
-    # "in": columns offset + c*repeat + j
-    cols = w[:, m.offset: m.offset + size * m.repeat]
-    cols = cols.reshape(w.shape[0], size, m.repeat, *w.shape[2:]).transpose(0, 1)
+        return [w.index_select(0, idx.flatten()).reshape(size, -1)]
+    cols = w.index_select(1, idx.flatten()).reshape(w.shape[0], size, idx.shape[1], *w.shape[2:]).transpose(0, 1)
     return [cols.reshape(size, -1)]
 
 
@@ -91,7 +89,7 @@ def bn_scale(group: Group, model: nn.Module, ctx: ImportanceContext | None = Non
              and isinstance(mods[m.module], nn.modules.batchnorm._BatchNorm) and mods[m.module].weight is not None]
     if not norms:
         return l1(group, model, ctx)
-    return _reduce([mods[m.module].weight[m.offset: m.offset + group.size].abs() for m in norms])
+    return _reduce([mods[m.module].weight[m.index(group.size)].abs().sum(1) for m in norms])
 
 
 @IMPORTANCES.register("fpgm")

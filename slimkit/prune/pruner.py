@@ -20,7 +20,7 @@ from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
-from slimkit.prune.surgery import apply_plan
+from slimkit.prune.surgery import apply_plan, role_size
 
 __all__ = ["PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
@@ -95,12 +95,10 @@ def module_plan(model: nn.Module, groups: Sequence[Group], keep: dict[int, list[
             continue
         for m in g.members:
             idx = removed.setdefault((m.module, m.role), set())
-            idx.update(m.offset + c * m.repeat + j for c in drop for j in range(m.repeat))
+            idx.update(m.index(g.size)[drop].flatten().tolist())
     plan = {}
     for (name, role), idx in removed.items():
-        mod = mods[name]
-        ref = mod.weight if getattr(mod, "weight", None) is not None else mod.running_mean
-        n = ref.shape[1] if role == "in" else ref.shape[0]
+        n = role_size(mods[name], role)
         plan[(name, role)] = [i for i in range(n) if i not in idx]
     return plan
 

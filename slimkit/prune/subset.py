@@ -44,4 +44,4 @@ def css(group: Group, model: nn.Module, ctx: ImportanceContext | None = None) ->
     member, rows, _ = group_features(group, model, ctx, channel_rows, "CSS")
     if len(rows) > MAX_ROWS:
         rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(ctx.seed))[:MAX_ROWS]]
-    return css_scores(rows[:, member.offset: member.offset + group.size])
+    return css_scores(rows[:, member.index(group.size)].mean(-1))

@@ -1,8 +1,11 @@
 """The only code in slimkit that mutates a model for pruning: slice parameters, update module attributes.
 
 A *plan* maps (module name, role) to the indices to keep along that role's dimension:
-"out" (Conv2d/Linear rows), "in" (Conv2d/Linear columns), "dw" (depthwise Conv2d channels: in = out = groups),
-"norm" (per-channel parameters and statistics of BatchNorm / LayerNorm / GroupNorm / PReLU).
+"out" (Conv2d/Linear rows), "in" (Conv2d/Linear columns; for a grouped conv, the weight's columns, i.e. the same
+position in every group), "dw" (depthwise Conv2d filters, with a channel multiplier k: k filters per input channel),
+"norm" (per-channel parameters and statistics of BatchNorm / LayerNorm / GroupNorm / PReLU), "heads" (the heads an
+attention module keeps: its `num_heads` (and timm's `attn_dim`) follow; q, k, v and proj are sliced by their own
+"out" / "in" entries; the head width and the softmax `scale` stay what the model was trained with).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import torch
 from torch import nn
 
 from slimkit.errors import UnsupportedOpError
+from slimkit.layers.dynamic import DynamicConv2d
 
-__all__ = ["apply_plan", "SURGERY"]
+__all__ = ["apply_plan", "role_size", "SURGERY"]
 
 Plan = Mapping[tuple[str, str], Sequence[int]]
 
@@ -36,15 +40,19 @@ def _conv(m: nn.Conv2d, role: str, keep: torch.Tensor) -> None:
         _slice(m.weight, keep, 0)
         _slice(m.bias, keep, 0)
         m.out_channels = len(keep)
+        if m.out_channels % m.groups:
+            raise UnsupportedOpError(f"pruning plan leaves {m} with output groups of unequal size")
     elif role == "in":
-        if m.groups != 1:
-            raise UnsupportedOpError(f"cannot prune input channels of grouped conv {m}")
         _slice(m.weight, keep, 1)
-        m.in_channels = len(keep)
+        m.in_channels = len(keep) * m.groups
     elif role == "dw":
+        k = m.out_channels // m.in_channels  # channel multiplier
+        if len(keep) % k:
+            raise UnsupportedOpError(f"pruning plan splits the {k} filters of one input channel of {m}")
         _slice(m.weight, keep, 0)
         _slice(m.bias, keep, 0)
-        m.in_channels = m.out_channels = m.groups = len(keep)
+        m.out_channels = len(keep)
+        m.in_channels = m.groups = len(keep) // k
 
 
 def _linear(m: nn.Linear, role: str, keep: torch.Tensor) -> None:
@@ -84,6 +92,7 @@ def _prelu(m: nn.PReLU, role: str, keep: torch.Tensor) -> None:
 
 SURGERY: dict[type, Callable[[nn.Module, str, torch.Tensor], None]] = {
     nn.Conv2d: _conv,
+    DynamicConv2d: _conv,  # same layout and attributes (its attention's fc1 is a Linear member of its own)
     nn.Linear: _linear,
     nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm,
@@ -93,6 +102,22 @@ SURGERY: dict[type, Callable[[nn.Module, str, torch.Tensor], None]] = {
 }
 
 
+def _heads(m: nn.Module, role: str, keep: torch.Tensor) -> None:
+    if role != "heads" or not isinstance(getattr(m, "num_heads", None), int):
+        raise UnsupportedOpError(f"no pruning surgery for role {role!r} of {type(m).__name__}")
+    m.num_heads = len(keep)
+    if isinstance(getattr(m, "attn_dim", None), int):  # timm: reshape back to attn_dim = heads * head_dim
+        m.attn_dim = m.num_heads * m.head_dim
+
+
+def role_size(m: nn.Module, role: str) -> int:
+    """Length of the dimension a plan entry (module, role) indexes."""
+    if role == "heads":
+        return int(m.num_heads)
+    ref = m.weight if getattr(m, "weight", None) is not None else m.running_mean
+    return int(ref.shape[1] if role == "in" else ref.shape[0])
+
+
 def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     """Slice `model` in place according to `plan` and return it. Says so: this mutates `model`."""
     modules = dict(model.named_modules())
@@ -100,7 +125,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if name not in modules:
             raise UnsupportedOpError(f"pruning plan names module {name!r}, which {type(model).__name__} does not have")
         m = modules[name]
-        fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
+        fn = _heads if role == "heads" else next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
         if fn is None:
             raise UnsupportedOpError(
                 f"no pruning surgery for {type(m).__name__} '{name}'; add it to ignored_layers=['{name}']")

@@ -103,3 +103,33 @@ def test_prune_through_a_model_with_an_untraceable_block():
     assert small.block[1].conv.weight.shape == model.block[1].conv.weight.shape  # untouched
     assert small.a.out_channels == 4 and small.c.out_channels == 5
     assert count_macs(small, x[:1]) < count_macs(model, x[:1])
+
+
+def test_ties_compose_to_the_coarsest_common_layout():
+    from slimkit.graph.spaces import Member, _Spaces
+
+    sp = _Spaces()
+    p = sp.new(12)
+    sp.add(p, Member("conv", "out"))
+    sp.tie(p, sp.new(6))  # 2 groups of 6: channel c is c mod 6
+    leaf, k = sp.leaf(p)
+    assert (sp.size[leaf], k) == (6, 1) and sp.members[leaf] == [Member("conv", "out", tile=2)]
+    sp.tie(p, sp.new(4))  # 3 groups of 4 as well: only c mod gcd(6, 4) = c mod 2 is left
+    leaf, _ = sp.leaf(p)
+    assert sp.size[leaf] == 2 and sp.members[leaf] == [Member("conv", "out", tile=6)]
+    heads = sp.new(3)
+    q = sp.new(24)
+    sp.tie(q, heads, 4)  # (2, 3, 4): qkv-like, head h owns 4 consecutive features in each of 2 tiles
+    assert sp.leaf(q) == (heads, 4)
+    sp.add(q, Member("qkv", "out"))
+    assert sp.members[heads][0].index(3)[1].tolist() == [4, 5, 6, 7, 16, 17, 18, 19]
+
+
+def test_grouped_conv_reads_its_input_as_tiles():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 6, 3, groups=2), nn.Flatten(), nn.Linear(6 * 16, 2))
+    g = build_dependency_graph(model, torch.randn(1, 3, 6, 6))
+    (inp,) = g.group_of("0")
+    assert inp.size == 4 and {(m.module, m.role, m.tile) for m in inp.members} == {("0", "out", 2), ("1", "in", 1)}
+    (out,) = [grp for grp in g.group_of("1") if grp is not inp]
+    assert out.size == 3 and {(m.module, m.role, m.tile, m.repeat) for m in out.members} == {
+        ("1", "out", 2, 1), ("3", "in", 2, 16)}

@@ -23,9 +23,8 @@ def pruned_and_reference(model: nn.Module, x: torch.Tensor, ratio: float = 0.5, 
         for g in pruner.groups:
             drop = sorted(set(range(g.size)) - set(keep[g.id]))
             for m in g.members:
-                if m.role == "in":
-                    for c in drop:
-                        mods[m.module].weight[:, m.offset + c * m.repeat: m.offset + (c + 1) * m.repeat] = 0
+                if m.role == "in" and drop:
+                    mods[m.module].weight[:, m.index(g.size)[drop].flatten()] = 0
     return pruned, ref, pruner
 
 

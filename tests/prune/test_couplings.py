@@ -130,12 +130,3 @@ def test_layernorm_over_channels_is_pruned_consistently():
     pruned = prune(model, torch.randn(1, 3, 4, 4), ratio=0.5)
     assert pruned.ln.normalized_shape == (4,) and pruned.ln.weight.shape == (4,) and pruned.fc1.in_features == 4
     assert pruned(torch.randn(2, 3, 4, 4)).shape == (2, 5)
-
-
-def test_grouped_conv_is_left_alone_not_broken():
-    model = nn.Sequential(cbr(3, 8), cbr(8, 8, groups=2), cbr(8, 6), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(6, 3))
-    x = torch.randn(2, 3, 4, 4)
-    pruned = prune(model, x, ratio=0.5)
-    assert pruned[0][0].out_channels == 8 and pruned[1][0].in_channels == 8  # around the grouped conv: intact
-    assert pruned[2][0].out_channels == 3 and pruned(x).shape == (2, 3)

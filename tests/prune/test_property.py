@@ -1,4 +1,5 @@
-"""Property test: random small models built from blocks (branches, concat, groups, SE, residuals) prune exactly."""
+"""Property test: random small models built from blocks (branches, concat, grouped convs, shuffles, depthwise
+multipliers, SE, residuals) prune exactly."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from torch import nn
 
 from slimkit.errors import PruneError
 from slimkit.graph import build_dependency_graph
+from slimkit.layers.micro import ChannelShuffle
 from slimkit.profile import count_macs
 
 from .reference import assert_prune_matches_reference
@@ -23,6 +25,11 @@ class Block(nn.Module):
             self.a, self.b = nn.Conv2d(c, out // 2, 1), nn.Conv2d(c, out - out // 2, 3, padding=1)
         elif kind == "grouped":
             self.a = nn.Conv2d(c, out, 3, padding=1, groups=2 if c % 2 == 0 and out % 2 == 0 else 1)
+        elif kind == "shuffle":  # grouped 1x1 then a channel shuffle (ShuffleNet)
+            g = 2 if c % 2 == 0 and out % 2 == 0 else 1
+            self.a, self.b = nn.Conv2d(c, out, 1, groups=g), ChannelShuffle(g)
+        elif kind == "multiplier":  # depthwise with channel multiplier 2
+            self.a, self.b = nn.Conv2d(c, 2 * c, 3, padding=1, groups=c), nn.BatchNorm2d(2 * c)
         elif kind == "se":
             self.a, self.s1, self.s2 = nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, 2, 1), nn.Conv2d(2, c, 1)
         else:  # plain
@@ -35,6 +42,8 @@ class Block(nn.Module):
             return torch.cat([self.a(x), torch.relu(self.b(x))], 1)
         if self.kind == "grouped":
             return torch.relu(self.a(x))
+        if self.kind in ("shuffle", "multiplier"):
+            return torch.relu(self.b(self.a(x)))
         if self.kind == "se":
             y = self.a(x)
             return y * torch.sigmoid(self.s2(torch.relu(self.s1(y.mean((2, 3), keepdim=True)))))
@@ -47,7 +56,7 @@ class Net(nn.Module):
         self.stem = nn.Conv2d(2, widths[0], 3, padding=1)
         blocks, c = [], widths[0]
         for kind, w in zip(kinds, widths[1:], strict=True):
-            out = c if kind in ("residual", "se") else w
+            out = c if kind in ("residual", "se") else 2 * c if kind == "multiplier" else w
             blocks.append(Block(kind, c, out))
             c = out
         self.blocks = nn.Sequential(*blocks)
@@ -59,7 +68,8 @@ class Net(nn.Module):
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    kinds=st.lists(st.sampled_from(["plain", "residual", "concat", "grouped", "se"]), min_size=1, max_size=5),
+    kinds=st.lists(st.sampled_from(["plain", "residual", "concat", "grouped", "shuffle", "multiplier", "se"]),
+                   min_size=1, max_size=5),
     widths=st.lists(st.integers(2, 12), min_size=6, max_size=6),
     ratio=st.floats(0.1, 0.8),
     global_pruning=st.booleans(),
