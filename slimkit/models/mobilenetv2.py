@@ -1,8 +1,9 @@
 """MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018).
 
-Width multiplier variants are data. The block's activation (`act_layer`) and an optional attention module
-(`attn_layer(channels)`, inserted after the depthwise conv) are pluggable, so DY-ReLU / Coordinate Attention
-variants reuse this builder. `small_input=True` keeps the stem and the first downsampling stage at stride 1
+Width multiplier variants are data. The activation (`act_layer`; `block_act_layer` for the blocks only), an
+optional attention module (`attn_layer(channels)`, inserted after the depthwise conv) and the convs of the inverted
+residual blocks (`conv_layer`, called like `nn.Conv2d`) are pluggable, so the DY-ReLU / Dynamic Conv / Coordinate
+Attention variants reuse this builder. `small_input=True` keeps the stem and the first downsampling stage at stride 1
 (total stride 8) for 28x28 / 32x32 images. Width 1.0 at 224x224: 3.50M params, 300M MACs.
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
-__all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "make_divisible"]
+__all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "conv_bn", "make_divisible"]
 
 # expansion t, output channels c, repeats n, first stride s (the paper's Table 2)
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -29,24 +30,32 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int, groups: int,
-             act: Callable[[], nn.Module] | None) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+def conv_bn(cin: int, cout: int, k: int, stride: int, groups: int, act: Callable[..., nn.Module] | None,
+            conv: Callable[..., nn.Module] = nn.Conv2d) -> nn.Sequential:
+    """conv (no bias) -> BN -> optional activation, the MobileNet family's unit."""
+    layers: list[nn.Module] = [conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
-        layers.append(act())
+        layers.append(_act(act, cout))
     return nn.Sequential(*layers)
+
+
+def _act(act: Callable[..., nn.Module], channels: int) -> nn.Module:
+    """`act()` for plain activations; `act(channels)` for those with per-channel parameters (DY-ReLU), which say so
+    by a `per_channel` attribute on the factory."""
+    return act(channels) if getattr(act, "per_channel", False) else act()
 
 
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int, act_layer: Callable[..., nn.Module],
-                 attn_layer: Callable[[int], nn.Module] | None = None) -> None:
+                 attn_layer: Callable[[int], nn.Module] | None = None,
+                 conv_layer: Callable[..., nn.Module] = nn.Conv2d) -> None:
         super().__init__()
         hidden = int(round(cin * expand))
         self.use_res = stride == 1 and cin == cout
-        self.expand = _conv_bn(cin, hidden, 1, 1, 1, act_layer) if expand != 1 else nn.Identity()
-        self.dw = _conv_bn(hidden, hidden, 3, stride, hidden, act_layer)
+        self.expand = conv_bn(cin, hidden, 1, 1, 1, act_layer, conv_layer) if expand != 1 else nn.Identity()
+        self.dw = conv_bn(hidden, hidden, 3, stride, hidden, act_layer, conv_layer)
         self.attn = attn_layer(hidden) if attn_layer is not None else nn.Identity()
-        self.project = _conv_bn(hidden, cout, 1, 1, 1, None)
+        self.project = conv_bn(hidden, cout, 1, 1, 1, None, conv_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.attn(self.dw(self.expand(x))))
@@ -56,20 +65,22 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(ClassifierMixin, nn.Module):
     def __init__(self, width: float = 1.0, num_classes: int = 10, in_chans: int = 3, small_input: bool = False,
                  act_layer: Callable[..., nn.Module] = nn.ReLU6, attn_layer: Callable[[int], nn.Module] | None = None,
-                 drop_rate: float = 0.2) -> None:
+                 conv_layer: Callable[..., nn.Module] = nn.Conv2d,
+                 block_act_layer: Callable[..., nn.Module] | None = None, drop_rate: float = 0.2) -> None:
         super().__init__()
         cin = make_divisible(32 * width)
         self.num_features = make_divisible(1280 * max(1.0, width))
         self.num_classes = num_classes
         self.head_drop = nn.Dropout(drop_rate)
-        layers: list[nn.Module] = [_conv_bn(in_chans, cin, 3, 1 if small_input else 2, 1, act_layer)]
+        layers: list[nn.Module] = [conv_bn(in_chans, cin, 3, 1 if small_input else 2, 1, act_layer)]
         for i, (t, c, n, s) in enumerate(_SETTINGS):
             cout = make_divisible(c * width)
             stride = 1 if (small_input and i == 1) else s
             for j in range(n):
-                layers.append(InvertedResidual(cin, cout, stride if j == 0 else 1, t, act_layer, attn_layer))
+                layers.append(InvertedResidual(cin, cout, stride if j == 0 else 1, t, block_act_layer or act_layer,
+                                               attn_layer, conv_layer))
                 cin = cout
-        layers.append(_conv_bn(cin, self.num_features, 1, 1, 1, act_layer))
+        layers.append(conv_bn(cin, self.num_features, 1, 1, 1, act_layer))
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(self.num_features, num_classes)
         init_mobile_weights(self)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from slimkit.errors import TrainError
 from slimkit.report import rich_table
-from slimkit.train.callbacks import Callback
+from slimkit.train.callbacks import Callback, DynamicTemperature, has_dynamic_convs
 from slimkit.train.checkpoint import read_checkpoint, save_weights, write_checkpoint
 from slimkit.train.config import TrainConfig
 from slimkit.train.distributed import average_buffers, setup_distributed, shard_loader, wrap_model
@@ -77,6 +77,8 @@ class Trainer:
         self.train_loader = shard_loader(train_loader, self.dist, config.seed)
         self.val_loader = val_loader
         self.callbacks = list(callbacks)
+        if has_dynamic_convs(model) and not any(isinstance(cb, DynamicTemperature) for cb in self.callbacks):
+            self.callbacks.append(DynamicTemperature())  # dynamic convs train with an annealed attention
         self.out_dir = Path(out_dir) if out_dir is not None else None
         # what a checkpoint saves: the model, plus a trainable loss module (e.g. a distillation adapter)
         self._state_module: nn.Module = self.model

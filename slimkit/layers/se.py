@@ -1,0 +1,36 @@
+"""Squeeze-and-Excitation as MobileNetV3 uses it (Howard et al., "Searching for MobileNetV3", ICCV 2019).
+
+Global average pool, a 1x1 conv reducing to `channels / reduction` (rounded to a multiple of `divisor`), an
+activation (ReLU), a 1x1 conv back to `channels` and a gate (hard-sigmoid) that multiplies the input channel-wise.
+Both convs carry a bias and no BN. The gating is `x * gate`, which the pruning engine couples with `x`'s channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["SqueezeExcite"]
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """Round to a multiple of `divisor`, never dropping more than 10% (the rule of slimkit.models.mobilenetv2)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: float = 4, divisor: int = 8,
+                 gate: Callable[[], nn.Module] = nn.Hardsigmoid, act: Callable[[], nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        hidden = _make_divisible(channels / reduction, divisor)
+        self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.act = act()
+        self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
