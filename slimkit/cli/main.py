@@ -15,7 +15,7 @@ from rich.console import Console
 from slimkit.errors import SlimkitError
 
 # subcommand modules, in help order
-_COMMANDS: tuple[str, ...] = ("compress", "train", "distill", "search", "profile", "export", "models")
+_COMMANDS: tuple[str, ...] = ("compress", "train", "distill", "search", "oneshot", "profile", "export", "models")
 
 app = typer.Typer(
     name="slimkit",

@@ -7,6 +7,7 @@
 
 from slimkit.nas.benchmarks import NB201Benchmark
 from slimkit.nas.constraints import Constraint, parse_constraint, parse_constraints
+from slimkit.nas.oneshot import OneShotConfig, OneShotSearch, derive_cell
 from slimkit.nas.predictors import create_predictor, list_predictors
 from slimkit.nas.problem import Problem
 from slimkit.nas.search import SearchResult, create_strategy, list_strategies, search
@@ -14,6 +15,6 @@ from slimkit.nas.spaces import NB201Space, SearchSpace
 from slimkit.nas.strategies import Strategy
 from slimkit.nas.trial import Trial
 
-__all__ = ["Constraint", "NB201Benchmark", "NB201Space", "Problem", "SearchResult", "SearchSpace", "Strategy", "Trial",
-           "create_predictor", "create_strategy", "list_predictors", "list_strategies", "parse_constraint",
-           "parse_constraints", "search"]
+__all__ = ["Constraint", "NB201Benchmark", "NB201Space", "OneShotConfig", "OneShotSearch", "Problem", "SearchResult",
+           "SearchSpace", "Strategy", "Trial", "create_predictor", "create_strategy", "derive_cell", "list_predictors",
+           "list_strategies", "parse_constraint", "parse_constraints", "search"]
