@@ -34,6 +34,8 @@ def search_cmd(
     data_root: str = typer.Option(None, "--data-root", help="Training search: folder holding the dataset."),
     limit: int = typer.Option(None, "--limit", help="Training search: training images (default 3000)."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Training search: epochs per candidate (default 2)."),
+    latency: bool = typer.Option(None, "--latency/--no-latency", help="Training search: measure CPU latency "
+                                 "(batch 1) of every candidate, usable in constraints as latency_ms."),
     out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/search)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the searches saved in the run folder."),
     config: Path = CONFIG_OPTION,
@@ -44,7 +46,7 @@ def search_cmd(
     cli = dict(table=tuple(table) if table else None, metric=metric, report=report, strategies=strategies,
                budget=budget, seeds=seeds, seed=seed, constraints=tuple(constraint) if constraint else None,
                executor=executor, workers=workers, space=space, space_kwargs=parse_kv(space_arg) or None, data=data,
-               data_root=data_root, limit=limit, epochs=epochs, out=out,
+               data_root=data_root, limit=limit, epochs=epochs, latency=latency, out=out,
                strategy_options={s: options for s in strategies or ("weaknas",)} if options else None,
                benchmark=benchmark)
     cfg = job_config(SearchJobConfig, config, cli)

@@ -46,6 +46,7 @@ class SearchJobConfig:
     data_root: str | None = None
     limit: int | None = 3000  # training search: class-balanced training subset
     epochs: int = 2  # training search: epochs per candidate
+    latency: bool = False  # training search: measure CPU latency as a cost (constraints on latency_ms)
     out: str = "runs/search"
 
     def __post_init__(self) -> None:
@@ -60,7 +61,7 @@ def build_problem(cfg: SearchJobConfig) -> Any:
         space = SPACES.create(cfg.space)
         metric = cfg.metric if cfg.metric in ("val_acc", "test_acc") else "val_acc"
         return TrainProblem(space, data=cfg.data, data_root=cfg.data_root, limit=cfg.limit, epochs=cfg.epochs,
-                            metric=metric, build_kwargs=dict(cfg.space_kwargs))
+                            metric=metric, build_kwargs=dict(cfg.space_kwargs), latency=cfg.latency)
     if cfg.benchmark != "nb201":
         raise ConfigError(f"unknown benchmark {cfg.benchmark!r}; tabular benchmarks: nb201 (or --benchmark none "
                           "to train candidates)")

@@ -56,8 +56,8 @@ class Strategy:
     def is_new(self, arch: Any) -> bool:
         return self.space.key(arch) not in self.seen
 
-    def sample_new(self, n: int = 1) -> list[Any]:
-        """Up to `n` distinct new feasible architectures drawn uniformly."""
+    def sample_new(self, n: int = 1, checked: bool = True) -> list[Any]:
+        """Up to `n` distinct new architectures drawn uniformly, feasible ones only unless `checked=False`."""
         out: list[Any] = []
         keys: set[str] = set()
         for _ in range(_MAX_TRIES * max(n, 1)):
@@ -65,21 +65,21 @@ class Strategy:
                 break
             arch = self.space.sample(self.rng)
             k = self.space.key(arch)
-            if k not in self.seen and k not in keys and self.feasible(arch):
+            if k not in self.seen and k not in keys and (not checked or self.feasible(arch)):
                 out.append(arch)
                 keys.add(k)
         return out
 
-    def candidate_pool(self, size: int = 5000) -> list[Any]:
+    def candidate_pool(self, size: int = 5000, checked: bool = True) -> list[Any]:
         """Unseen architectures to rank: the whole space when it can be listed (NOT checked for feasibility: that
-        can mean building a model per architecture; use `first_feasible` on the ranking), else `size` new feasible
-        samples."""
+        can mean building a model per architecture; use `first_feasible` on the ranking), else `size` new samples,
+        feasible ones only unless `checked=False` (for callers that rank first and check with `first_feasible`)."""
         if self._all is None:
             listed = self.space.enumerate()
             self._all = None if listed is None else [(a, self.space.key(a)) for a in listed]
         if self._all is not None:
             return [a for a, k in self._all if k not in self.seen]
-        return self.sample_new(size)
+        return self.sample_new(size, checked)
 
     def first_feasible(self, cands: list[Any], order: Any, n: int) -> list[int]:
         """The first `n` indices in `order` whose candidates are feasible (feasibility checked lazily)."""

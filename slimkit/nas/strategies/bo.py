@@ -42,9 +42,9 @@ class ModelBased(Strategy):
 
     def pool(self) -> list[Any]:
         """Candidates to score: every unseen architecture of a listed space (or a random `pool` of them), else `pool`
-        feasible random samples; plus the unseen neighbours of the ten best so far. Rankings keep the feasible ones
+        random samples; plus the unseen neighbours of the ten best so far. Rankings keep the feasible ones
         (`first_feasible`)."""
-        cands = self.candidate_pool(self.pool_size)
+        cands = self.candidate_pool(self.pool_size, checked=False)  # checked lazily on the ranking
         if len(cands) > self.pool_size:
             cands = [cands[i] for i in np.sort(self.rng.choice(len(cands), self.pool_size, replace=False))]
         keys = {self.space.key(a) for a in cands}
