@@ -24,7 +24,7 @@ from torch import nn
 import slimkit
 from slimkit.data import create_dataset, make_loaders
 from slimkit.profile import count_macs, count_params, measure_latency
-from slimkit.prune import PruneConfig, Pruner
+from slimkit.prune import ChexCallback, PruneConfig, Pruner
 from slimkit.report import markdown_table
 from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
 
@@ -65,6 +65,20 @@ def tp_prune(model, x, ratio, importance, calib):
     return m
 
 
+def chex_prune(args, info, loaders, x, target_macs, calib):
+    """CHEX: a fresh model trained as long as the baseline while channels are pruned and regrown (the global
+    channel sparsity ramps to 1 - sqrt(MACs fraction)), then trimmed one-shot to the exact MACs target."""
+    torch.manual_seed(0)
+    model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
+    fraction = target_macs / count_macs(model, x)
+    steps = args.epochs * len(loaders.train)
+    chex = ChexCallback(model, x, sparsity=1 - fraction**0.5, ramp_steps=int(0.75 * steps),
+                        interval=max(1, len(loaders.train) // 4), importance="l2", data=calib)
+    Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, callbacks=[chex]).fit()
+    pruned = chex.finalize()
+    return pruned if count_macs(pruned, x) <= target_macs else slimkit.prune(pruned, x, macs_target=target_macs)
+
+
 def baseline(args, loaders, info):
     path = HERE / "cache" / f"{args.model}_{info.name}_{args.epochs}ep_{args.limit}.safetensors"
     model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
@@ -97,10 +111,12 @@ def accuracy_table(args):
         "torch-pruning magnitude": lambda r: tp_prune(base, x, r, "magnitude", calib),
         "torch-pruning taylor": lambda r: tp_prune(base, x, r, "taylor", calib),
     }
+    builders = {name: (lambda k, make=make: _bisect(make, base_macs / k, x)) for name, make in methods.items()}
+    builders["slimkit chex (from scratch)"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k, calib)
     for k in args.speedups:
-        for name, make in methods.items():
+        for name, build in builders.items():
             t0 = time.perf_counter()
-            pruned = _bisect(make, base_macs / k, x)
+            pruned = build(k)
             Trainer(pruned, TrainConfig(epochs=args.finetune_epochs, lr=0.01, progress=False), loaders.train).fit()
             macs, lat = count_macs(pruned, x), _latency(pruned, x)
             row = {"method": name, "k": k, "test_acc": evaluate(pruned, loaders.test)["acc"], "MACs": macs,
