@@ -12,20 +12,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from slimkit.layers.channels import make_divisible
+
 __all__ = ["SqueezeExcite"]
-
-
-def _make_divisible(v: float, divisor: int = 8) -> int:
-    """Round to a multiple of `divisor`, never dropping more than 10% (the rule of slimkit.models.mobilenetv2)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
 
 
 class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: float = 4, divisor: int = 8,
                  gate: Callable[[], nn.Module] = nn.Hardsigmoid, act: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
-        hidden = _make_divisible(channels / reduction, divisor)
+        hidden = make_divisible(channels / reduction, divisor)
         self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=True)
         self.act = act()
         self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=True)

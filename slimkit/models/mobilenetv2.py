@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimkit.layers.channels import make_divisible
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
@@ -22,12 +23,6 @@ __all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "conv_bn", "m
 
 # expansion t, output channels c, repeats n, first stride s (the paper's Table 2)
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """Round channels to a multiple of `divisor`, never dropping more than 10% (the reference rule)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int, groups: int, act: Callable[..., nn.Module] | None,
