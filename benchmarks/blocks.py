@@ -72,6 +72,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--only", nargs="*", default=None, help="run only these rows (labels, e.g. micronet_m3)")
     args = p.parse_args()
     splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.0, limit=args.limit, augment=True)
     loaders = make_loaders(splits, 128, seed=0)
@@ -86,14 +87,16 @@ def main() -> None:
     for name in ("mobilenetv2_050_dyrelu", "mobilenetv2_050_ca", "mobilenetv2_050_dyconv", "mobilenext_050",
                  "mobilenetv3_small_100"):
         runs.append(("mbv2_blocks", name, name, {}))
+    if args.only:
+        runs = [r for r in runs if r[1] in args.only or r[1].startswith(tuple(args.only))]
     rows = []
     for study, label, name, kwargs in runs:
         row = {"study": study, **_train(label, name, kwargs, loaders, args)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = {"args": vars(args), "micronet_m3_macs": m3_macs, "matched_mbv2_width": width, "rows": rows}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "blocks.json").write_text(json.dumps(out, indent=2))
+        out = {"args": vars(args), "micronet_m3_macs": m3_macs, "matched_mbv2_width": width, "rows": rows}
+        (HERE / "results").mkdir(exist_ok=True)  # written after every row: an interrupted run keeps what it did
+        (HERE / "results" / "blocks.json").write_text(json.dumps(out, indent=2))
     print(markdown_table(rows))
 
 
