@@ -13,7 +13,9 @@ group k) and writes g tiles of one space of C_out / g channels, so every group k
 and `groups` never changes. The producer's space was created before the grouped conv was seen: it is *tied* to the
 smaller space afterwards (its channel c becomes channel c mod C_in / g), and its members' layouts are rewritten
 lazily (`Member.tile`). A depthwise conv with a channel multiplier k couples input channel c with its k filters.
-Attention heads and channel shuffles are reshapes of the channel dimension (`slimkit.graph.layout`).
+Attention heads and channel shuffles are reshapes of the channel dimension (`slimkit.graph.layout`). Parameters
+the forward uses directly along the channels (layer scale, position embeddings, class tokens) are members of the
+space they meet (`slimkit.graph.params`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import fx, nn
 
 from slimkit.graph.layout import _LayoutOps, is_softmax
+from slimkit.graph.params import _ParamOps
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
 from slimkit.layers.dynamic import DynamicConv2d
@@ -55,13 +58,19 @@ _MERGE_METHODS = {"add", "sub", "mul", "div", "add_", "mul_", "expand_as", "maxi
 _SHAPE_METHODS = {"size", "dim", "numel"}
 
 
-class _Builder(_LayoutOps):
+def _is_stochastic_depth(t: Any) -> bool:
+    """torchvision.ops.stochastic_depth: drops whole samples (or nothing, in eval); channels pass through."""
+    return getattr(t, "__name__", "") == "stochastic_depth" and getattr(t, "__module__", "").startswith("torchvision")
+
+
+class _Builder(_LayoutOps, _ParamOps):
     def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
         self.gm = gm
         self.modules = {**dict(gm.named_modules()), **dict(model.named_modules())}  # fx stubs the containers
         self.spaces = _Spaces()
         self.info: dict[fx.Node, Any] = {}
         self.calls: dict[str, tuple[Any, Any]] = {}  # module -> (input info, output info) of its first call
+        self.param_uses: dict[tuple[str, str], ChannelInfo] = {}  # (owner, param role) -> channels of first use
 
     # -- helpers
     def _shape(self, node: Any) -> tuple[int, ...] | None:
@@ -98,19 +107,20 @@ class _Builder(_LayoutOps):
             self._block_info(i, f"unsupported {what}")
         return self._fresh(node, True, f"output of unsupported {what}")
 
-    def _untracked_operand(self, node: fx.Node, x: ChannelInfo) -> bool:
-        """Does an operand without channel tracking (a parameter, a constant tensor) vary along x's channels?"""
+    def _untracked_operands(self, node: fx.Node, x: ChannelInfo) -> list[fx.Node]:
+        """Operands without channel tracking (a parameter, a constant tensor) that vary along x's channels."""
         out = self._shape(node)
         if out is None:
-            return False
+            return []
+        found = []
         for a in node.args:
             shape = self._shape(a)
             if shape is None or isinstance(self.info.get(a), ChannelInfo):
                 continue
             pos = x.dim - (len(out) - len(shape))  # right-aligned broadcasting
             if 0 <= pos < len(shape) and shape[pos] != 1:
-                return True
-        return False
+                found.append(a)
+        return found
 
     def _merge(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> ChannelInfo:
         """Elementwise op of two tracked tensors: their channels are coupled unless one broadcasts along them."""
@@ -257,10 +267,16 @@ class _Builder(_LayoutOps):
     # -- functions and methods
     def _cat(self, node: fx.Node, tensors: list[Any], dim: int) -> ChannelInfo | None:
         infos = [self.info.get(t) for t in tensors]
-        if not infos or not all(isinstance(i, ChannelInfo) for i in infos):
-            return self._unknown(node, "cat")
+        tracked = [i for i in infos if isinstance(i, ChannelInfo)]
         nd = len(self._shape(node))
         dim = dim % nd
+        if tracked and len(tracked) < len(infos) and all(i.dim != dim for i in tracked):
+            # tokens of a parameter joined along another dimension (a class token): a member of the channels
+            params = [t for t, i in zip(tensors, infos, strict=True) if not isinstance(i, ChannelInfo)]
+            if all(isinstance(t, fx.Node) and self._add_param_member(t, tracked[0], nd, node) for t in params):
+                infos = tracked
+        if not infos or not all(isinstance(i, ChannelInfo) for i in infos):
+            return self._unknown(node, "cat")
         if all(i.dim == dim for i in infos):
             return ChannelInfo(dim, tuple(s for i in infos for s in i.segments))
         first = infos[0]
@@ -317,12 +333,15 @@ class _Builder(_LayoutOps):
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
         if (node.op == "call_method" and t in _SHAPE_METHODS) or t is getattr:
             return None
-        if (node.op == "call_function" and t in _PASS_FUNCS) or (node.op == "call_method" and t in _PASS_METHODS):
+        if (node.op == "call_function" and (t in _PASS_FUNCS or _is_stochastic_depth(t))) or (
+                node.op == "call_method" and t in _PASS_METHODS):
             return first
         if (node.op == "call_function" and t in _MERGE_FUNCS) or (node.op == "call_method" and t in _MERGE_METHODS):
             infos = [self.info.get(a) for a in args if isinstance(a, fx.Node)]
             infos = [i for i in infos if isinstance(i, ChannelInfo)]
-            if infos and self._untracked_operand(node, infos[0]):
+            untracked = self._untracked_operands(node, infos[0]) if infos else []
+            nd = len(self._shape(node) or ())
+            if untracked and not all(self._add_param_member(a, infos[0], nd, node) for a in untracked):
                 return self._unknown(node, f"'{name}' with a parameter or constant along the channels")
             if len(infos) == 2:
                 return self._merge(infos[0], infos[1], node)

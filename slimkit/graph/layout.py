@@ -40,6 +40,12 @@ HEAD_MODULES = frozenset({
 _FULL = slice(None, None, None)
 
 
+def _covers(i: Any, n: int) -> bool:
+    """A slice that keeps every one of n channels (`x[:, :n]` on n channels): stays whole when n shrinks."""
+    return (isinstance(i, slice) and i.start in (None, 0) and i.step in (None, 1)
+            and (i.stop is None or (isinstance(i.stop, int) and i.stop >= n)))
+
+
 def _prod(xs: Any) -> int:
     return math.prod(int(x) for x in xs)
 
@@ -173,7 +179,7 @@ class _LayoutOps:
             elif i is None:
                 o_dim += 1
             elif s_dim == x.dim:
-                if i != _FULL:
+                if i != _FULL and not _covers(i, src[s_dim]):
                     return self._unknown(node, "indexing along the channels")
                 new_dim, s_dim, o_dim = o_dim, s_dim + 1, o_dim + 1
             else:

@@ -17,6 +17,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
+from slimkit.graph.params import parse_param_role
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
 from slimkit.prune.surgery import apply_plan
@@ -59,6 +60,10 @@ class ChexCallback(Callback):
             for m in g.members:
                 mod = self.mods[m.module]
                 idx = m.index(g.size)[drop].flatten()
+                param = parse_param_role(m.role)
+                if param is not None:  # a layer scale / embedding along the channels
+                    getattr(mod, param[0]).index_fill_(param[1], idx, 0.0)
+                    continue
                 for name in ("weight", "bias"):
                     p = getattr(mod, name, None)
                     if isinstance(p, torch.Tensor) and p.dim() >= 1:
@@ -77,6 +82,9 @@ class ChexCallback(Callback):
                 w = torch.empty_like(mod.weight[idx])
                 nn.init.kaiming_normal_(w, generator=self.gen) if w.dim() > 1 else w.normal_(generator=self.gen)
                 mod.weight[idx] = w
+            elif (param := parse_param_role(m.role)) is not None:  # regrown at the mean of the channels' values
+                p = getattr(mod, param[0])
+                p.index_copy_(param[1], idx, p.mean(param[1], keepdim=True).expand_as(p.index_select(param[1], idx)))
             elif m.role == "norm" and getattr(mod, "weight", None) is not None:
                 mod.weight[idx] = 1.0
                 if getattr(mod, "bias", None) is not None:

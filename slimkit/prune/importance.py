@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from slimkit.graph import Group, Member
+from slimkit.graph.params import parse_param_role
 from slimkit.registry import IMPORTANCES
 
 __all__ = ["ImportanceContext", "member_slices", "create_importance", "list_importances"]
@@ -32,10 +33,16 @@ class ImportanceContext:
 
 def _param_slices(mod: nn.Module, m: Member, size: int, tensor: str = "weight") -> list[torch.Tensor]:
     """The slices of `mod`'s tensor belonging to channel c, stacked along dim 0 (size x ...)."""
+    idx = m.index(size)  # size x (tile * repeat)
+    param = parse_param_role(m.role)
+    if param is not None:  # a layer scale / embedding: scored by its own values (never its bias or gradient)
+        p = getattr(mod, param[0], None) if tensor == "weight" else None
+        if not isinstance(p, torch.Tensor):
+            return []
+        return [p.movedim(param[1], 0).index_select(0, idx.flatten()).reshape(size, -1)]
     w = getattr(mod, tensor, None)
     if not isinstance(w, torch.Tensor) or m.role == "heads":
         return []
-    idx = m.index(size)  # size x (tile * repeat)
     if m.role in ("out", "dw", "norm"):
         return [w.index_select(0, idx.flatten()).reshape(size, -1)]
     cols = w.index_select(1, idx.flatten()).reshape(w.shape[0], size, idx.shape[1], *w.shape[2:]).transpose(0, 1)
@@ -118,7 +125,7 @@ def taylor(group: Group, model: nn.Module, ctx: ImportanceContext | None = None)
     per = []
     for m in group.members:
         mod = mods[m.module]
-        if getattr(mod, "weight", None) is None or m.module not in grads:
+        if getattr(mod, "weight", None) is None or m.module not in grads or m.role.startswith("param:"):
             continue
         w = _param_slices(mod, m, group.size)[0].detach()
         g = _param_slices(_Holder(grads[m.module]), m, group.size)[0]

@@ -5,7 +5,9 @@ A *plan* maps (module name, role) to the indices to keep along that role's dimen
 position in every group), "dw" (depthwise Conv2d filters, with a channel multiplier k: k filters per input channel),
 "norm" (per-channel parameters and statistics of BatchNorm / LayerNorm / GroupNorm / PReLU), "heads" (the heads an
 attention module keeps: its `num_heads` (and timm's `attn_dim`) follow; q, k, v and proj are sliced by their own
-"out" / "in" entries; the head width and the softmax `scale` stay what the model was trained with).
+"out" / "in" entries; the head width and the softmax `scale` stay what the model was trained with),
+"param:<attribute>:<dim>" (a parameter or buffer the forward uses directly along the channels, such as a layer
+scale or a position embedding: that dimension of the module's attribute).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import UnsupportedOpError
+from slimkit.graph.params import parse_param_role
 from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["apply_plan", "role_size", "SURGERY"]
@@ -110,10 +113,21 @@ def _heads(m: nn.Module, role: str, keep: torch.Tensor) -> None:
         m.attn_dim = m.num_heads * m.head_dim
 
 
+def _parameter(m: nn.Module, role: str, keep: torch.Tensor) -> None:
+    attr, dim = parse_param_role(role)
+    p = getattr(m, attr, None)
+    if not isinstance(p, torch.Tensor):
+        raise UnsupportedOpError(f"pruning plan names {type(m).__name__}.{attr}, which is not a tensor")
+    _slice(p, keep, dim)
+
+
 def role_size(m: nn.Module, role: str) -> int:
     """Length of the dimension a plan entry (module, role) indexes."""
     if role == "heads":
         return int(m.num_heads)
+    param = parse_param_role(role)
+    if param is not None:
+        return int(getattr(m, param[0]).shape[param[1]])
     ref = m.weight if getattr(m, "weight", None) is not None else m.running_mean
     return int(ref.shape[1] if role == "in" else ref.shape[0])
 
@@ -125,7 +139,12 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if name not in modules:
             raise UnsupportedOpError(f"pruning plan names module {name!r}, which {type(model).__name__} does not have")
         m = modules[name]
-        fn = _heads if role == "heads" else next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
+        if role.startswith("param:"):
+            fn: Callable[[nn.Module, str, torch.Tensor], None] | None = _parameter
+        elif role == "heads":
+            fn = _heads
+        else:
+            fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
         if fn is None:
             raise UnsupportedOpError(
                 f"no pruning surgery for {type(m).__name__} '{name}'; add it to ignored_layers=['{name}']")
