@@ -141,18 +141,25 @@ EXTERNAL = ["timm:resnet18", "timm:mobilenetv2_100", "timm:mobilenetv3_small_100
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", EXTERNAL)
-def test_external_models_prune_or_refuse_clearly(spec):
+def test_external_models_prune_export_and_reload(spec, tmp_path):
     warnings.simplefilter("ignore")
     size = 224 if any(k in spec for k in ("deit", "vit")) else 64
+    torch.manual_seed(0)
     model = create_model(spec, num_classes=10).eval()
     x = torch.randn(1, 3, size, size)
     try:
-        pruned = prune(model, x, ratio=0.5)
+        pruned = prune(model, x, ratio=0.5).eval()
     except SlimkitError as e:  # never a crash from deep inside torch
         assert spec == "timm:mobilevit_xxs", f"{spec}: {e}"
         return
     assert count_macs(pruned, x) < count_macs(model, x)
     assert pruned(x).shape == (1, 10)
+    res = export_onnx(pruned, tmp_path / "p.onnx", x)
+    assert res.max_abs_diff <= 1e-4 * max(1.0, float(pruned(x).abs().max()))
+    save(pruned, tmp_path / "p.safetensors", model_name=spec, model_kwargs={"num_classes": 10})
+    back = load(tmp_path / "p.safetensors").eval()
+    assert count_params(back) == count_params(pruned)
+    torch.testing.assert_close(back(x), pruned(x))
 
 
 @pytest.mark.slow
