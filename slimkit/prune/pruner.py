@@ -60,7 +60,9 @@ class PruneConfig:
 
 
 def _round_keep(keep: int, size: int, round_to: int | None) -> int:
-    if round_to and size > round_to:
+    """Kept channels rounded to a multiple of `round_to` (at least one multiple: a group of exactly `round_to`
+    channels stays whole, as a vector kernel pads what is cut back to its block width); smaller groups unrounded."""
+    if round_to and size >= round_to:
         keep = max(round_to, int(round(keep / round_to)) * round_to)
     return int(min(size, max(1, keep)))
 
