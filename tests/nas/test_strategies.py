@@ -109,13 +109,23 @@ def test_weaknas_options_are_checked():
     space = NB201Space()
     for bad, match in [({"select": "best"}, "select"), ({"select": "thompson"}, "ensemble >= 2"),
                        ({"explore": 1.5}, "explore"), ({"top_m": 5, "batch": 10}, "top_m"),
-                       ({"explore_mode": "far"}, "explore_mode")]:
+                       ({"explore_mode": "far"}, "explore_mode"), ({"shrink": 0.0}, "shrink")]:
         with pytest.raises(Exception, match=match):
             create_strategy("weaknas", space, **bad)
 
 
+def test_weaknas_region_shrinks_per_iteration_down_to_one_batch():
+    prob = Additive(2)
+    strat = create_strategy("weaknas", prob.space, seed=0, init=10, batch=10, top_m=100, shrink=0.5,
+                            predictor="ridge", pool=2000)
+    sizes = {}
+    strat.run(prob, 70, callback=lambda t: sizes.setdefault(len(strat.trials), strat.region_size()))
+    # after the 10 initial trials, each batch of 10 halves M (100 * 0.5 ** iteration), never below one batch
+    assert [sizes[n] for n in (10, 20, 30, 40, 50, 60)] == [100, 50, 25, 12, 10, 10]
+
+
 @pytest.mark.parametrize("opts", [{"select": "sample"}, {"select": "thompson", "ensemble": 3, "predictor": "ridge"},
-                                  {"explore": 0.3, "explore_mode": "local"}, {"target": "rank"}])
+                                  {"explore": 0.3, "explore_mode": "local"}, {"target": "rank"}, {"shrink": 0.7}])
 def test_weaknas_variants_find_additive_optimum(opts):
     prob = Additive(6)
     target = prob.space.key(prob.optimum())

@@ -13,7 +13,11 @@ paper's rule) escapes but is slower; the mix with exploration never missed the o
 
 Other options: predictor (mlp, rf, gbdt, gp, ridge) and `ensemble` size; `acquisition` (mean, ei, ucb) ranks the
 top-M for the greedy part; `select="thompson"` picks each slot from a random ensemble member's ranking;
-`explore_mode="local"` spends the exploration share on the best-predicted neighbours of the best architecture.
+`explore_mode="local"` spends the exploration share on the best-predicted neighbours of the best architecture;
+`shrink` < 1 narrows the region each iteration (M = top_m * shrink ** iteration, at least one batch), the paper's
+shrinking sampling space. Measured on 40 seeds of CIFAR-10 (mean / median / worst queries): shrink 1.0 68 / 61 /
+271, 0.7 57 / 58 / 102, 0.6 63 / 54 / 246, 0.5 67 / 54 / 301; with less exploration (0.1) a run was trapped, so the
+default stays 1.0 until a 100-seed run says otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class WeakNAS(ModelBased):
                  top_m: int = 100, explore: float = 0.2, encoding: str = "onehot", predictor: str = "mlp",
                  ensemble: int = 1, acquisition: str = "mean", select: str = "mixed", pool: int = 20000,
                  predictor_kwargs: dict[str, Any] | None = None, target: str = "rank",
-                 explore_mode: str = "uniform") -> None:
+                 explore_mode: str = "uniform", shrink: float = 1.0) -> None:
         super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, predictor_kwargs,
                          target)
         if select not in ("greedy", "sample", "mixed", "thompson"):
@@ -52,10 +56,13 @@ class WeakNAS(ModelBased):
             raise ConfigError("select='thompson' draws from ensemble members: set ensemble >= 2 (e.g. 5)")
         if top_m < batch:
             raise ConfigError(f"top_m ({top_m}) must be at least the batch size ({batch})")
+        if not 0.0 < shrink <= 1.0:
+            raise ConfigError(f"shrink is the factor the top-M region shrinks by per iteration, in (0, 1]; got {shrink}")
+        self.shrink = shrink
         self.top_m, self.explore, self.acquisition, self.select = top_m, explore, acquisition, select
 
     def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:
-        top = np.array(self.first_feasible(cands, np.argsort(-mean, kind="stable"), self.top_m))  # the region
+        top = np.array(self.first_feasible(cands, np.argsort(-mean, kind="stable"), self.region_size()))
         n_explore = int(round(self.explore * self.batch))
         if not len(top):
             return []
@@ -69,6 +76,11 @@ class WeakNAS(ModelBased):
                 out.append(a)
                 keys.add(self.space.key(a))
         return out
+
+    def region_size(self) -> int:
+        """M of the predicted top-M region this iteration: `top_m * shrink ** iteration`, at least one batch."""
+        iteration = max(0, (len(self.trials) - self.init) // self.batch)
+        return max(self.batch, int(round(self.top_m * self.shrink ** iteration)))
 
     def _select(self, model: Any, cands: list[Any], top: np.ndarray, mean: np.ndarray, std: np.ndarray,
                 n: int) -> np.ndarray:
