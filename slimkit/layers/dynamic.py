@@ -93,7 +93,8 @@ class DynamicConv2d(nn.Module):
         self.kernel_size, self.stride = kernel_size, stride
         self.padding = kernel_size // 2 if padding is None else padding
         self.num_kernels = num_kernels
-        self.temperature = float(temperature)
+        # a buffer, so a trained model saves (and reloads with) the temperature it ended training at
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.fixed_attention: torch.Tensor | None = None  # set by fix_attention(): the layer is then a plain conv
         # out x in/groups x K x kh x kw: the channel dimensions first, as in nn.Conv2d, so that pruning slices them
         # the same way
@@ -165,7 +166,7 @@ class DynamicConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"groups={self.groups}, num_kernels={self.num_kernels}, temperature={self.temperature:g}")
+                f"groups={self.groups}, num_kernels={self.num_kernels}, temperature={float(self.temperature):g}")
 
 
 def annealed_temperature(epoch: float, start: float = 30.0, end: float = 1.0, epochs: float = 10.0) -> float:
@@ -179,5 +180,5 @@ def set_dynamic_temperature(model: nn.Module, temperature: float) -> int:
     """Set the kernel-attention temperature of every DynamicConv2d in `model`; returns how many were set."""
     mods = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
     for m in mods:
-        m.temperature = float(temperature)
+        m.temperature.fill_(float(temperature))
     return len(mods)

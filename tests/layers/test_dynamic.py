@@ -108,3 +108,19 @@ def test_temperature_schedule_and_setter():
     x = torch.randn(2, 3, 5, 5)
     set_dynamic_temperature(model, 1e6)  # a very hot softmax: uniform attention
     torch.testing.assert_close(model[0].attention(x), torch.full((2, 4), 0.25))
+
+
+def test_the_temperature_is_saved_and_reloaded_with_the_weights(tmp_path):
+    """A model trained to temperature 1 must not come back at the constructor's 30 (its outputs would change)."""
+    from slimkit.train.checkpoint import load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(DynamicConv2d(3, 4, 3), nn.ReLU(), DynamicConv2d(4, 4, 1)).eval()
+    set_dynamic_temperature(model, 1.0)
+    x = torch.randn(2, 3, 6, 6)
+    save_weights(model, tmp_path / "m.safetensors")
+    back = nn.Sequential(DynamicConv2d(3, 4, 3), nn.ReLU(), DynamicConv2d(4, 4, 1)).eval()
+    assert float(back[0].temperature) == 30.0
+    load_weights(back, tmp_path / "m.safetensors")
+    assert float(back[0].temperature) == float(back[2].temperature) == 1.0
+    torch.testing.assert_close(back(x), model(x))

@@ -51,7 +51,7 @@ def test_training_anneals_the_dynamic_conv_temperature():
     orig = first.forward
 
     def spy(x):
-        seen.append(first.temperature)
+        seen.append(float(first.temperature))
         return orig(x)
 
     first.forward = spy
