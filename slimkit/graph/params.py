@@ -78,8 +78,8 @@ class _ParamOps:
         if any(c in _RESHAPE for c in chain) and any(n > 1 for d, n in enumerate(shape) if d != dims[0]):
             return None
         out = self._shape(a)
-        if out is None or not 0 <= pos < len(out) or out[pos] != length:
-            return None
+        if out is None or not 0 <= pos < len(out) or out[pos] != length or sum(n == length for n in out) != 1:
+            return None  # (an `expand` that makes a second dimension of that size would leave `pos` ambiguous)
         return owner, attr, dims[0]
 
     def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:

@@ -2,10 +2,12 @@
 channels they meet; whole-channel slices and torchvision's stochastic depth pass channels through. Checked against
 the masked dense reference (tests/prune/reference.py) and by hand on the sliced tensors."""
 
+import pytest
 import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from slimkit.errors import PruneError
 from slimkit.graph import build_dependency_graph
 from slimkit.prune import load, prune, save
 
@@ -171,3 +173,24 @@ def test_a_slice_keeping_every_channel_passes_and_a_partial_one_blocks():
     partial.head = head
     g = build_dependency_graph(partial, x)
     assert not g.group_of("a") and any("indexing along the channels" in why for _, why in g.blocked)
+
+
+class ExpandedAcrossTokens(nn.Module):
+    """A (C, 1) parameter expanded to (C, C) scales the tokens, not the channels: it must not be sliced."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, C)
+        self.s = nn.Parameter(torch.rand(C, 1))
+        self.head = nn.Linear(C, 2)
+
+    def forward(self, x):  # x: (N, C tokens, 3)
+        return self.head(self.a(x) * self.s.expand(C, C))
+
+
+def test_an_expand_that_makes_the_channel_position_ambiguous_blocks():
+    model, x = ExpandedAcrossTokens().eval(), torch.randn(2, C, 3)
+    g = build_dependency_graph(model, x)
+    assert not g.group_of("a")
+    with pytest.raises(PruneError, match="parameter or constant along the channels"):  # a clear refusal
+        prune(model, x, ratio=0.5)

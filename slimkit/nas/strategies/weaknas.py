@@ -57,7 +57,8 @@ class WeakNAS(ModelBased):
         if top_m < batch:
             raise ConfigError(f"top_m ({top_m}) must be at least the batch size ({batch})")
         if not 0.0 < shrink <= 1.0:
-            raise ConfigError(f"shrink is the factor the top-M region shrinks by per iteration, in (0, 1]; got {shrink}")
+            raise ConfigError(f"shrink (the factor the top-M region narrows by per iteration) must be in (0, 1]; "
+                              f"got {shrink}")
         self.shrink = shrink
         self.top_m, self.explore, self.acquisition, self.select = top_m, explore, acquisition, select
 
