@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import time
 import warnings
@@ -99,12 +100,14 @@ def accuracy_table(args):
     base_macs, base_lat = count_macs(base, x), _latency(base, x)
     rows = [{"method": "unpruned", "k": 1, "test_acc": evaluate(base, loaders.test)["acc"], "MACs": base_macs,
              "params": count_params(base), **base_lat}]
-    latency_pruner = Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to=8,
-                                                     latency_batch=32))  # costs measured once, reused by bisection
+    @functools.cache
+    def latency_pruner() -> Pruner:  # costs measured once, reused by bisection (and only if that row runs)
+        return Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to=8,
+                                              latency_batch=32))
     methods = {
         "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
         "slimkit l1 global round_to=8": lambda r: slimkit.prune(base, x, ratio=r, global_pruning=True, round_to=8),
-        "slimkit l1 latency-aware round_to=8": latency_pruner.apply,
+        "slimkit l1 latency-aware round_to=8": lambda r: latency_pruner().apply(r),
         "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
         "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
         "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib),
@@ -113,6 +116,11 @@ def accuracy_table(args):
     }
     builders = {name: (lambda k, make=make: _bisect(make, base_macs / k, x)) for name, make in methods.items()}
     builders["slimkit chex (from scratch)"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k, calib)
+    if args.methods:
+        unknown = set(args.methods) - set(builders)
+        if unknown:
+            raise SystemExit(f"unknown --methods {sorted(unknown)}; choose from {sorted(builders)}")
+        builders = {n: b for n, b in builders.items() if n in args.methods}
     for k in args.speedups:
         for name, build in builders.items():
             t0 = time.perf_counter()
@@ -172,6 +180,9 @@ def main():
     ap.add_argument("--speedups", type=float, nargs="+", default=[2.0, 3.0])
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-coverage", action="store_true")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="rerun only these accuracy rows (names as in the table) and merge them into the results "
+                         "file (each row's speed-up ratios use the unpruned latency of its own run)")
     args = ap.parse_args()
     torch.manual_seed(0)
     meta = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
@@ -184,6 +195,11 @@ def main():
     if not args.skip_accuracy:
         rows = accuracy_table(args)
         print(markdown_table(rows))
+        path = HERE / "results" / "prune_accuracy.json"
+        if args.methods and path.is_file():  # merge: rerun rows replace their old versions, the rest stay
+            old = json.loads(path.read_text())["accuracy"]
+            new = {(r["method"], r["k"]): r for r in rows if r["method"] != "unpruned"}
+            rows = [new.pop((r["method"], r["k"]), r) for r in old] + list(new.values())
         _write("prune_accuracy.json", {**meta, "accuracy": rows})
 
 
