@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from slimkit.data import create_dataset
@@ -61,7 +62,9 @@ def plot(out: dict) -> Path:
     acc = [r["test_acc"] if r["test_acc"] is not None else r["probe_acc"] for r in rows]
     labels = [r["method"] + (" (probe)" if r["test_acc"] is None else "") for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.2))
-    ax.barh(labels[::-1], acc[::-1], color=["tab:orange" if "probe" in lb else "tab:blue" for lb in labels[::-1]])
+    err = [r.get("test_acc_std") or 0.0 for r in rows]  # spread over seeds where several were run
+    ax.barh(labels[::-1], acc[::-1], xerr=err[::-1], capsize=3,
+            color=["tab:orange" if "probe" in lb else "tab:blue" for lb in labels[::-1]])
     for y, a in enumerate(acc[::-1]):
         ax.text(a, y, f" {a:.4f}", va="center", fontsize=8)
     ax.set_xlim(min(acc) - 0.02, max(acc) + 0.015)
@@ -86,6 +89,8 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, default=10)
     p.add_argument("--store-epochs", type=int, default=1, help="augmentation epochs in the logit store")
     p.add_argument("--methods", default="none,kd,tfkd,feature,proxyless,stored,seed,simclr")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds for the methods in --seeded (mean reported)")
+    p.add_argument("--seeded", default="none,kd,stored", help="methods run with every seed (the goals' methods)")
     args = p.parse_args()
     run_name = f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
     root = HERE / "cache" / "distill" / run_name
@@ -95,14 +100,26 @@ def main() -> None:
                             data="fashion-mnist", limit=args.limit, store_epochs=args.store_epochs,
                             train=TrainConfig(epochs=args.epochs, batch_size=128, seed=0))
     rows, results = [], {}
+    seeded = set(args.seeded.split(","))
     for method in args.methods.split(","):
         opts = DistillOptions(queue_size=4096) if method in ("seed", "simclr") else DistillOptions()
-        t0 = time.perf_counter()
-        s = run(replace(base, method=method, options=opts, out=str(root / method)), resume=True)
-        s["bench_seconds"] = round(time.perf_counter() - t0, 1)
+        per_seed = []
+        for seed in range(args.seeds if method in seeded else 1):  # seed 0 keeps the single-seed run's folder
+            t0 = time.perf_counter()
+            out = root / (method if seed == 0 else f"{method}_seed{seed}")
+            s = run(replace(base, method=method, options=opts, out=str(out), train=replace(base.train, seed=seed)),
+                    resume=True)
+            s["bench_seconds"] = round(time.perf_counter() - t0, 1)
+            per_seed.append(s)
+        s = {**per_seed[0], "seed_runs": per_seed[1:]}
+        accs = [r.get("test_acc") for r in per_seed]
+        if len(per_seed) > 1 and None not in accs:
+            s["test_acc"], s["test_acc_seeds"] = float(np.mean(accs)), accs
         results[method] = s
-        rows.append({"method": method, "test_acc": s.get("test_acc"), "probe_acc": s.get("probe_acc"),
-                     "train_s": s["wall_time_s"], "teacher_forwards": s["teacher_forward_passes"]})
+        rows.append({"method": method, "test_acc": s.get("test_acc"),
+                     "test_acc_std": round(float(np.std(accs)), 4) if len(accs) > 1 and None not in accs else None,
+                     "seeds": len(per_seed), "probe_acc": s.get("probe_acc"),
+                     "train_s": per_seed[0]["wall_time_s"], "teacher_forwards": per_seed[0]["teacher_forward_passes"]})
         print(json.dumps(rows[-1]), flush=True)
     untrained = _probe_untrained(args)
     teacher, _ = load_run_model(teacher_dir)
