@@ -1,12 +1,14 @@
 """Distillation methods side by side on Fashion-MNIST: same student, same data, same epochs, one teacher.
 
 Supervised: scratch vs KD vs Tf-KD vs feature KD vs ProxylessKD vs stored-logit KD (a store of E augmentation epochs
-replayed in turn, so the teacher runs E/epochs as often as live KD). Self-supervised: SEED vs a SimCLR student
-without a teacher, compared by linear-probe accuracy (plus the untrained student's and the teacher's probe).
+replayed in turn, so the teacher runs E/epochs as often as live KD; trained with live KD's temperature and alpha so
+that only the source of the teacher's logits differs, `--tinyvit-loss` for TinyViT's T=1, alpha=1).
+Self-supervised: SEED vs a SimCLR student without a teacher, compared by linear-probe accuracy (plus the untrained
+student's and the teacher's probe).
 Every run goes through `slimkit.jobs.distill.run` (what `slimkit distill` calls); runs are cached in
 benchmarks/cache/distill and resumed, so an interrupted benchmark continues.
 
-    python benchmarks/distill.py --limit 10000 --epochs 8 --teacher-epochs 10
+    python benchmarks/distill.py --limit 10000 --epochs 8 --teacher-epochs 30 --seeds 3
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def main() -> None:
     p.add_argument("--methods", default="none,kd,tfkd,feature,proxyless,stored,seed,simclr")
     p.add_argument("--seeds", type=int, default=1, help="training seeds for the methods in --seeded (mean reported)")
     p.add_argument("--seeded", default="none,kd,stored", help="methods run with every seed (the goals' methods)")
+    p.add_argument("--tinyvit-loss", action="store_true", help="stored KD with TinyViT's T=1, alpha=1 instead of "
+                   "live KD's T=4, alpha=0.9")
     args = p.parse_args()
     run_name = f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
     root = HERE / "cache" / "distill" / run_name
@@ -103,10 +107,13 @@ def main() -> None:
     seeded = set(args.seeded.split(","))
     for method in args.methods.split(","):
         opts = DistillOptions(queue_size=4096) if method in ("seed", "simclr") else DistillOptions()
+        name = method
+        if method == "stored" and not args.tinyvit_loss:  # live KD's loss, so only the logits' source differs
+            opts, name = DistillOptions(temperature=4.0, alpha=0.9), "stored_t4_a0.9"
         per_seed = []
         for seed in range(args.seeds if method in seeded else 1):  # seed 0 keeps the single-seed run's folder
             t0 = time.perf_counter()
-            out = root / (method if seed == 0 else f"{method}_seed{seed}")
+            out = root / (name if seed == 0 else f"{name}_seed{seed}")
             s = run(replace(base, method=method, options=opts, out=str(out), train=replace(base.train, seed=seed)),
                     resume=True)
             s["bench_seconds"] = round(time.perf_counter() - t0, 1)
