@@ -126,7 +126,7 @@ def main() -> None:
         rows.append({"method": method, "test_acc": s.get("test_acc"),
                      "test_acc_std": round(float(np.std(accs)), 4) if len(accs) > 1 and None not in accs else None,
                      "seeds": len(per_seed), "probe_acc": s.get("probe_acc"),
-                     "train_s": per_seed[0]["wall_time_s"], "teacher_forwards": per_seed[0]["teacher_forward_passes"]})
+                     "train_s": per_seed[0]["train_time_s"], "teacher_forwards": per_seed[0]["teacher_forward_passes"]})
         print(json.dumps(rows[-1]), flush=True)
     untrained = _probe_untrained(args)
     teacher, _ = load_run_model(teacher_dir)
