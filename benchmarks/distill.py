@@ -69,7 +69,7 @@ def plot(out: dict) -> Path:
             color=["tab:orange" if "probe" in lb else "tab:blue" for lb in labels[::-1]])
     for y, a in enumerate(acc[::-1]):
         ax.text(a, y, f" {a:.4f}", va="center", fontsize=8)
-    ax.set_xlim(min(acc) - 0.02, max(acc) + 0.015)
+    ax.set_xlim(min(acc) - 0.02, max(*acc, out["teacher"]["test_acc"]) + 0.015)
     ax.axvline(out["teacher"]["test_acc"], color="grey", ls="--", lw=1, label="teacher test acc")
     ax.set_xlabel("accuracy")
     ax.set_title(f"{out['args']['student']} on Fashion-MNIST ({out['args']['limit']} images, "
