@@ -200,6 +200,9 @@ class Trainer:
         self.epoch += 1
         self.batch_in_epoch = 0
         self.result.epochs_run = self.epoch
+        now = time.perf_counter()  # time so far goes into the checkpoint: a resumed run reports its whole time
+        self.result.wall_time_s += now - self._clock
+        self._clock = now
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
             self.save_checkpoint()
 
@@ -212,7 +215,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
         if self.epoch >= cfg.epochs:
             return self.result
-        start = time.perf_counter()
+        self._clock = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
         show = cfg.progress and self.dist.is_main
@@ -229,7 +232,8 @@ class Trainer:
                 self.console.print(f"[yellow]interrupted: checkpoint written to {path}; continue with resume[/]")
             raise
         finally:
-            self.result.wall_time_s += time.perf_counter() - start
+            self.result.wall_time_s += time.perf_counter() - self._clock
+            self._clock = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_end(self)
         if show:

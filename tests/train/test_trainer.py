@@ -73,6 +73,14 @@ def test_resume_after_epoch_is_exact(tmp_path):
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
+def test_resuming_a_finished_run_reports_its_training_time(tmp_path):
+    first = Trainer(_model(), CFG, _loader(_data()), out_dir=tmp_path).fit()
+    again = Trainer(_model(), CFG, _loader(_data()), out_dir=tmp_path).fit(resume=True)
+    assert again.epochs_run == 3 and first.wall_time_s > 0
+    # the checkpoint holds the time up to the last epoch's end (what fit adds after it is bookkeeping)
+    assert 0.5 * first.wall_time_s <= again.wall_time_s <= first.wall_time_s
+
+
 def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):
     straight = _model()
     Trainer(straight, CFG, _loader(_data()), out_dir=tmp_path / "a").fit()
