@@ -37,8 +37,6 @@ HEAD_MODULES = frozenset({
     "timm.layers.attention.Attention",
 })
 
-_FULL = slice(None, None, None)
-
 
 def _covers(i: Any, n: int) -> bool:
     """A slice that keeps every one of n channels (`x[:, :n]` on n channels): stays whole when n shrinks."""
@@ -179,7 +177,7 @@ class _LayoutOps:
             elif i is None:
                 o_dim += 1
             elif s_dim == x.dim:
-                if i != _FULL and not _covers(i, src[s_dim]):
+                if not _covers(i, src[s_dim]):
                     return self._unknown(node, "indexing along the channels")
                 new_dim, s_dim, o_dim = o_dim, s_dim + 1, o_dim + 1
             else:

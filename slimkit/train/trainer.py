@@ -233,7 +233,6 @@ class Trainer:
             raise
         finally:
             self.result.wall_time_s += time.perf_counter() - self._clock
-            self._clock = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_end(self)
         if show:
