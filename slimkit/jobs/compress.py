@@ -11,7 +11,7 @@ import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from rich.console import Console
@@ -49,7 +49,7 @@ class CompressConfig:
     latency_ms: float | None = None  # onnxruntime batch-1 latency to reach, ms
     ratio: float | None = None  # or: share of channels to remove
     global_pruning: bool = False  # rank channels across layers
-    round_to: int | None = None  # channel counts in multiples of this
+    round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this; auto: the CPU's block
     latency_aware: bool = False  # with global_pruning: rank channels by importance per measured millisecond
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
@@ -172,7 +172,7 @@ def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exampl
     steps = cfg.baseline_epochs * len(loaders.train)
     chex = ChexCallback(model, example, sparsity=sparsity, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
-                        seed=cfg.seed)
+                        seed=cfg.seed, round_to=cfg.round_to)
     tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
     Trainer(model, tc, loaders.train, callbacks=[chex], out_dir=out / "chex").fit(resume=resume)
     pruned = chex.finalize()

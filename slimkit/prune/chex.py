@@ -5,6 +5,7 @@ step. Every `interval` steps it (1) raises the sparsity along a pure ramp schedu
 channels each group keeps by ranking all channels globally, (3) picks the kept channels within each group by
 importance (magnitude, or column subset selection on calibration outputs), and (4) regrows a decaying share of
 pruned channels, re-initialised, so early mistakes can be undone. `finalize()` cuts the masked channels out.
+`round_to` (an int, or "auto" for this CPU's channel block) keeps every group's count at multiples of it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def ramp(step: int, ramp_steps: int, target: float) -> float:
 class ChexCallback(Callback):
     def __init__(self, model: nn.Module, example_inputs: Any, *, sparsity: float, ramp_steps: int,
                  interval: int = 50, regrow: float = 0.3, importance: str = "l2", data: Any = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, round_to: int | str | None = None) -> None:
         if not 0.0 < sparsity < 1.0 or interval < 1 or not 0.0 <= regrow < 1.0:
             raise ConfigError(f"CHEX needs 0 < sparsity < 1, interval >= 1, 0 <= regrow < 1 (got {sparsity}, "
                               f"{interval}, {regrow})")
@@ -43,6 +44,7 @@ class ChexCallback(Callback):
         self.model, self.inputs = model, inputs
         self.groups: list[Group] = build_dependency_graph(model, inputs).groups
         self.sparsity, self.ramp_steps, self.interval, self.regrow = sparsity, ramp_steps, interval, regrow
+        self.alloc = PruneConfig(ratio=0.0, global_pruning=True, round_to=round_to)  # validates round_to
         self.score = create_importance(importance)
         self.ctx = ImportanceContext(data=data, seed=seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -95,7 +97,7 @@ class ChexCallback(Callback):
         s = ramp(step, self.ramp_steps, self.sparsity)
         self.ctx.cache.clear()
         scores = {g.id: self.score(g, self.model, self.ctx).detach().float() for g in self.groups}
-        counts = keep_counts(self.groups, scores, s, PruneConfig(ratio=s, global_pruning=True))
+        counts = keep_counts(self.groups, scores, s, self.alloc)
         explore = self.regrow * (1.0 - min(1.0, step / max(1, self.ramp_steps)))
         for g in self.groups:
             k = counts[g.id]

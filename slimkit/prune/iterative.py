@@ -32,7 +32,7 @@ def keep_schedule(step: int, steps: int, final_keep: float, kind: Literal["linea
 def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, macs_target: float | None = None,
                     params_target: float | None = None, schedule: Literal["linear", "geometric"] = "geometric",
                     finetune: Callable[[nn.Module, int], None] | None = None, importance: str = "l1",
-                    ignored_layers: Sequence[str] = (), round_to: int | None = None, global_pruning: bool = False,
+                    ignored_layers: Sequence[str] = (), round_to: int | str | None = None, global_pruning: bool = False,
                     data: Any = None) -> nn.Module:
     """Prune `steps` times towards a MACs or params fraction of the *original* model, calling `finetune(model,
     step)` after each step (e.g. a few epochs with `slimkit.train.Trainer`). Returns the final pruned copy."""

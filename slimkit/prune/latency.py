@@ -22,8 +22,12 @@ __all__ = ["group_latency_costs", "latency_weighted_scores"]
 
 
 def group_latency_costs(model: nn.Module, groups: Sequence[Group], measure: Callable[[nn.Module], float],
-                        share: float = 0.5, plan_fn: Callable[..., dict] | None = None) -> dict[int, float]:
+                        share: float = 0.5, plan_fn: Callable[..., dict] | None = None,
+                        round_to: int | None = None) -> dict[int, float]:
     """Milliseconds saved per removed channel, per group: (t(model) - t(model with `share` of g cut)) / removed.
+
+    With `round_to`, the cut keeps a multiple of it (as pruning will) and removes at least one block, so a group
+    whose time only steps at block boundaries is measured across one; a group of one block cannot shrink: cost 0.
 
     Negative or zero savings (noise, or a layer whose time does not shrink) are kept as measured; the caller decides
     how to floor them. `plan_fn(model, groups, keep)` is `slimkit.prune.pruner.module_plan` (injected to keep this
@@ -35,6 +39,12 @@ def group_latency_costs(model: nn.Module, groups: Sequence[Group], measure: Call
     costs = {}
     for g in groups:
         removed = max(1, int(share * g.size))
+        if round_to and g.size >= round_to:
+            kept = min(max(round_to, round((g.size - removed) / round_to) * round_to), g.size - round_to)
+            removed = g.size - kept
+            if removed == 0:
+                costs[g.id] = 0.0
+                continue
         if removed >= g.size:
             costs[g.id] = 0.0
             continue

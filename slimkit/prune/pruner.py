@@ -10,14 +10,14 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
-from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
 from slimkit.prune.surgery import apply_plan, role_size
@@ -33,7 +33,7 @@ class PruneConfig:
     params_target: float | None = None  # parameters to keep, same convention
     latency_target: float | None = None  # onnxruntime batch-1 latency to reach, milliseconds
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are never pruned
-    round_to: int | None = None  # keep channel counts at multiples of this (e.g. 8, which CPU kernels like)
+    round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this (8), or "auto": the CPU's block
     global_pruning: bool = False  # rank channels across groups instead of the same ratio in each
     max_group_ratio: float = 0.9  # never remove more than this share of one group
     latency_aware: bool = False  # global ranking weighted by each group's measured latency per channel (onnxruntime)
@@ -51,12 +51,20 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v}")
-        if self.round_to is not None and self.round_to < 1:
+        if isinstance(self.round_to, str) and self.round_to != "auto":
+            raise ConfigError(f"round_to must be a positive int or 'auto' (this CPU's channel block), "
+                              f"got {self.round_to!r}")
+        if isinstance(self.round_to, int) and self.round_to < 1:
             raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
         if self.latency_aware and not self.global_pruning:
             raise ConfigError("latency_aware allocation ranks channels across layers: set global_pruning=True too")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
+
+    @property
+    def channel_round(self) -> int | None:
+        """`round_to` as a number: 'auto' is the channel block of this machine's kernels (16 on AVX-512)."""
+        return channel_multiple() if self.round_to == "auto" else self.round_to  # type: ignore[return-value]
 
 
 def _round_keep(keep: int, size: int, round_to: int | None) -> int:
@@ -70,9 +78,9 @@ def _round_keep(keep: int, size: int, round_to: int | None) -> int:
 def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio: float, cfg: PruneConfig
                 ) -> dict[int, int]:
     """How many channels each group keeps at `ratio` (local: the same share everywhere; global: lowest scores)."""
-    cap = cfg.max_group_ratio
+    cap, multiple = cfg.max_group_ratio, cfg.channel_round
     if not cfg.global_pruning:
-        return {g.id: _round_keep(g.size - math.floor(min(ratio, cap) * g.size), g.size, cfg.round_to) for g in groups}
+        return {g.id: _round_keep(g.size - math.floor(min(ratio, cap) * g.size), g.size, multiple) for g in groups}
     total = sum(g.size for g in groups)
     removable = sorted((float(s), g.id) for g in groups for s in scores[g.id])
     removed = {g.id: 0 for g in groups}
@@ -84,7 +92,7 @@ def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio:
         if removed[gid] + 1 <= math.floor(cap * size[gid]):
             removed[gid] += 1
             budget -= 1
-    return {gid: _round_keep(size[gid] - r, size[gid], cfg.round_to) for gid, r in removed.items()}
+    return {gid: _round_keep(size[gid] - r, size[gid], multiple) for gid, r in removed.items()}
 
 
 def module_plan(model: nn.Module, groups: Sequence[Group], keep: dict[int, list[int]]) -> dict[tuple[str, str], list]:
@@ -139,7 +147,8 @@ class Pruner:
                 return measure_latency(m, shape, backend="onnxruntime", batch=batch, repeats=20,
                                        min_time_s=0.2).median_ms
 
-            self.latency_costs = group_latency_costs(self.model, self.groups, ort_ms, plan_fn=module_plan)
+            self.latency_costs = group_latency_costs(self.model, self.groups, ort_ms, plan_fn=module_plan,
+                                                     round_to=self.config.channel_round)
             self.scores = latency_weighted_scores(self.scores, self.latency_costs)
 
     def step(self, ratio: float, interactive: bool = False) -> Iterator[tuple[Group, list[int]]] | dict:
@@ -200,13 +209,14 @@ class Pruner:
 
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,
           macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
-          ignored_layers: Sequence[str | nn.Module] = (), round_to: int | None = None, global_pruning: bool = False,
-          latency_aware: bool = False, data: Any = None, loss_fn: Callable[..., Any] | None = None,
-          seed: int = 0) -> nn.Module:
+          ignored_layers: Sequence[str | nn.Module] = (), round_to: int | str | None = None,
+          global_pruning: bool = False, latency_aware: bool = False, data: Any = None,
+          loss_fn: Callable[..., Any] | None = None, seed: int = 0) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
 
     The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
-    `latency_aware=True` (with `global_pruning=True`) ranks channels by importance per measured millisecond.
+    `latency_aware=True` (with `global_pruning=True`) ranks channels by importance per measured millisecond;
+    `round_to="auto"` keeps channel counts at multiples of this CPU's vector block (`slimkit.profile.channel_multiple`).
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}

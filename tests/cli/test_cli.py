@@ -73,7 +73,7 @@ def test_unknown_config_key_is_named(capsys, tmp_path):
 
 def test_compress_cli_runs_and_reports(capsys, tmp_path):
     code, out, err = run(capsys, "compress", "--model", "convnet_tiny", "--limit", "150", "--baseline-epochs", "1",
-                         "--finetune-epochs", "1", "--ratio", "0.5", "--out", str(tmp_path / "c"))
+                         "--finetune-epochs", "1", "--ratio", "0.5", "--round-to", "auto", "--out", str(tmp_path / "c"))
     assert code == 0, err
     assert "MACs x" in out and (tmp_path / "c" / "report.html").is_file()
     code, _, err = run(capsys, "compress", "--importance", "l9", "--out", str(tmp_path / "d"), "--limit", "50",

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from slimkit.config import from_dict
 from slimkit.errors import ConfigError
 from slimkit.jobs.compress import CompressConfig, run
 from slimkit.profile import count_macs
@@ -44,6 +45,13 @@ def test_one_budget_only():
     with pytest.raises(ConfigError, match="one budget"):
         CompressConfig(params=0.5, ratio=0.3).budget()
     assert CompressConfig(params=0.5).budget() == {"params_target": 0.5}
+
+
+def test_round_to_parses_auto_and_numbers():
+    assert from_dict(CompressConfig, {"round_to": "auto"}).round_to == "auto"
+    assert from_dict(CompressConfig, {"round_to": "8"}).round_to == 8
+    with pytest.raises(ConfigError, match="round_to"):
+        from_dict(CompressConfig, {"round_to": "fast"})
 
 
 @pytest.mark.parametrize("method", ["iterative", "chex"])

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from slimkit.errors import ConfigError
 from slimkit.models import create_model
 from slimkit.profile import count_params
 from slimkit.prune import ChexCallback, ramp
@@ -36,6 +37,19 @@ def test_chex_prunes_regrows_and_finalizes_to_the_masked_model():
     model.eval()
     torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)  # masked training == the cut model
     assert count_params(pruned) < 0.5 * count_params(model)
+
+
+def test_round_to_keeps_block_multiples_throughout():
+    torch.manual_seed(0)
+    model = create_model("convnet_small", in_chans=1, num_classes=2)
+    sizes = {g.id: g.size for g in ChexCallback(model, torch.randn(1, 1, 8, 8), sparsity=0.5, ramp_steps=8).groups}
+    chex = ChexCallback(model, torch.randn(1, 1, 8, 8), sparsity=0.6, ramp_steps=16, interval=4, round_to=4)
+    Trainer(model, TrainConfig(epochs=2, lr=0.05, progress=False), _loader(), callbacks=[chex]).fit()
+    kept = {gid: int(m.sum()) for gid, m in chex.masks.items()}
+    assert any(kept[g] < sizes[g] for g in kept)  # it did prune
+    assert all(kept[g] % 4 == 0 for g in kept if sizes[g] >= 4)
+    with pytest.raises(ConfigError, match="round_to"):
+        ChexCallback(model, torch.randn(1, 1, 8, 8), sparsity=0.5, ramp_steps=8, round_to="fast")
 
 
 def test_regrowth_brings_channels_back():

@@ -37,6 +37,24 @@ def test_costs_are_time_saved_per_removed_channel():
     assert model.b.out_channels == 16  # measured on copies
 
 
+def test_costs_follow_round_to():
+    torch.manual_seed(0)
+    model = _Net()
+    groups = Pruner(model, (torch.randn(1, 3, 8, 8),), PruneConfig(ratio=0.1)).groups
+    by_producer = {g.producers[0].module: g for g in groups}
+
+    def step_ms(m: nn.Module) -> float:  # time steps at multiples of 8 channels, as a blocked kernel's does
+        return 0.4 * -(-m.b.out_channels // 8)
+
+    share = 0.3  # 4 of 16 channels: no block boundary crossed, so nothing measured as saved
+    plain = group_latency_costs(model, groups, step_ms, share=share, plan_fn=module_plan)
+    rounded = group_latency_costs(model, groups, step_ms, share=share, plan_fn=module_plan, round_to=8)
+    b, c = by_producer["b"].id, by_producer["c"].id
+    assert plain[b] == pytest.approx(0.0)
+    assert rounded[b] == pytest.approx(0.4 / 8)  # cut to 8 kept: one block (0.4 ms) saved by 8 channels
+    assert rounded[c] == 0.0  # a group of exactly one block cannot shrink
+
+
 def test_weighted_scores_by_hand():
     scores = {0: torch.tensor([1.0, 3.0]), 1: torch.tensor([10.0, 30.0])}
     out = latency_weighted_scores(scores, {0: 2.0, 1: 0.0}, floor=0.1)

@@ -1,0 +1,27 @@
+"""What this machine's CPU kernels like: the channel granularity of their vector blocks.
+
+onnxruntime (MLAS NCHWc convolutions) and oneDNN (torch) lay channels out in blocks as wide as one SIMD register
+of fp32: 16 on AVX-512, 8 on AVX/AVX2. A convolution with 8 of 16 channels still runs a whole 16-wide block, so
+pruning below a block boundary cuts MACs without cutting time; channel counts in multiples of the block width turn
+fewer MACs into lower latency.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["channel_multiple", "cpu_capability"]
+
+_BLOCK = {"AVX512": 16, "AVX2": 8, "AVX": 8}
+_DEFAULT = 8  # other CPUs (ARM NEON/SVE, plain x86): 8 is what mobile kernels commonly prefer
+
+
+def cpu_capability() -> str:
+    """torch's view of the CPU's vector extension ('AVX512', 'AVX2', 'DEFAULT', 'SVE256', ...)."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def channel_multiple(capability: str | None = None) -> int:
+    """Channel count granularity for this machine (or for `capability`, a `cpu_capability()` string)."""
+    cap = (capability if capability is not None else cpu_capability()).upper()
+    return _BLOCK.get(cap, _DEFAULT)
