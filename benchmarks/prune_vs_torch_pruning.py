@@ -24,7 +24,7 @@ from torch import nn
 
 import slimkit
 from slimkit.data import create_dataset, make_loaders
-from slimkit.profile import count_macs, count_params, measure_latency
+from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.prune import ChexCallback, PruneConfig, Pruner
 from slimkit.report import markdown_table
 from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
@@ -44,10 +44,13 @@ def _bisect(make, target_macs, x, hi=0.95):
     return best if best is not None else make(hi)
 
 
+LATENCY = {"ort_b1_ms": (1, None), "ort_b32_ms": (32, None), "ort_b1_1thread_ms": (1, 1)}  # (batch, threads)
+
+
 def _latency(model, x):
-    """onnxruntime median latency (ms) at batch 1 and 32, all cores."""
-    return {f"ort_b{b}_ms": measure_latency(model, x.shape[1:], backend="onnxruntime", batch=b, repeats=30,
-                                            min_time_s=1.0).median_ms for b in (1, 32)}
+    """onnxruntime median latency (ms) at batch 1 and 32 on all cores, and batch 1 on one thread."""
+    return {key: measure_latency(model, x.shape[1:], backend="onnxruntime", batch=b, threads=t, repeats=30,
+                                 min_time_s=1.0).median_ms for key, (b, t) in LATENCY.items()}
 
 
 def tp_prune(model, x, ratio, importance, calib):
@@ -66,7 +69,7 @@ def tp_prune(model, x, ratio, importance, calib):
     return m
 
 
-def chex_prune(args, info, loaders, x, target_macs, calib):
+def chex_prune(args, info, loaders, x, target_macs, calib, round_to=None):
     """CHEX: a fresh model trained as long as the baseline while channels are pruned and regrown (the global
     channel sparsity ramps to 1 - sqrt(MACs fraction)), then trimmed one-shot to the exact MACs target."""
     torch.manual_seed(0)
@@ -74,10 +77,12 @@ def chex_prune(args, info, loaders, x, target_macs, calib):
     fraction = target_macs / count_macs(model, x)
     steps = args.epochs * len(loaders.train)
     chex = ChexCallback(model, x, sparsity=1 - fraction**0.5, ramp_steps=int(0.75 * steps),
-                        interval=max(1, len(loaders.train) // 4), importance="l2", data=calib)
+                        interval=max(1, len(loaders.train) // 4), importance="l2", data=calib, round_to=round_to)
     Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, callbacks=[chex]).fit()
     pruned = chex.finalize()
-    return pruned if count_macs(pruned, x) <= target_macs else slimkit.prune(pruned, x, macs_target=target_macs)
+    if count_macs(pruned, x) <= target_macs:
+        return pruned
+    return _bisect(lambda r: slimkit.prune(pruned, x, ratio=r, round_to=round_to), target_macs, x)
 
 
 def baseline(args, loaders, info):
@@ -102,13 +107,13 @@ def accuracy_table(args):
              "params": count_params(base), **base_lat}]
     @functools.cache
     def latency_pruner() -> Pruner:  # costs measured once, reused by bisection (and only if that row runs)
-        return Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to=8,
-                                              latency_batch=32))
+        return Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to="auto"))
+    block = channel_multiple()
     methods = {
         "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
-        "slimkit l1 global round_to=8": lambda r: slimkit.prune(base, x, ratio=r, global_pruning=True, round_to=8),
-        "slimkit l1 latency-aware round_to=8": lambda r: latency_pruner().apply(r),
         "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
+        f"slimkit l1 round_to=auto ({block})": lambda r: slimkit.prune(base, x, ratio=r, round_to="auto"),
+        f"slimkit l1 latency-aware round_to=auto ({block})": lambda r: latency_pruner().apply(r),
         "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
         "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib),
         "torch-pruning magnitude": lambda r: tp_prune(base, x, r, "magnitude", calib),
@@ -116,6 +121,8 @@ def accuracy_table(args):
     }
     builders = {name: (lambda k, make=make: _bisect(make, base_macs / k, x)) for name, make in methods.items()}
     builders["slimkit chex (from scratch)"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k, calib)
+    builders[f"slimkit chex round_to=auto ({block})"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k,
+                                                                            calib, round_to="auto")
     if args.methods:
         unknown = set(args.methods) - set(builders)
         if unknown:
@@ -129,8 +136,9 @@ def accuracy_table(args):
             macs, lat = count_macs(pruned, x), _latency(pruned, x)
             row = {"method": name, "k": k, "test_acc": evaluate(pruned, loaders.test)["acc"], "MACs": macs,
                    "params": count_params(pruned), **lat}
-            for b in ("b1", "b32"):
-                row[f"speedup_{b}/MACs-red."] = (base_lat[f"ort_{b}_ms"] / lat[f"ort_{b}_ms"]) / (base_macs / macs)
+            for key in LATENCY:
+                tag = key.removeprefix("ort_").removesuffix("_ms")
+                row[f"speedup_{tag}/MACs-red."] = (base_lat[key] / lat[key]) / (base_macs / macs)
             rows.append({**row, "time_s": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
     return rows
