@@ -191,6 +191,7 @@ def main():
     ap.add_argument("--methods", nargs="+", default=None,
                     help="rerun only these accuracy rows (names as in the table) and merge them into the results "
                          "file (each row's speed-up ratios use the unpruned latency of its own run)")
+    ap.add_argument("--results", default="prune_accuracy", help="name of the accuracy JSON under benchmarks/results")
     args = ap.parse_args()
     torch.manual_seed(0)
     meta = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
@@ -203,12 +204,12 @@ def main():
     if not args.skip_accuracy:
         rows = accuracy_table(args)
         print(markdown_table(rows))
-        path = HERE / "results" / "prune_accuracy.json"
+        path = HERE / "results" / f"{args.results}.json"
         if args.methods and path.is_file():  # merge: rerun rows replace their old versions, the rest stay
             old = json.loads(path.read_text())["accuracy"]
             new = {(r["method"], r["k"]): r for r in rows if r["method"] != "unpruned"}
             rows = [new.pop((r["method"], r["k"]), r) for r in old] + list(new.values())
-        _write("prune_accuracy.json", {**meta, "accuracy": rows})
+        _write(f"{args.results}.json", {**meta, "accuracy": rows})
 
 
 def _write(name, data):

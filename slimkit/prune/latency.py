@@ -40,7 +40,7 @@ def group_latency_costs(model: nn.Module, groups: Sequence[Group], measure: Call
     for g in groups:
         removed = max(1, int(share * g.size))
         if round_to and g.size >= round_to:
-            kept = min(max(round_to, round((g.size - removed) / round_to) * round_to), g.size - round_to)
+            kept = max(round_to, min(round((g.size - removed) / round_to) * round_to, g.size - round_to))
             removed = g.size - kept
             if removed == 0:
                 costs[g.id] = 0.0

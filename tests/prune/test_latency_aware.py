@@ -53,6 +53,9 @@ def test_costs_follow_round_to():
     assert plain[b] == pytest.approx(0.0)
     assert rounded[b] == pytest.approx(0.4 / 8)  # cut to 8 kept: one block (0.4 ms) saved by 8 channels
     assert rounded[c] == 0.0  # a group of exactly one block cannot shrink
+    odd = group_latency_costs(model, groups, lambda m: 0.4 * -(-m.b.out_channels // 12), share=0.5,
+                              plan_fn=module_plan, round_to=12)  # 16 channels: the only smaller count kept is 12
+    assert odd[b] == pytest.approx(0.4 / 4)
 
 
 def test_weighted_scores_by_hand():
