@@ -22,7 +22,7 @@ def test_bigger_input_is_slower():
     model = create_model("convnet_small")
     small = measure_latency(model, (3, 8, 8), repeats=10, min_time_s=0)
     big = measure_latency(model, (3, 64, 64), batch=8, repeats=10, min_time_s=0)
-    assert big.median_ms > small.median_ms
+    assert big.p10_ms > small.p10_ms  # the fast tail: robust to other processes stealing the CPU mid-run
 
 
 def test_bad_backend():
