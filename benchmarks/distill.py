@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slimkit.cli._common import parse_kv
 from slimkit.data import create_dataset
 from slimkit.distill import linear_probe
 from slimkit.distill.tasks import DistillOptions
@@ -47,13 +48,13 @@ def _teacher(args: argparse.Namespace, root: Path) -> Path:
 def _probe_untrained(args: argparse.Namespace) -> float:
     splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
     torch.manual_seed(0)
-    model = create_model(args.student, num_classes=10, in_chans=1)
+    model = create_model(args.student, num_classes=10, in_chans=1, **parse_kv(args.student_arg))
     sub = torch.utils.data.Subset(splits.train, list(range(min(5000, len(splits.train)))))
     dl = torch.utils.data.DataLoader
     return linear_probe(model, dl(sub, batch_size=256), dl(splits.test, batch_size=256))
 
 
-def plot(out: dict) -> Path:
+def plot(out: dict, name: str = "distill") -> Path:
     """Accuracy per method (test accuracy; linear-probe accuracy for the self-supervised ones), zoomed in."""
     import matplotlib
 
@@ -76,7 +77,7 @@ def plot(out: dict) -> Path:
                  f"{out['args']['epochs']} epochs)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = HERE / "results" / "distill.png"
+    path = HERE / "results" / f"{name}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -95,13 +96,19 @@ def main() -> None:
     p.add_argument("--seeded", default="none,kd,stored", help="methods run with every seed (the goals' methods)")
     p.add_argument("--tinyvit-loss", action="store_true", help="stored KD with TinyViT's T=1, alpha=1 instead of "
                    "live KD's T=4, alpha=0.9")
+    p.add_argument("--student-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra student argument, e.g. small_input=true (repeatable)")
+    p.add_argument("--results", default="distill", help="name of the JSON / PNG written under benchmarks/results")
     args = p.parse_args()
-    run_name = f"{args.student}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
+    student_kwargs = parse_kv(args.student_arg)
+    tag = "".join(f"_{k}={v}" for k, v in sorted(student_kwargs.items()))
+    run_name = f"{args.student}{tag}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
     root = HERE / "cache" / "distill" / run_name
     teacher_dir = _teacher(args, root.parent)
     teacher_summary = json.loads((teacher_dir / "summary.json").read_text())
-    base = DistillJobConfig(student=args.student, teacher=args.teacher, teacher_ckpt=str(teacher_dir),
-                            data="fashion-mnist", limit=args.limit, store_epochs=args.store_epochs,
+    base = DistillJobConfig(student=args.student, student_kwargs=student_kwargs, teacher=args.teacher,
+                            teacher_ckpt=str(teacher_dir), data="fashion-mnist", limit=args.limit,
+                            store_epochs=args.store_epochs,
                             train=TrainConfig(epochs=args.epochs, batch_size=128, seed=0))
     rows, results = [], {}
     seeded = set(args.seeded.split(","))
@@ -149,8 +156,8 @@ def main() -> None:
                                            "probe_acc": teacher_probe, "epochs": args.teacher_epochs},
            "untrained_student_probe_acc": untrained, "rows": rows, "goals": goals, "runs": results}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "distill.json").write_text(json.dumps(out, indent=2, default=str))
-    plot(out)
+    (HERE / "results" / f"{args.results}.json").write_text(json.dumps(out, indent=2, default=str))
+    plot(out, args.results)
     print(markdown_table(rows))
     print(f"teacher {args.teacher}: test {teacher_summary['test_acc']:.4f}, probe {teacher_probe:.4f}; "
           f"untrained {args.student} probe {untrained:.4f}")
