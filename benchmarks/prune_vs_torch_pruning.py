@@ -70,13 +70,13 @@ def tp_prune(model, x, ratio, importance, calib):
 
 
 def chex_prune(args, info, loaders, x, target_macs, calib, round_to=None):
-    """CHEX: a fresh model trained as long as the baseline while channels are pruned and regrown (the global
-    channel sparsity ramps to 1 - sqrt(MACs fraction)), then trimmed one-shot to the exact MACs target."""
+    """CHEX: a fresh model trained as long as the baseline while channels are pruned and regrown, each
+    re-allocation meeting the ramped MACs budget (a one-shot trim only if the allocation could not reach it)."""
     torch.manual_seed(0)
     model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
     fraction = target_macs / count_macs(model, x)
     steps = args.epochs * len(loaders.train)
-    chex = ChexCallback(model, x, sparsity=1 - fraction**0.5, ramp_steps=int(0.75 * steps),
+    chex = ChexCallback(model, x, macs_target=fraction, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance="l2", data=calib, round_to=round_to)
     Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, callbacks=[chex]).fit()
     pruned = chex.finalize()

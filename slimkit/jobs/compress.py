@@ -164,13 +164,15 @@ def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, e
 def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
           budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
     """CHEX trains a fresh model from scratch while pruning and regrowing, for as long as the baseline trained.
-    A MACs / params fraction f becomes a channel sparsity of 1 - sqrt(f) (both scale with channels squared)."""
+    A MACs fraction is CHEX's own budget (each re-allocation meets the ramped MACs); a params fraction f becomes a
+    channel sparsity of 1 - sqrt(f) (params scale with channels squared) and is trimmed one-shot at the end."""
     key, value = _fraction(budget, "chex")
-    sparsity = value if key == "ratio" else 1.0 - value**0.5
+    amount = {"ratio": {"sparsity": value}, "macs_target": {"macs_target": value}}.get(
+        key, {"sparsity": 1.0 - value**0.5})
     torch.manual_seed(cfg.seed)
     model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
     steps = cfg.baseline_epochs * len(loaders.train)
-    chex = ChexCallback(model, example, sparsity=sparsity, ramp_steps=int(0.75 * steps),
+    chex = ChexCallback(model, example, **amount, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
                         seed=cfg.seed, round_to=cfg.round_to)
     tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -178,7 +180,7 @@ def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exampl
     pruned = chex.finalize()
     if key == "ratio":
         return pruned
-    # channel sparsity only approximates a MACs / params budget: trim the rest one-shot so the budget holds
+    # a params budget (and a MACs one CHEX could not reach within max_group_ratio): trim the rest one-shot
     measure = (lambda m: count_macs(m, example)) if key == "macs_target" else count_params
     target = value * measure(base)
     if measure(pruned) <= target:

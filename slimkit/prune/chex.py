@@ -6,6 +6,11 @@ channels each group keeps by ranking all channels globally, (3) picks the kept c
 importance (magnitude, or column subset selection on calibration outputs), and (4) regrows a decaying share of
 pruned channels, re-initialised, so early mistakes can be undone. `finalize()` cuts the masked channels out.
 `round_to` (an int, or "auto" for this CPU's channel block) keeps every group's count at multiples of it.
+
+The budget is a global channel `sparsity`, or a `macs_target` (the fraction of the model's MACs to keep): then the
+ramp is over MACs and every re-allocation picks the channel sparsity whose kept structure meets the ramped MACs
+(bisection on the counted MACs of the would-be pruned model), so the final model meets the budget as allocated,
+block multiples included, instead of being trimmed uniformly afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
+from slimkit.profile import count_macs
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
 from slimkit.prune.surgery import apply_plan
@@ -34,16 +40,24 @@ def ramp(step: int, ramp_steps: int, target: float) -> float:
 
 
 class ChexCallback(Callback):
-    def __init__(self, model: nn.Module, example_inputs: Any, *, sparsity: float, ramp_steps: int,
-                 interval: int = 50, regrow: float = 0.3, importance: str = "l2", data: Any = None,
-                 seed: int = 0, round_to: int | str | None = None) -> None:
-        if not 0.0 < sparsity < 1.0 or interval < 1 or not 0.0 <= regrow < 1.0:
-            raise ConfigError(f"CHEX needs 0 < sparsity < 1, interval >= 1, 0 <= regrow < 1 (got {sparsity}, "
+    def __init__(self, model: nn.Module, example_inputs: Any, *, sparsity: float | None = None,
+                 macs_target: float | None = None, ramp_steps: int, interval: int = 50, regrow: float = 0.3,
+                 importance: str = "l2", data: Any = None, seed: int = 0, round_to: int | str | None = None) -> None:
+        if (sparsity is None) == (macs_target is None):
+            raise ConfigError("CHEX needs exactly one budget: sparsity (share of channels removed) or macs_target "
+                              f"(fraction of MACs kept); got sparsity={sparsity}, macs_target={macs_target}")
+        budget = sparsity if sparsity is not None else macs_target
+        if not 0.0 < budget < 1.0 or interval < 1 or not 0.0 <= regrow < 1.0:  # type: ignore[operator]
+            raise ConfigError(f"CHEX needs a budget in (0, 1), interval >= 1, 0 <= regrow < 1 (got {budget}, "
                               f"{interval}, {regrow})")
         inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
         self.model, self.inputs = model, inputs
         self.groups: list[Group] = build_dependency_graph(model, inputs).groups
-        self.sparsity, self.ramp_steps, self.interval, self.regrow = sparsity, ramp_steps, interval, regrow
+        self.sparsity, self.macs_target = sparsity, macs_target
+        self.ramp_steps, self.interval, self.regrow = ramp_steps, interval, regrow
+        if macs_target is not None:  # a weightless-enough copy to cut and count; the trained model is never touched
+            self._skeleton = copy.deepcopy(model).eval()
+            self._base_macs = count_macs(self._skeleton, inputs)
         self.alloc = PruneConfig(ratio=0.0, global_pruning=True, round_to=round_to)  # validates round_to
         self.score = create_importance(importance)
         self.ctx = ImportanceContext(data=data, seed=seed)
@@ -92,11 +106,36 @@ class ChexCallback(Callback):
                 if getattr(mod, "bias", None) is not None:
                     mod.bias[idx] = 0.0
 
+    # ---- allocation under a MACs budget
+    def _macs(self, counts: dict[int, int]) -> int:
+        """MACs of the model cut to `counts` channels per group (which channels does not change the count)."""
+        plan = module_plan(self._skeleton, self.groups, {g.id: list(range(counts[g.id])) for g in self.groups})
+        return count_macs(apply_plan(copy.deepcopy(self._skeleton), plan), self.inputs)
+
+    def _sparsity_for(self, fraction: float, scores: dict[int, torch.Tensor]) -> float:
+        """The smallest channel sparsity (to 1/4096) whose global allocation keeps at most `fraction` of the MACs;
+        the largest allowed sparsity if none does."""
+        if fraction >= 1.0:
+            return 0.0
+        target, lo, hi = fraction * self._base_macs, 0.0, self.alloc.max_group_ratio
+        for _ in range(12):
+            mid = (lo + hi) / 2
+            if self._macs(keep_counts(self.groups, scores, mid, self.alloc)) <= target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
     # ---- exploration step
     def update(self, step: int) -> None:
-        s = ramp(step, self.ramp_steps, self.sparsity)
         self.ctx.cache.clear()
         scores = {g.id: self.score(g, self.model, self.ctx).detach().float() for g in self.groups}
+        record: dict[str, float] = {}
+        if self.macs_target is not None:  # the kept MACs ramp from 1 down to the target
+            record["macs_fraction"] = 1.0 - ramp(step, self.ramp_steps, 1.0 - self.macs_target)
+            s = self._sparsity_for(record["macs_fraction"], scores)
+        else:
+            s = ramp(step, self.ramp_steps, self.sparsity)  # type: ignore[arg-type]
         counts = keep_counts(self.groups, scores, s, self.alloc)
         explore = self.regrow * (1.0 - min(1.0, step / max(1, self.ramp_steps)))
         for g in self.groups:
@@ -121,7 +160,8 @@ class ChexCallback(Callback):
                 self._reinit(g, torch.tensor(back))
             self.masks[g.id] = new
         self._apply_masks()
-        self.history.append({"step": step, "sparsity": s, "kept": sum(int(m.sum()) for m in self.masks.values())})
+        self.history.append({"step": step, "sparsity": s, "kept": sum(int(m.sum()) for m in self.masks.values()),
+                             **record})
 
     # ---- callback hooks
     def on_train_start(self, trainer: Any) -> None:

@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from slimkit.errors import ConfigError
 from slimkit.models import create_model
-from slimkit.profile import count_params
+from slimkit.profile import count_macs, count_params
 from slimkit.prune import ChexCallback, ramp
 from slimkit.train import Callback, TrainConfig, Trainer
 
@@ -50,6 +50,33 @@ def test_round_to_keeps_block_multiples_throughout():
     assert all(kept[g] % 4 == 0 for g in kept if sizes[g] >= 4)
     with pytest.raises(ConfigError, match="round_to"):
         ChexCallback(model, torch.randn(1, 1, 8, 8), sparsity=0.5, ramp_steps=8, round_to="fast")
+
+
+@pytest.mark.parametrize("round_to", [None, 4])
+def test_macs_target_is_met_by_the_allocation_itself(round_to):
+    torch.manual_seed(0)
+    model = create_model("convnet_small", in_chans=1, num_classes=2)
+    x = torch.randn(1, 1, 8, 8)
+    base = count_macs(model, x)
+    sizes = {g.id: g.size for g in ChexCallback(model, x, sparsity=0.5, ramp_steps=8).groups}
+    chex = ChexCallback(model, x, macs_target=0.4, ramp_steps=16, interval=4, regrow=0.5, round_to=round_to)
+    Trainer(model, TrainConfig(epochs=3, lr=0.05, progress=False), _loader(), callbacks=[chex]).fit()
+    fractions = [h["macs_fraction"] for h in chex.history]
+    assert fractions[0] == 1.0 and fractions[-1] == pytest.approx(0.4) and fractions == sorted(fractions, reverse=True)
+    macs = count_macs(chex.finalize(), x)  # counted on the cut model, independently of the allocation's bisection
+    assert 0.3 * base < macs <= 0.4 * base
+    if round_to:
+        kept = {gid: int(m.sum()) for gid, m in chex.masks.items()}
+        assert all(kept[g] % round_to == 0 for g in kept if sizes[g] >= round_to)
+
+
+def test_chex_takes_exactly_one_budget():
+    model = create_model("convnet_tiny", in_chans=1)
+    for kw in ({}, {"sparsity": 0.5, "macs_target": 0.5}):
+        with pytest.raises(ConfigError, match="exactly one budget"):
+            ChexCallback(model, torch.randn(1, 1, 8, 8), ramp_steps=8, **kw)
+    with pytest.raises(ConfigError, match=r"budget in \(0, 1\)"):
+        ChexCallback(model, torch.randn(1, 1, 8, 8), macs_target=1.5, ramp_steps=8)
 
 
 def test_regrowth_brings_channels_back():
