@@ -53,21 +53,29 @@ class StoredKDLoss(Callback):
 
     Pass the same object as `loss_fn=` and in `callbacks=`; batches must be `(x, y, index)`
     (`slimkit.data.with_index`). Loss: alpha * sparse_kd_loss + (1 - alpha) * CE (TinyViT: alpha = 1, T = 1).
-    With `cycle=True` training may run longer than the store: epoch e replays stored epoch e mod E (the dataset is
-    told to replay that epoch's augmentation too), so E stored epochs cost E/epochs of the teacher compute.
+    With `cycle=True` training may run longer than the store: epoch e reads stored epoch e mod E, so E stored
+    epochs cost E/epochs of the teacher compute. `views` says what the student sees then: "replay" (TinyViT: the
+    dataset is told to replay that stored epoch's augmentation, so targets match the images exactly, but a short
+    store repeats the same crops every cycle) or "fresh" (the dataset keeps drawing new augmentations and each image's
+    stored target comes from an earlier view of it: classic offline KD, augmentation diversity kept, targets
+    approximate).
     """
 
-    def __init__(self, store: LogitStore, temperature: float = 1.0, alpha: float = 1.0, cycle: bool = False) -> None:
+    def __init__(self, store: LogitStore, temperature: float = 1.0, alpha: float = 1.0, cycle: bool = False,
+                 views: str = "replay") -> None:
         if not 0.0 <= alpha <= 1.0:
             raise DistillError(f"alpha must be in [0, 1], got {alpha}")
+        if views not in ("replay", "fresh"):
+            raise DistillError(f"views must be 'replay' (the stored augmentation) or 'fresh' (new ones), got {views!r}")
         self.store, self.temperature, self.alpha, self.epoch, self.cycle = store, temperature, alpha, 0, cycle
+        self.views = views
 
     def on_train_start(self, trainer: Any) -> None:
         self.store.check_dataset(trainer.train_loader.dataset)
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.epoch = int(epoch) % self.store.epochs if self.cycle else int(epoch)
-        if self.cycle:  # the trainer set `epoch` on the data; replay the stored one instead
+        if self.cycle and self.views == "replay":  # the trainer set `epoch` on the data; replay the stored one
             dataset = trainer.train_loader.dataset
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(self.epoch)

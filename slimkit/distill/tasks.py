@@ -55,6 +55,7 @@ class DistillOptions:
     t_teacher: float = 0.07  # seed: teacher temperature (sharper)
     store: str | None = None  # stored: the LogitStore folder
     cycle_store: bool = False  # stored: train longer than the store, replaying its epochs in turn (epoch mod E)
+    store_views: str = "replay"  # stored, cycling: replay the stored augmentation, or "fresh" ones (targets approx.)
     proj_dim: int = 128  # simclr: projection head width
     ssl_temperature: float = 0.2  # simclr: NT-Xent temperature
 
@@ -248,7 +249,8 @@ def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         raise DistillError("method 'stored' reads teacher logits from a store: give its folder (store=...), built by "
                            "`slimkit distill store-logits`")
     temperature, alpha = _defaults("stored", opts)
-    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha, cycle=opts.cycle_store)
+    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha, cycle=opts.cycle_store,
+                        views=opts.store_views)
     return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
 
 

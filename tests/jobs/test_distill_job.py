@@ -126,6 +126,11 @@ def test_a_short_store_is_replayed_in_turn_for_a_fraction_of_the_teacher_compute
     loss, ds = StoredKDLoss(store, cycle=True), _DS()
     loss.on_epoch_start(_Trainer(ds), 2)
     assert loss.epoch == 0 and ds.epoch == 0  # epoch 2 replays stored epoch 0 and its augmentation
+    fresh, ds = StoredKDLoss(store, cycle=True, views="fresh"), _DS()
+    fresh.on_epoch_start(_Trainer(ds), 2)
+    assert fresh.epoch == 0 and ds.epoch is None  # stored epoch 0's targets, the data's own (new) augmentation
+    with pytest.raises(DistillError, match="views"):
+        StoredKDLoss(store, views="both")
     strict = StoredKDLoss(store)
     strict.on_epoch_start(_Trainer(_DS()), 2)
     with pytest.raises(DistillError, match="epoch 2 is not in logit store"):
