@@ -37,9 +37,10 @@ HERE = Path(__file__).parent
 
 
 def _teacher(args: argparse.Namespace, root: Path) -> Path:
-    out = root / f"teacher_{args.teacher}_{args.limit}_{args.teacher_epochs}ep"
+    limit = args.limit if args.teacher_limit is None else (args.teacher_limit or None)
+    out = root / f"teacher_{args.teacher}_{limit or 'all'}_{args.teacher_epochs}ep"
     if not (out / "summary.json").is_file():
-        job = train_job.TrainJobConfig(model=args.teacher, data="fashion-mnist", limit=args.limit, out=str(out),
+        job = train_job.TrainJobConfig(model=args.teacher, data="fashion-mnist", limit=limit, out=str(out),
                                        train=TrainConfig(epochs=args.teacher_epochs, batch_size=128, seed=0))
         train_job.run(job, resume=True)
     return out
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--student", default="resnet20")
     p.add_argument("--teacher", default="resnet56")
     p.add_argument("--limit", type=int, default=10000, help="training images (class-balanced)")
+    p.add_argument("--teacher-limit", type=int, default=None,
+                   help="training images of the teacher (default: --limit; 0: the whole training set, as a teacher "
+                   "pretrained on more data than the student's transfer set)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--teacher-epochs", type=int, default=10)
     p.add_argument("--store-epochs", type=int, default=1, help="augmentation epochs in the logit store")
@@ -105,7 +109,8 @@ def main() -> None:
     args = p.parse_args()
     student_kwargs = parse_kv(args.student_arg)
     tag = "".join(f"_{k}={v}" for k, v in sorted(student_kwargs.items()))
-    run_name = f"{args.student}{tag}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep"
+    teacher_tag = "" if args.teacher_limit is None else f"_on{args.teacher_limit or 'all'}"
+    run_name = f"{args.student}{tag}_{args.limit}_{args.epochs}ep_{args.teacher}_{args.teacher_epochs}ep{teacher_tag}"
     root = HERE / "cache" / "distill" / run_name
     teacher_dir = _teacher(args, root.parent)
     teacher_summary = json.loads((teacher_dir / "summary.json").read_text())

@@ -78,19 +78,25 @@ def chex_prune(args, info, loaders, x, target_macs, calib, round_to=None):
     steps = args.epochs * len(loaders.train)
     chex = ChexCallback(model, x, macs_target=fraction, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance="l2", data=calib, round_to=round_to)
-    Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, callbacks=[chex]).fit()
+    Trainer(model, _recipe(args), loaders.train, callbacks=[chex]).fit()
     pruned = chex.finalize()
     if count_macs(pruned, x) <= target_macs:
         return pruned
     return _bisect(lambda r: slimkit.prune(pruned, x, ratio=r, round_to=round_to), target_macs, x)
 
 
+def _recipe(args) -> TrainConfig:
+    """The baseline's training (CHEX trains from scratch with the same)."""
+    return TrainConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, progress=False)
+
+
 def baseline(args, loaders, info):
-    path = HERE / "cache" / f"{args.model}_{info.name}_{args.epochs}ep_{args.limit}.safetensors"
+    recipe = "" if (args.lr, args.warmup) == (0.1, 0.0) else f"_lr{args.lr}_wu{args.warmup}"
+    path = HERE / "cache" / f"{args.model}_{info.name}_{args.epochs}ep_{args.limit}{recipe}.safetensors"
     model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
     if path.is_file():
         return load_weights(model, path)
-    Trainer(model, TrainConfig(epochs=args.epochs, progress=False), loaders.train, loaders.val).fit()
+    Trainer(model, _recipe(args), loaders.train, loaders.val).fit()
     save_weights(model, path)
     return model
 
@@ -184,6 +190,9 @@ def main():
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=0.1, help="baseline (and CHEX) peak learning rate")
+    ap.add_argument("--warmup", type=float, default=0.0, help="baseline (and CHEX) warm-up epochs (VGG-16: 0.5 at "
+                    "lr 0.02; at 0.1 without it, it does not train in 3 epochs)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--speedups", type=float, nargs="+", default=[2.0, 3.0])
     ap.add_argument("--skip-accuracy", action="store_true")
