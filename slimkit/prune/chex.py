@@ -55,7 +55,7 @@ class ChexCallback(Callback):
         self.groups: list[Group] = build_dependency_graph(model, inputs).groups
         self.sparsity, self.macs_target = sparsity, macs_target
         self.ramp_steps, self.interval, self.regrow = ramp_steps, interval, regrow
-        if macs_target is not None:  # a weightless-enough copy to cut and count; the trained model is never touched
+        if macs_target is not None:  # a copy to cut and count (its weights unused); the trained model is never cut
             self._skeleton = copy.deepcopy(model).eval()
             self._base_macs = count_macs(self._skeleton, inputs)
         self.alloc = PruneConfig(ratio=0.0, global_pruning=True, round_to=round_to)  # validates round_to
