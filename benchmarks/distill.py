@@ -100,9 +100,10 @@ def main() -> None:
     p.add_argument("--seeded", default="none,kd,stored", help="methods run with every seed (the goals' methods)")
     p.add_argument("--tinyvit-loss", action="store_true", help="stored KD with TinyViT's T=1, alpha=1 instead of "
                    "live KD's T=4, alpha=0.9")
-    p.add_argument("--stored-views", choices=("replay", "fresh"), default="replay",
+    p.add_argument("--stored-views", choices=("replay", "fresh", "clean"), default="replay",
                    help="stored KD with fewer stored epochs than training: replay the stored augmentation (TinyViT) "
-                   "or train on fresh augmentations against the stored targets")
+                   "or train on fresh augmentations against the stored targets (of earlier random views, or, with "
+                   "'clean', of the un-augmented images: a one-pass store)")
     p.add_argument("--student-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra student argument, e.g. small_input=true (repeatable)")
     p.add_argument("--results", default="distill", help="name of the JSON / PNG written under benchmarks/results")
@@ -125,8 +126,9 @@ def main() -> None:
         name = method
         if method == "stored" and not args.tinyvit_loss:  # live KD's loss, so only the logits' source differs
             opts, name = DistillOptions(temperature=4.0, alpha=0.9), "stored_t4_a0.9"
-        if method == "stored" and args.stored_views == "fresh":
-            opts, name = replace(opts, store_views="fresh"), name.replace("stored", "stored_fresh")
+        if method == "stored" and args.stored_views != "replay":
+            opts = replace(opts, store_views=args.stored_views)
+            name = name.replace("stored", f"stored_{args.stored_views}")
         per_seed = []
         for seed in range(args.seeds if method in seeded else 1):  # seed 0 keeps the single-seed run's folder
             t0 = time.perf_counter()

@@ -79,12 +79,15 @@ def store_logits_cmd(
     seed: int = typer.Option(None, "--seed", help="The student run's seed (fixes the replayed augmentation)."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Augmentation epochs to store (default 10)."),
     topk: int = typer.Option(None, "--topk", help="Logits kept per image (default 10)."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Store augmented views (default; replayed "
+                                 "by the student) or, with --no-augment and --epochs 1, the clean images (for "
+                                 "--option store_views=clean)."),
     out: str = typer.Option(None, "--out", "-o", help="Store folder (default runs/logits)."),
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Run the teacher once per augmentation epoch and store its top-k logits (resumable; extends a store)."""
     cli = dict(teacher=teacher, teacher_ckpt=teacher_ckpt, teacher_kwargs=parse_kv(teacher_arg) or None, data=data,
-               data_root=data_root, limit=limit, seed=seed, epochs=epochs, topk=topk, out=out)
+               data_root=data_root, limit=limit, seed=seed, epochs=epochs, topk=topk, augment=augment, out=out)
     summary = store_logits(job_config(StoreLogitsConfig, config, cli))
     console.print(summary_table(summary, title="slimkit distill store-logits"))
 

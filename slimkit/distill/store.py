@@ -59,11 +59,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_AUGMENTATION_KEYS = ("seed", "augment", "pad", "flip")
+
+
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
     """What must not change between writing and using a store: length, augmentation settings, image/label hash."""
     base = getattr(dataset, "ds", dataset)  # unwrap `with_index`
     info: dict[str, Any] = {"len": len(dataset)}  # type: ignore[arg-type]
-    for name in ("seed", "augment", "pad", "flip"):
+    for name in _AUGMENTATION_KEYS:
         if hasattr(base, name):
             info[name] = getattr(base, name)
     images, labels = getattr(base, "images", None), getattr(base, "labels", None)
@@ -163,10 +166,12 @@ class LogitStore:
             values[rows], classes[rows] = v[local], c[local]
         return torch.from_numpy(values), torch.from_numpy(classes)
 
-    def check_dataset(self, dataset: Dataset) -> None:
-        """Raise DistillError if `dataset` is not the one (same images, length, augmentation) the store was made on."""
+    def check_dataset(self, dataset: Dataset, augmentation: bool = True) -> None:
+        """Raise DistillError if `dataset` is not the one (same images, length and, with `augmentation`, the same
+        augmentation settings) the store was made on."""
         have, want = dataset_fingerprint(dataset), self.manifest["dataset"]
-        diff = sorted(key for key in set(have) | set(want) if have.get(key) != want.get(key))
+        skip = set() if augmentation else set(_AUGMENTATION_KEYS)
+        diff = sorted(key for key in (set(have) | set(want)) - skip if have.get(key) != want.get(key))
         if diff:
             raise DistillError(f"dataset differs from the one logit store {self.root} was written for (in {diff}): "
                                "use the same data, split seed and augmentation, or rebuild the store")

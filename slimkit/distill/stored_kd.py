@@ -58,20 +58,28 @@ class StoredKDLoss(Callback):
     dataset is told to replay that stored epoch's augmentation, so targets match the images exactly, but a short
     store repeats the same crops every cycle) or "fresh" (the dataset keeps drawing new augmentations and each image's
     stored target comes from an earlier view of it: classic offline KD, augmentation diversity kept, targets
-    approximate).
+    approximate), or "clean" (like fresh, but the store holds the teacher on the un-augmented images, written with
+    `augment=False`: one teacher pass over the data, and each new view's target comes from the centred image
+    rather than from another random crop).
     """
 
     def __init__(self, store: LogitStore, temperature: float = 1.0, alpha: float = 1.0, cycle: bool = False,
                  views: str = "replay") -> None:
         if not 0.0 <= alpha <= 1.0:
             raise DistillError(f"alpha must be in [0, 1], got {alpha}")
-        if views not in ("replay", "fresh"):
-            raise DistillError(f"views must be 'replay' (the stored augmentation) or 'fresh' (new ones), got {views!r}")
+        if views not in ("replay", "fresh", "clean"):
+            raise DistillError(f"views must be 'replay' (the stored augmentation), 'fresh' (new ones) or 'clean' (new "
+                               f"ones, targets from a store of un-augmented images), got {views!r}")
         self.store, self.temperature, self.alpha, self.epoch, self.cycle = store, temperature, alpha, 0, cycle
         self.views = views
 
     def on_train_start(self, trainer: Any) -> None:
-        self.store.check_dataset(trainer.train_loader.dataset)
+        if self.views == "clean" and self.store.manifest["dataset"].get("augment", False):
+            raise DistillError(f"views='clean' needs a store of un-augmented images, but logit store {self.store.root} "
+                               "was written with augmentation: rebuild it with `slimkit distill store-logits "
+                               "--no-augment`, or use views='fresh'")
+        # new views are drawn either way except in replay: only the images themselves must match the store's
+        self.store.check_dataset(trainer.train_loader.dataset, augmentation=self.views == "replay")
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.epoch = int(epoch) % self.store.epochs if self.cycle else int(epoch)

@@ -55,7 +55,7 @@ class DistillOptions:
     t_teacher: float = 0.07  # seed: teacher temperature (sharper)
     store: str | None = None  # stored: the LogitStore folder
     cycle_store: bool = False  # stored: train longer than the store, replaying its epochs in turn (epoch mod E)
-    store_views: str = "replay"  # stored, cycling: replay the stored augmentation, or "fresh" ones (targets approx.)
+    store_views: str = "replay"  # stored: replay the stored augmentation, "fresh" ones (targets approx.) or "clean"
     proj_dim: int = 128  # simclr: projection head width
     ssl_temperature: float = 0.2  # simclr: NT-Xent temperature
 

@@ -114,10 +114,16 @@ def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool,
     return freeze(load_run_model(run_dir)[0])
 
 
-def _probe(backbone: nn.Module, splits: DataSplits, cfg: DistillJobConfig) -> float:
-    clean = copy.copy(splits.train)
+def _unaugmented(dataset: Any) -> Any:
+    """A shallow copy of `dataset` with its augmentation switched off (the images themselves are shared)."""
+    clean = copy.copy(dataset)
     if hasattr(clean, "augment"):
-        clean.augment = False  # probe on un-augmented images
+        clean.augment = False
+    return clean
+
+
+def _probe(backbone: nn.Module, splits: DataSplits, cfg: DistillJobConfig) -> float:
+    clean = _unaugmented(splits.train)  # probe on un-augmented images
     if cfg.probe_limit is not None and len(clean) > cfg.probe_limit:
         clean = Subset(clean, torch.randperm(len(clean), generator=torch.Generator().manual_seed(0))
                        [:cfg.probe_limit].tolist())
@@ -133,10 +139,13 @@ def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | N
         return cfg.options, 0, 0.0
     if teacher is None:
         raise ConfigError("method 'stored' needs --store <folder> or a teacher to build the store with")
-    epochs = min(cfg.store_epochs or cfg.train.epochs, cfg.train.epochs)
-    console.print(f"[bold]logit store[/]: teacher top-{cfg.topk} over {epochs} augmentation epochs")
+    clean = cfg.options.store_views == "clean"  # one pass over the un-augmented images
+    epochs = 1 if clean else min(cfg.store_epochs or cfg.train.epochs, cfg.train.epochs)
+    images = _unaugmented(splits.train) if clean else splits.train
+    console.print(f"[bold]logit store[/]: teacher top-{cfg.topk} over "
+                  + ("the un-augmented images" if clean else f"{epochs} augmentation epochs"))
     t0 = time.perf_counter()
-    write_logit_store(teacher, splits.train, out / "logits", epochs, cfg.topk,
+    write_logit_store(teacher, images, out / "logits", epochs, cfg.topk,
                       batch_size=max(cfg.train.batch_size, 256), progress=cfg.train.progress)
     opts = replace(cfg.options, store=str(out / "logits"), cycle_store=cfg.options.cycle_store or
                    epochs < cfg.train.epochs)

@@ -163,3 +163,48 @@ def test_a_pruned_teacher_from_compress_is_rebuilt_from_its_record(tmp_path, tea
     s = run(_cfg(tmp_path, teacher_dir, "from_pruned", teacher_ckpt=str(tmp_path / "c")))
     assert s["teacher_macs"] == c["pruned"]["macs"] < c["baseline"]["macs"]
     assert s["teacher_test_acc"] == pytest.approx(c["pruned"]["test_acc"])
+
+
+def test_a_clean_store_is_one_teacher_pass_over_the_unaugmented_images(tmp_path, teacher_dir):
+    from slimkit.data import create_dataset
+    from slimkit.distill import LogitStore, StoredKDLoss
+    from slimkit.errors import DistillError
+
+    s = run(_cfg(tmp_path, teacher_dir, "clean", method="stored", train=_tc(3),
+                 options=DistillOptions(store_views="clean")))
+    assert s["teacher_forward_passes"] == 180 and s["epochs"] == 3  # one pass, not one per epoch
+    store = LogitStore(tmp_path / "clean" / "logits")
+    assert store.epochs == 1 and store.manifest["dataset"]["augment"] is False
+    teacher, _ = load_run_model(teacher_dir)
+    images = create_dataset("digits", None, seed=0, val_fraction=0.1, limit=200, augment=False).train
+    x = torch.stack([images[i][0] for i in range(len(images))])
+    with torch.no_grad():
+        probs = torch.softmax(teacher.eval()(x), dim=1)  # the teacher on the centred images, computed here
+    values, classes = store.lookup(0, torch.arange(len(images)))
+    k = values.shape[1]
+    top = probs.topk(k, dim=1)
+    torch.testing.assert_close(values.float(), top.values, atol=2e-3, rtol=1e-2)
+    assert (classes[:, 0] == top.indices[:, 0]).float().mean() > 0.99
+    store_logits(StoreLogitsConfig(teacher="convnet_small", teacher_ckpt=str(teacher_dir), epochs=1,
+                                   out=str(tmp_path / "clean_aug"), **DATA))
+    augmented = LogitStore(tmp_path / "clean_aug")  # augmented views must not pass as a clean store
+
+    class _Trainer:
+        class train_loader:  # noqa: N801 - what StoredKDLoss reads from the trainer
+            dataset = images
+
+    with pytest.raises(DistillError, match="un-augmented"):
+        StoredKDLoss(augmented, views="clean").on_train_start(_Trainer())
+    StoredKDLoss(augmented, views="fresh").on_train_start(_Trainer())  # same images, new views: accepted
+    with pytest.raises(DistillError, match="differs"):  # different images are refused in every mode
+        _Trainer.train_loader.dataset = create_dataset("digits", None, seed=1, val_fraction=0.1, limit=200).train
+        StoredKDLoss(store, views="clean").on_train_start(_Trainer())
+
+
+def test_store_logits_cli_writes_a_clean_store(tmp_path, teacher_dir):
+    from slimkit.distill import LogitStore
+
+    assert main(["distill", "store-logits", "--teacher", "convnet_small", "--teacher-ckpt", str(teacher_dir),
+                 "--data", "digits", "--limit", "200", "--epochs", "1", "--no-augment",
+                 "--out", str(tmp_path / "s")]) == 0
+    assert LogitStore(tmp_path / "s").manifest["dataset"]["augment"] is False
