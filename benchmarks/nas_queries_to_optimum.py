@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--columns", nargs="+", default=list(COLUMNS))
     ap.add_argument("--strategies", nargs="+", default=["weaknas", "evolution", "local", "bo", "random"])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--results", default="nas_queries_to_optimum",
+                    help="name of the JSON / PNG written under benchmarks/results")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     jobs = [(c, s, seed, CAPS.get(s, args.cap)) for c in args.columns for s in args.strategies
@@ -100,10 +102,10 @@ def main() -> None:
     print(f"\n{len(runs)} searches in {time.time() - t0:.0f} s")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "nas_queries_to_optimum.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=1))
+    (out / f"{args.results}.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=1))
     series = {s: [next((r["queries_mean"] or 0.0 for r in rows if r["column"] == c and r["strategy"] == s), 0.0)
                   for c in args.columns] for s in args.strategies if s != "random"}
-    plot_bars(args.columns, series, out / "nas_queries_to_optimum.png",
+    plot_bars(args.columns, series, out / f"{args.results}.png",
               title="mean queries to the optimum (lower is better)", ylabel="queries")
 
 
