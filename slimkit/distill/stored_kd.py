@@ -70,7 +70,9 @@ class StoredKDLoss(Callback):
         if views not in ("replay", "fresh", "clean"):
             raise DistillError(f"views must be 'replay' (the stored augmentation), 'fresh' (new ones) or 'clean' (new "
                                f"ones, targets from a store of un-augmented images), got {views!r}")
-        self.store, self.temperature, self.alpha, self.epoch, self.cycle = store, temperature, alpha, 0, cycle
+        # a clean store holds one view per image, read every epoch: cycling is implied
+        self.store, self.temperature, self.alpha, self.epoch = store, temperature, alpha, 0
+        self.cycle = cycle or views == "clean"
         self.views = views
 
     def on_train_start(self, trainer: Any) -> None:

@@ -196,6 +196,9 @@ def test_a_clean_store_is_one_teacher_pass_over_the_unaugmented_images(tmp_path,
     with pytest.raises(DistillError, match="un-augmented"):
         StoredKDLoss(augmented, views="clean").on_train_start(_Trainer())
     StoredKDLoss(augmented, views="fresh").on_train_start(_Trainer())  # same images, new views: accepted
+    clean_loss = StoredKDLoss(store, views="clean")  # cycles without being told: every epoch reads the one view
+    clean_loss.on_epoch_start(_Trainer(), 7)
+    assert clean_loss.epoch == 0
     with pytest.raises(DistillError, match="differs"):  # different images are refused in every mode
         _Trainer.train_loader.dataset = create_dataset("digits", None, seed=1, val_fraction=0.1, limit=200).train
         StoredKDLoss(store, views="clean").on_train_start(_Trainer())
@@ -208,3 +211,8 @@ def test_store_logits_cli_writes_a_clean_store(tmp_path, teacher_dir):
                  "--data", "digits", "--limit", "200", "--epochs", "1", "--no-augment",
                  "--out", str(tmp_path / "s")]) == 0
     assert LogitStore(tmp_path / "s").manifest["dataset"]["augment"] is False
+    assert main(["distill", "--method", "stored", "--store", str(tmp_path / "s"), "--option", "store_views=clean",
+                 "--student", "convnet_tiny", "--data", "digits", "--limit", "200", "--epochs", "2", "--batch-size",
+                 "32", "--out", str(tmp_path / "d")]) == 0  # a 1-view store trains any number of epochs
+    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert s["epochs"] == 2 and s["teacher_forward_passes"] == 0 and s["options"]["store_views"] == "clean"
