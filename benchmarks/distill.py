@@ -69,8 +69,8 @@ def plot(out: dict, name: str = "distill") -> Path:
     err = [r.get("test_acc_std") or 0.0 for r in rows]  # spread over seeds where several were run
     ax.barh(labels[::-1], acc[::-1], xerr=err[::-1], capsize=3,
             color=["tab:orange" if "probe" in lb else "tab:blue" for lb in labels[::-1]])
-    for y, a in enumerate(acc[::-1]):
-        ax.text(a, y, f" {a:.4f}", va="center", fontsize=8)
+    for y, (a, e) in enumerate(zip(acc[::-1], err[::-1], strict=True)):
+        ax.text(a + e, y, f"  {a:.4f}", va="center", fontsize=8)  # right of the error bar
     ax.set_xlim(min(acc) - 0.02, max(*acc, out["teacher"]["test_acc"]) + 0.015)
     ax.axvline(out["teacher"]["test_acc"], color="grey", ls="--", lw=1, label="teacher test acc")
     ax.set_xlabel("accuracy")
