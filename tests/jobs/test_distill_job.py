@@ -199,8 +199,8 @@ def test_a_clean_store_is_one_teacher_pass_over_the_unaugmented_images(tmp_path,
     clean_loss = StoredKDLoss(store, views="clean")  # cycles without being told: every epoch reads the one view
     clean_loss.on_epoch_start(_Trainer(), 7)
     assert clean_loss.epoch == 0
+    _Trainer.train_loader.dataset = create_dataset("digits", None, seed=1, val_fraction=0.1, limit=200).train
     with pytest.raises(DistillError, match="differs"):  # different images are refused in every mode
-        _Trainer.train_loader.dataset = create_dataset("digits", None, seed=1, val_fraction=0.1, limit=200).train
         StoredKDLoss(store, views="clean").on_train_start(_Trainer())
 
 
