@@ -24,6 +24,7 @@ __all__ = [
     "PREDICTORS",
     "SPACES",
     "DISTILLERS",
+    "PROXIES",
 ]
 
 T = TypeVar("T")
@@ -102,3 +103,4 @@ STRATEGIES: Registry[Callable[..., Any]] = Registry("strategy")
 PREDICTORS: Registry[Callable[..., Any]] = Registry("predictor")
 SPACES: Registry[Callable[..., Any]] = Registry("search space")
 DISTILLERS: Registry[Callable[..., Any]] = Registry("distillation method")
+PROXIES: Registry[Callable[..., Any]] = Registry("training-free proxy")

@@ -21,6 +21,9 @@ def search_cmd(
                                        "(repeatable; default weaknas)."),
     option: list[str] = typer.Option(None, "--option", help="Strategy option KEY=VALUE for every strategy "
                                      "(repeatable), e.g. --option top_m=50."),
+    feature: list[str] = typer.Option(None, "--feature", help="Training-free predictor input for weaknas / bo "
+                                      "(repeatable): a table column such as naswot_score_v1 or params_M; in a "
+                                      "training search params_M, macs_M or the proxy naswot."),
     budget: int = typer.Option(None, "--budget", "-n", help="Evaluations per search (default 100)."),
     seeds: int = typer.Option(None, "--seeds", help="Independent searches per strategy (default 1)."),
     seed: int = typer.Option(None, "--seed", help="First seed (default 0)."),
@@ -48,7 +51,7 @@ def search_cmd(
                executor=executor, workers=workers, space=space, space_kwargs=parse_kv(space_arg) or None, data=data,
                data_root=data_root, limit=limit, epochs=epochs, latency=latency, out=out,
                strategy_options={s: options for s in strategies or ("weaknas",)} if options else None,
-               benchmark=benchmark)
+               benchmark=benchmark, features=tuple(feature) if feature else None)
     cfg = job_config(SearchJobConfig, config, cli)
     rows = run(cfg, resume=resume)
     console.print(rich_table(rows, title=f"slimkit search ({cfg.budget} queries x {cfg.seeds} seeds)"))

@@ -19,8 +19,9 @@ from slimkit.errors import ConfigError, MissingDependencyError
 from slimkit.jobs._common import write_config, write_json
 from slimkit.nas import NB201Benchmark, SearchResult, parse_constraints, search
 from slimkit.nas.constraints import satisfies
+from slimkit.nas.strategies.bo import ModelBased
 from slimkit.nas.train_problem import TrainProblem
-from slimkit.registry import SPACES
+from slimkit.registry import SPACES, STRATEGIES
 from slimkit.report import plot_lines
 
 __all__ = ["SearchJobConfig", "run"]
@@ -34,6 +35,7 @@ class SearchJobConfig:
     report: str | None = None  # another column to report for the best architecture (e.g. a test accuracy)
     strategies: tuple[str, ...] = ("weaknas",)  # see slimkit.nas.list_strategies()
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {strategy: {option: value}}
+    features: tuple[str, ...] = ()  # training-free predictor inputs for weaknas / bo (table columns, costs, proxies)
     budget: int = 100  # evaluations per search
     seeds: int = 1  # independent searches per strategy (seeds seed .. seed + seeds - 1)
     seed: int = 0
@@ -54,6 +56,13 @@ class SearchJobConfig:
             raise ConfigError(f"budget and seeds must be >= 1, got {self.budget} and {self.seeds}")
         if not self.strategies:
             raise ConfigError("give at least one strategy (e.g. --strategy weaknas)")
+        if self.features and not any(_takes_features(s) for s in self.strategies):
+            raise ConfigError(f"features {list(self.features)} are inputs of a predictor, and none of the strategies "
+                              f"{list(self.strategies)} fits one: add --strategy weaknas or bo, or drop --feature")
+
+
+def _takes_features(strategy: str) -> bool:
+    return issubclass(STRATEGIES.get(strategy), ModelBased)
 
 
 def build_problem(cfg: SearchJobConfig) -> Any:
@@ -98,6 +107,14 @@ def _summarise(name: str, results: list[SearchResult], report: str | None, optim
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def _options(cfg: SearchJobConfig, name: str) -> dict[str, Any]:
+    """The options of strategy `name`: its own, plus the job's features when it fits a predictor."""
+    opts = dict(cfg.strategy_options.get(name, {}))
+    if cfg.features and _takes_features(name):
+        opts.setdefault("features", list(cfg.features))
+    return opts
+
+
 def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:
     """Run every (strategy, seed) search; returns the per-strategy summary rows."""
     out = Path(cfg.out)
@@ -116,7 +133,7 @@ def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:
                 results.append(search(problem, name, budget=cfg.budget, seed=seed, constraints=constraints,
                                       executor=cfg.executor, workers=cfg.workers, run_dir=run_dir,
                                       resume=resume, callback=lambda t, task=task: progress.advance(task),
-                                      **cfg.strategy_options.get(name, {})))
+                                      **_options(cfg, name)))
                 progress.update(task, completed=cfg.budget * (seed - cfg.seed + 1))
             rows.append(_summarise(name, results, cfg.report, optimum, cfg.budget))
             history[name] = [r.to_dict() for r in results]

@@ -13,13 +13,32 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 
 from slimkit.errors import ConfigError
 from slimkit.registry import PREDICTORS
 
-__all__ = ["Predictor", "create_predictor", "list_predictors"]
+__all__ = ["Predictor", "create_predictor", "list_predictors", "normal_scores"]
+
+
+def normal_scores(values: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Normal scores of the (average) ranks of `values` within `reference` (default: themselves), column-wise:
+    `norm.ppf((rank - 0.5) / n)`, so any monotone feature or target becomes roughly standard normal and outliers
+    stop dominating. NaN counts as below every number (a proxy that failed is the worst), +-inf as the extremes."""
+    v = np.asarray(values, np.float64)
+    ref = v if reference is None else np.asarray(reference, np.float64)
+    if v.ndim == 1:
+        return normal_scores(v[:, None], ref.reshape(len(ref), -1))[:, 0]
+    if ref.ndim != 2 or ref.shape[1] != v.shape[1] or not len(ref):
+        raise ConfigError(f"reference must be a non-empty (n, {v.shape[1]}) array, got shape {ref.shape}")
+    v, ref = np.where(np.isnan(v), -np.inf, v), np.sort(np.where(np.isnan(ref), -np.inf, ref), axis=0)
+    out = np.empty_like(v)
+    for j in range(v.shape[1]):  # average rank within the reference, 1-based (ties share the mean of their ranks)
+        lo, hi = np.searchsorted(ref[:, j], v[:, j], "left"), np.searchsorted(ref[:, j], v[:, j], "right")
+        rank = np.clip((lo + hi + 1) / 2, 1, len(ref))
+        out[:, j] = norm.ppf((rank - 0.5) / len(ref))
+    return out
 
 
 class Predictor:
@@ -40,7 +59,7 @@ class Predictor:
         if len(x) != len(y) or len(x) < 2:
             raise ConfigError(f"a predictor needs at least 2 (x, y) pairs of equal count, got {len(x)} and {len(y)}")
         if self.target == "rank":  # normal scores of the ranks: outliers (broken cells) stop dominating the fit
-            y = norm.ppf((rankdata(y) - 0.5) / len(y))
+            y = normal_scores(y)
         self.y_best = float(y.max())  # the best target in the units predict() returns
         self._mu, self._sd = float(y.mean()), float(y.std()) or 1.0
         z = (y - self._mu) / self._sd

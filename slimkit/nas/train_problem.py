@@ -5,15 +5,20 @@
     search(problem, "weaknas", budget=30, constraints=["macs_M <= 20"])
 
 `evaluate` returns val_acc (the default objective), test_acc and the training time; `costs` returns params_M,
-macs_M and (with `latency=True`) the measured CPU latency in ms, all computed without training. The data is loaded
-lazily in whichever process evaluates (the problem pickles without it, for process and Ray executors).
+macs_M and (with `latency=True`) the measured CPU latency in ms, all computed without training; `features` adds
+training-free proxy scores (`slimkit.nas.proxies`, e.g. naswot) for the model-based strategies' `features=`. The
+data is loaded lazily in whichever process evaluates (the problem pickles without it, for process and Ray
+executors).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from slimkit.data import DataSplits, create_dataset, make_loaders
@@ -38,8 +43,10 @@ class TrainProblem:
     metric: str = "val_acc"
     build_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to space.build (width, depth, ...)
     latency: bool = False          # also measure CPU latency (batch 1, torch) as a cost
+    proxy_images: int = 64         # training images that training-free proxies (features=["naswot"]) score on
     _splits: DataSplits | None = field(default=None, init=False, repr=False)
     _costs: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False)
+    _proxies: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.metric not in ("val_acc", "test_acc"):
@@ -73,6 +80,38 @@ class TrainProblem:
                 costs["latency_ms"] = measure_latency(model, shape, repeats=10, min_time_s=0.1).median_ms
             self._costs[key] = costs
         return dict(self._costs[key])
+
+    def features(self, archs: Sequence[Any], names: Sequence[str]) -> np.ndarray:
+        """Training-free predictor inputs (`features=` of WeakNAS / BO), n x len(names): any cost (params_M,
+        macs_M, latency_ms) or a `slimkit.nas.proxies` score (e.g. naswot) of the untrained network on the first
+        `proxy_images` training images, with weights initialised from `seed` (so a score is reproducible)."""
+        from slimkit.nas.proxies import compute_proxy, list_proxies
+
+        proxies = set(list_proxies())
+        cost_names = {"params_M", "macs_M"} | ({"latency_ms"} if self.latency else set())
+        bad = [n for n in names if n not in proxies | cost_names]
+        if bad:
+            raise ConfigError(f"unknown features {bad} for a training search; choose costs {sorted(cost_names)} or "
+                              f"proxies {sorted(proxies)}")
+        out = np.empty((len(archs), len(names)))
+        for i, arch in enumerate(archs):
+            key = self.space.key(arch)
+            for j, name in enumerate(names):
+                if name in cost_names:
+                    out[i, j] = self.costs(arch)[name]
+                    continue
+                if (key, name) not in self._proxies:
+                    with torch.random.fork_rng():
+                        torch.manual_seed(self.seed)
+                        model = self.build(arch)
+                    self._proxies[(key, name)] = compute_proxy(name, model, self._proxy_batch())
+                out[i, j] = self._proxies[(key, name)]
+        return out
+
+    def _proxy_batch(self) -> torch.Tensor:
+        train = self.splits.train
+        n = min(self.proxy_images, len(train))  # type: ignore[arg-type]
+        return torch.stack([train[i][0] for i in range(n)])
 
     def evaluate(self, arch: Any) -> dict[str, float]:
         model = self.build(arch)

@@ -64,3 +64,26 @@ def test_training_search_on_digits(tmp_path):
     runs = json.loads((tmp_path / "history.json").read_text())["random"][0]["history"]
     assert len(runs) == 3 and all(0.0 <= t["score"] <= 1.0 and t["costs"]["macs_M"] <= 0.2 for t in runs)
     assert rows[0]["best"] == pytest.approx(max(t["score"] for t in runs), abs=1e-4)
+
+
+@needs_tables
+def test_cli_features_go_to_the_predictor_strategies_only(tmp_path, capsys):
+    table = str(NB201 / "nb201_cifar10_200ep.csv")
+    out = tmp_path / "f"
+    args = ["search", "--table", table, "-s", "weaknas", "-s", "evolution", "--feature", "naswot_score_v1",
+            "--feature", "params_M", "--budget", "25", "--out", str(out)]
+    assert main(args) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["weaknas"][0]["history"]) == len(history["evolution"][0]["history"]) == 25
+    plain = run(SearchJobConfig(table=(table,), strategies=("evolution", "weaknas"), budget=25,
+                                out=str(tmp_path / "plain")))
+    assert plain[0]["strategy"] == "evolution"
+    keys = lambda h, s: [t["key"] for t in h[s][0]["history"]]  # noqa: E731
+    plain_history = json.loads((tmp_path / "plain" / "history.json").read_text())
+    assert keys(history, "evolution") == keys(plain_history, "evolution")  # evolution ignores features
+    assert keys(history, "weaknas") != keys(plain_history, "weaknas")  # weaknas ranks with them
+    with pytest.raises(ConfigError, match="none of the strategies"):
+        SearchJobConfig(table=(table,), strategies=("evolution",), features=("params_M",))
+    assert main(["search", "--table", table, "--feature", "cifar10valid_xvalid_200ep", "--budget", "12",
+                 "--out", str(tmp_path / "leak")]) == 2
+    assert "objective" in capsys.readouterr().err

@@ -58,3 +58,17 @@ def test_small_user_table(tmp_path):
     assert b.query((3, 0, 0, 0, 0, 3)) == 60.0 and b.costs((1, 0, 0, 0, 0, 3)) == {"lat": 3.0}
     with pytest.raises(ConfigError, match="not in the benchmark"):
         b.query((3, 3, 3, 3, 3, 3))
+
+
+def test_features_are_table_columns_and_never_the_objective(bench, nb201_dir):
+    with open(nb201_dir / "nb201_cifar10_200ep.csv") as f:
+        rows = {int(r["arch"]): r for r in csv.DictReader(f)}
+    cells = [rows[i]["cellstr"] for i in (0, 1, 6111)]
+    got = bench.features(cells, ["params_M", "pixel3"])
+    assert got.shape == (3, 2)
+    assert list(got[:, 0]) == [float(rows[i]["params_M"]) for i in (0, 1, 6111)]
+    assert list(got[:, 1]) == [bench.costs(c)["pixel3"] for c in cells]
+    with pytest.raises(ConfigError, match="objective"):
+        bench.features(cells, ["cifar10valid_xvalid_200ep"])
+    with pytest.raises(ConfigError, match="not in the tables"):
+        bench.features(cells, ["naswot"])

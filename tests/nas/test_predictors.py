@@ -38,3 +38,18 @@ def test_bad_input():
         create_predictor("rf", depth=3)
     with pytest.raises(ConfigError, match="before fit"):
         create_predictor("rf").predict(np.zeros((1, 2)))
+
+
+def test_normal_scores_are_the_rank_transform_within_the_reference():
+    from scipy.stats import norm, rankdata
+
+    from slimkit.nas.predictors import normal_scores
+
+    y = np.array([3.0, 1.0, 2.0, 2.0, 10.0])
+    np.testing.assert_allclose(normal_scores(y), norm.ppf((rankdata(y) - 0.5) / len(y)))
+    ref = np.array([[0.0, 5.0], [1.0, 6.0], [2.0, 7.0], [3.0, 8.0]])
+    got = normal_scores(np.array([[1.0, 8.0], [np.nan, 5.0]]), ref)
+    # 1.0 is the 2nd of 4 in column 0, 8.0 the 4th in column 1; NaN counts as the lowest
+    np.testing.assert_allclose(got, norm.ppf((np.array([[2, 4], [1, 1]]) - 0.5) / 4))
+    with pytest.raises(ConfigError, match="reference"):
+        normal_scores(np.zeros((2, 2)), np.zeros((3, 3)))

@@ -25,3 +25,25 @@ def test_bad_settings():
         TrainProblem(NB201Space(), metric="loss")
     with pytest.raises(ConfigError, match="epochs"):
         TrainProblem(NB201Space(), epochs=0)
+
+
+def test_features_are_costs_and_reproducible_proxies():
+    import numpy as np
+    import torch
+
+    from slimkit.nas.proxies import naswot
+
+    kw = dict(data="digits", limit=None, epochs=1, build_kwargs={"channels": 4, "cells_per_stage": 1}, seed=3)
+    prob = TrainProblem(NB201Space(), **kw)
+    cells = [(3, 1, 2, 1, 3, 4), (2, 0, 1, 3, 3, 1)]
+    got = prob.features(cells, ["naswot", "params_M"])
+    assert got[:, 1].tolist() == [prob.costs(c)["params_M"] for c in cells]
+    images = torch.stack([prob.splits.train[i][0] for i in range(64)])
+    for cell, score in zip(cells, got[:, 0], strict=True):
+        torch.manual_seed(3)  # the problem's seed initialises the scored network
+        model = NB201Space().build(cell, num_classes=10, in_chans=1, channels=4, cells_per_stage=1)
+        assert score == naswot(model, images)
+    again = TrainProblem(NB201Space(), **kw).features(cells[::-1], ["naswot"])[:, 0]
+    np.testing.assert_array_equal(again, got[::-1, 0])
+    with pytest.raises(ConfigError, match="unknown features"):
+        prob.features(cells, ["synflow"])

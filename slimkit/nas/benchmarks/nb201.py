@@ -132,6 +132,19 @@ class NB201Benchmark:
         i = self._index(arch)
         return {name: float(self.columns[name][i]) for name in self.cost_names}
 
+    def features(self, archs: Sequence[Any], names: Sequence[str]) -> np.ndarray:
+        """Raw values of table columns for `archs` (n x len(names)), as training-free predictor inputs
+        (`features=` of WeakNAS / BO): params, FLOPs, latency, proxy scores such as `naswot_score_v1`. The
+        objective itself is refused; other accuracy columns would leak answers too, so use cost and proxy columns."""
+        bad = [n for n in names if n not in self.columns]
+        if bad:
+            raise ConfigError(f"feature columns {bad} are not in the tables; available: {sorted(self.columns)}")
+        if self.metric in names:
+            raise ConfigError(f"the objective {self.metric!r} cannot be a feature (the predictor would read the "
+                              "answer); use training-free columns such as params_M or naswot_score_v1")
+        rows = [self._index(a) for a in archs]
+        return np.stack([self.columns[n][rows] for n in names], 1) if names else np.zeros((len(rows), 0))
+
     def query(self, arch: Any, metric: str | None = None) -> float:
         """The value of `metric` (default: the objective) for one architecture."""
         name = metric or self.metric

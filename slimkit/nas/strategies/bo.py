@@ -1,14 +1,20 @@
 """Bayesian optimisation: a scikit-learn Gaussian process on architecture encodings, expected improvement over the
-unseen candidates (the whole space when it can be listed, else a random pool plus mutations of the best)."""
+unseen candidates (the whole space when it can be listed, else a random pool plus mutations of the best).
+
+`ModelBased` is the machinery BO and WeakNAS share. `features=[...]` appends training-free numbers the problem
+provides (`problem.features(archs, names)`: a table's params / FLOPs / latency / NASWOT columns, or costs and
+`slimkit.nas.proxies` scores computed by a TrainProblem) to the encoding, each as the normal score of its rank; the
+features are computed for every candidate ranked, so keep `pool` small when they are expensive."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from slimkit.errors import ConfigError
-from slimkit.nas.predictors import create_predictor
+from slimkit.nas.predictors import create_predictor, normal_scores
 from slimkit.nas.strategies.acquisition import acquire
 from slimkit.nas.strategies.base import Strategy
 from slimkit.registry import STRATEGIES
@@ -21,7 +27,8 @@ class ModelBased(Strategy):
 
     def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 10,
                  encoding: str = "onehot", predictor: str = "mlp", ensemble: int = 1, pool: int = 20000,
-                 predictor_kwargs: dict[str, Any] | None = None, target: str = "standard") -> None:
+                 predictor_kwargs: dict[str, Any] | None = None, target: str = "standard",
+                 features: Sequence[str] = ()) -> None:
         super().__init__(space, seed, feasible)
         self.target = target
         if init < 2 or batch < 1:
@@ -31,11 +38,52 @@ class ModelBased(Strategy):
                               f"{list(space.encodings)}")
         self.init, self.batch, self.encoding, self.pool_size = init, batch, encoding, pool
         self.predictor_name, self.ensemble, self.predictor_kwargs = predictor, ensemble, predictor_kwargs or {}
+        if isinstance(features, str):
+            features = [features]
+        self.features = tuple(features)
+        self._raw: dict[Any, np.ndarray] = {}          # arch -> the problem's raw feature values (recomputable)
+        self._reference: np.ndarray | None = None      # this iteration's feature values, that ranks are taken in
+        self.problem: Any = None                       # set by run(): the features come from it
 
-    def fit(self) -> Any:
-        ok = self.ok_trials
-        x = self.space.encode_many([self.space.from_key(t.key) for t in ok], self.encoding)
-        y = np.array([t.score for t in ok], np.float64)
+    # -- encoding: the space's encoding plus training-free features ---------------------------------------------------
+    def _run(self, problem: Any, budget: int, executor: Any, callback: Any, stop: Any) -> None:
+        if self.features:
+            self._check_features(problem)
+        super()._run(problem, budget, executor, callback, stop)
+
+    def _check_features(self, problem: Any) -> None:
+        if not callable(getattr(problem, "features", None)):
+            raise ConfigError(f"features={list(self.features)} need a problem that provides training-free features; "
+                              f"{type(problem).__name__} does not (NB201Benchmark reads table columns, TrainProblem "
+                              "computes costs and proxies): drop features= or use one of those")
+        self.problem = problem
+        self.raw_features([self.space.sample(np.random.default_rng(0))])  # a bad name fails now, not mid-search
+
+    def raw_features(self, archs: Sequence[Any]) -> np.ndarray:
+        """(n, len(features)) raw values from the problem, cached per architecture (tuples are their own cache
+        key: `space.key` on a whole listed space every iteration would cost more than the predictor)."""
+        keys = [a if isinstance(a, tuple) else self.space.key(a) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in self._raw}
+        if todo:
+            if self.problem is None:
+                raise ConfigError("features need the problem: drive the strategy with run(problem, ...) or search(), "
+                                  "or set strategy.problem before ask()")
+            vals = np.asarray(self.problem.features(list(todo.values()), self.features), np.float64)
+            self._raw.update(zip(todo, vals.reshape(len(todo), len(self.features)), strict=True))
+        return np.stack([self._raw[k] for k in keys]) if keys else np.zeros((0, len(self.features)))
+
+    def encode(self, archs: Sequence[Any]) -> np.ndarray:
+        """Predictor inputs: the space's encoding, then each feature as the normal score of its rank among this
+        iteration's evaluated and candidate architectures (so scale and outliers do not matter)."""
+        x = self.space.encode_many(list(archs), self.encoding)
+        if not self.features:
+            return x
+        assert self._reference is not None, "encode() with features before an iteration set the reference"
+        return np.concatenate([x, normal_scores(self.raw_features(archs), self._reference)], 1)
+
+    def fit(self, x: np.ndarray) -> Any:
+        """A predictor fitted on the evaluated architectures (`x`: their encodings, in `ok_trials` order)."""
+        y = np.array([t.score for t in self.ok_trials], np.float64)
         seed = int(self.rng.integers(2**31 - 1))
         return create_predictor(self.predictor_name, seed=seed, ensemble=self.ensemble, target=self.target,
                                 **self.predictor_kwargs).fit(x, y)
@@ -56,17 +104,20 @@ class ModelBased(Strategy):
                     keys.add(k)
         return cands
 
-    def predict(self, model: Any, cands: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        return model.predict(self.space.encode_many(cands, self.encoding))
-
     def _propose(self) -> list[Any]:
-        if len(self.ok_trials) < self.init:
-            return self.sample_new(self.init - len(self.ok_trials))
+        ok = self.ok_trials
+        if len(ok) < self.init:
+            return self.sample_new(self.init - len(ok))
         cands = self.pool()
         if not cands:
             return []
-        model = self.fit()
-        mean, std = self.predict(model, cands)
+        archs = [self.space.from_key(t.key) for t in ok] + cands
+        x = self.space.encode_many(archs, self.encoding)
+        if self.features:
+            self._reference = self.raw_features(archs)
+            x = np.concatenate([x, normal_scores(self._reference, self._reference)], 1)
+        model = self.fit(x[:len(ok)])
+        mean, std = model.predict(x[len(ok):])
         return self._choose(cands, model, mean, std)
 
     def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:
@@ -80,8 +131,8 @@ class BayesOpt(ModelBased):
 
     def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 1,
                  encoding: str = "onehot", predictor: str = "gp", ensemble: int = 1, acquisition: str = "ei",
-                 pool: int = 20000) -> None:
-        super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool)
+                 pool: int = 20000, features: Sequence[str] = ()) -> None:
+        super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, features=features)
         self.acquisition = acquisition
 
     def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:

@@ -20,10 +20,16 @@ shrinking sampling space. Measured on 40 seeds of CIFAR-10 (mean / median / wors
 CIFAR-100 and ImageNet16-120 0.7 did not help (123 vs 113, 105 vs 106 mean), and on 200 CIFAR-10 seeds it did not
 either (82.3 mean, median 58, two runs past 600 queries, vs 78.5 / 62.5 / one): a 40-seed mean has a standard error
 of ~7 queries. The default stays 1.0.
+
+`features=["naswot_score_v1", "params_M"]` (any training-free numbers the problem provides, see `ModelBased`) adds
+them to the predictor's inputs: the NASWOT score ranks the whole space fairly well (Spearman 0.74 on CIFAR-10) but
+not its top, so it shortens the search for the good region and the trapped runs rather than the end game (numbers
+in the README: benchmarks/nas_queries_to_optimum.py, variant `weaknas_zc`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,9 +50,9 @@ class WeakNAS(ModelBased):
                  top_m: int = 100, explore: float = 0.2, encoding: str = "onehot", predictor: str = "mlp",
                  ensemble: int = 1, acquisition: str = "mean", select: str = "mixed", pool: int = 20000,
                  predictor_kwargs: dict[str, Any] | None = None, target: str = "rank",
-                 explore_mode: str = "uniform", shrink: float = 1.0) -> None:
+                 explore_mode: str = "uniform", shrink: float = 1.0, features: Sequence[str] = ()) -> None:
         super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, predictor_kwargs,
-                         target)
+                         target, features)
         if select not in ("greedy", "sample", "mixed", "thompson"):
             raise ConfigError(f"select must be 'greedy', 'sample', 'mixed' or 'thompson', got {select!r}")
         if not 0.0 <= explore <= 1.0:
@@ -91,7 +97,7 @@ class WeakNAS(ModelBased):
         if self.select == "sample":
             return self.rng.choice(top, n, replace=False)
         if self.select == "thompson":  # each pick: a random ensemble member's best unchosen candidate in the top-M
-            members = model.predict_members(self.space.encode_many([cands[i] for i in top], self.encoding))
+            members = model.predict_members(self.encode([cands[i] for i in top]))
             picked: list[int] = []
             for _ in range(n):
                 order = np.argsort(-members[int(self.rng.integers(len(members)))], kind="stable")
@@ -113,6 +119,6 @@ class WeakNAS(ModelBased):
             near = [a for a in self.space.neighbours(self.space.from_key(t.key))
                     if self.is_new(a) and self.feasible(a) and self.space.key(a) not in taken]
             if near:  # hill-climb: the best-predicted unseen neighbours of the best architecture that has any
-                pred = model.predict(self.space.encode_many(near, self.encoding))[0]
+                pred = model.predict(self.encode(near))[0]
                 return [near[i] for i in np.argsort(-pred, kind="stable")]
         return []
