@@ -26,6 +26,8 @@ from slimkit.report import plot_lines
 
 __all__ = ["SearchJobConfig", "run"]
 
+TRAINING_FEATURE_POOL = 1000  # candidates ranked per iteration in a training search with features (not 20,000)
+
 
 @dataclass(frozen=True)
 class SearchJobConfig:
@@ -112,6 +114,8 @@ def _options(cfg: SearchJobConfig, name: str) -> dict[str, Any]:
     opts = dict(cfg.strategy_options.get(name, {}))
     if cfg.features and _takes_features(name):
         opts.setdefault("features", list(cfg.features))
+        if cfg.benchmark is None or cfg.benchmark.lower() == "none":
+            opts.setdefault("pool", TRAINING_FEATURE_POOL)  # each ranked candidate is built and scored
     return opts
 
 

@@ -47,6 +47,7 @@ class TrainProblem:
     _splits: DataSplits | None = field(default=None, init=False, repr=False)
     _costs: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False)
     _proxies: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False)
+    _proxy_x: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.metric not in ("val_acc", "test_acc"):
@@ -56,7 +57,7 @@ class TrainProblem:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_splits"] = None  # workers load the data themselves
+        state["_splits"] = state["_proxy_x"] = None  # workers load the data themselves
         return state
 
     @property
@@ -109,9 +110,11 @@ class TrainProblem:
         return out
 
     def _proxy_batch(self) -> torch.Tensor:
-        train = self.splits.train
-        n = min(self.proxy_images, len(train))  # type: ignore[arg-type]
-        return torch.stack([train[i][0] for i in range(n)])
+        if self._proxy_x is None:
+            train = self.splits.train
+            n = min(self.proxy_images, len(train))  # type: ignore[arg-type]
+            self._proxy_x = torch.stack([train[i][0] for i in range(n)])
+        return self._proxy_x
 
     def evaluate(self, arch: Any) -> dict[str, float]:
         model = self.build(arch)

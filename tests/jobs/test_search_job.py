@@ -87,3 +87,16 @@ def test_cli_features_go_to_the_predictor_strategies_only(tmp_path, capsys):
     assert main(["search", "--table", table, "--feature", "cifar10valid_xvalid_200ep", "--budget", "12",
                  "--out", str(tmp_path / "leak")]) == 2
     assert "objective" in capsys.readouterr().err
+
+
+def test_training_search_with_the_naswot_feature(tmp_path):
+    """WeakNAS by training on digits with NASWOT (computed on the digits images) as a predictor input."""
+    cfg = SearchJobConfig(benchmark="none", data="digits", limit=300, epochs=1, strategies=("weaknas",), budget=4,
+                          space_kwargs={"channels": 4, "cells_per_stage": 1}, features=("naswot",),
+                          strategy_options={"weaknas": {"init": 3, "batch": 1, "top_m": 5, "pool": 8}},
+                          out=str(tmp_path))
+    run(cfg)
+    runs = json.loads((tmp_path / "history.json").read_text())["weaknas"][0]["history"]
+    assert len(runs) == 4 and len({t["key"] for t in runs}) == 4
+    saved = json.loads((tmp_path / "weaknas" / "seed_0" / "search_state.json").read_text())
+    assert "naswot" in saved["meta"]["options"]["features"]
