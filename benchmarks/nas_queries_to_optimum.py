@@ -37,8 +37,11 @@ COLUMNS = {  # name: (tables, search metric, reported metric, constraints); the 
 CAPS = {"random": 15625, "bo": 300}  # BO refits a GP per batch: capped to keep the run in minutes
 OPTIONS = {"bo": {"batch": 5, "pool": 3000}}
 # named variants: (strategy, options). Training-free features: the NASWOT score (computed on CIFAR-10 images at
-# initialisation, the only one the tables have, so also used on the CIFAR-100 / ImageNet16-120 columns) and params.
-VARIANTS = {"weaknas_zc": ("weaknas", {"features": ["naswot_score_v1", "params_M"]})}
+# initialisation, the only one the tables have, so also used on the CIFAR-100 / ImageNet16-120 columns) and params;
+# _warm also draws the 10 initial cells from the 500 best by those features instead of uniformly.
+ZC = ["naswot_score_v1", "params_M"]
+VARIANTS = {"weaknas_zc": ("weaknas", {"features": ZC}),
+            "weaknas_zc_warm": ("weaknas", {"features": ZC, "warm_start": 500})}
 
 _BENCH: dict[str, NB201Benchmark] = {}
 

@@ -19,7 +19,6 @@ from slimkit.errors import ConfigError, MissingDependencyError
 from slimkit.jobs._common import write_config, write_json
 from slimkit.nas import NB201Benchmark, SearchResult, parse_constraints, search
 from slimkit.nas.constraints import satisfies
-from slimkit.nas.strategies.bo import ModelBased
 from slimkit.nas.train_problem import TrainProblem
 from slimkit.registry import SPACES, STRATEGIES
 from slimkit.report import plot_lines
@@ -64,7 +63,9 @@ class SearchJobConfig:
 
 
 def _takes_features(strategy: str) -> bool:
-    return issubclass(STRATEGIES.get(strategy), ModelBased)
+    """Strategies that fit a predictor take --feature; evolution and local search use features only with
+    warm_start (give both as strategy options)."""
+    return bool(getattr(STRATEGIES.get(strategy), "uses_features", False))
 
 
 def build_problem(cfg: SearchJobConfig) -> Any:

@@ -190,3 +190,37 @@ def test_feature_errors_are_named_before_the_first_trial():
     with pytest.raises(KeyError):
         strat.run(Scrambled(0), 20)
     assert strat.trials == []
+
+
+@pytest.mark.parametrize("name, opts", [("weaknas", {"init": 10, "predictor": "ridge"}),
+                                        ("evolution", {"population": 10}), ("local", {"init": 10})])
+def test_warm_start_draws_the_first_batch_from_the_best_by_the_features(name, opts):
+    prob = Scrambled(4)
+    feasible = [c for c in prob.space.enumerate() if prob.costs(c)["convs"] <= 2]
+    top20 = sorted((prob.score[c] for c in feasible), reverse=True)[:20]
+    res = search(prob, name, budget=10, seed=0, features=["hint"], warm_start=20, constraints=["convs <= 2"], **opts)
+    first = [t.score for t in res.history]
+    assert len(first) == 10 and min(first) >= top20[-1]  # all ten from the 20 best feasible by the hint
+    assert sorted(first) != sorted(top20[:10])  # drawn among them, not simply the ten best
+    plain = search(prob, name, budget=10, seed=0, constraints=["convs <= 2"], **opts)
+    assert np.mean([t.score for t in plain.history]) < min(first)
+    with pytest.raises(Exception, match="warm_start"):
+        create_strategy(name, prob.space, warm_start=50)  # no features to rank by
+
+
+def test_features_without_a_use_are_refused():
+    with pytest.raises(Exception, match="only to warm-start"):
+        create_strategy("evolution", NB201Space(), features=["naswot"])
+    with pytest.raises(Exception, match="bad options for strategy 'random'"):
+        create_strategy("random", NB201Space(), features=["naswot"], warm_start=10)
+
+
+@pytest.mark.parametrize("name", ["weaknas", "evolution"])
+def test_resume_inside_a_warm_start_continues_the_same_stream(name, tmp_path):
+    prob = Scrambled(5)
+    opts = {"features": ["hint", "noise"], "warm_start": 40,
+            **({"predictor": "ridge", "init": 10, "pool": 3000} if name == "weaknas" else {"population": 12})}
+    full = search(prob, name, budget=25, seed=2, **opts)
+    search(prob, name, budget=7, seed=2, run_dir=tmp_path, **opts)  # stops inside the warm start
+    resumed = search(prob, name, budget=25, seed=2, run_dir=tmp_path, resume=True, **opts)
+    assert [t.key for t in resumed.history] == [t.key for t in full.history]

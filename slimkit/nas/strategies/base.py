@@ -7,18 +7,20 @@ trials, pending proposals, the numpy RNG state and the subclass's own state), so
 the same random stream and loses nothing.
 
 Strategies never propose an architecture twice and only propose feasible ones (`feasible(arch)` is checked on the
-cheap costs before any evaluation).
+cheap costs before any evaluation). `features=[...]` names training-free numbers the problem provides
+(`problem.features(archs, names)`); `warm_start=K` starts from the K best by them instead of uniform samples.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from slimkit.errors import SearchError
+from slimkit.errors import ConfigError, SearchError
+from slimkit.nas.predictors import normal_scores
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.nas.trial import Trial
 
@@ -29,8 +31,21 @@ _MAX_TRIES = 1000
 
 class Strategy:
     name = "strategy"
+    uses_features = False  # True: features are predictor inputs; False: they only serve the warm start
 
-    def __init__(self, space: SearchSpace, seed: int = 0, feasible: Callable[[Any], bool] | None = None) -> None:
+    def __init__(self, space: SearchSpace, seed: int = 0, feasible: Callable[[Any], bool] | None = None,
+                 features: Sequence[str] = (), warm_start: int = 0) -> None:
+        self.features = (features,) if isinstance(features, str) else tuple(features)
+        if warm_start < 0 or (warm_start and not self.features):
+            raise ConfigError(f"warm_start={warm_start} draws the starting architectures from the warm_start best by "
+                              "the features: give features=[...] and warm_start >= 1 (e.g. 500), or leave it 0")
+        if self.features and not warm_start and not self.uses_features:
+            raise ConfigError(f"strategy {self.name!r} uses features only to warm-start: add warm_start=K (e.g. 500) "
+                              "or drop features")
+        self.warm_start = warm_start
+        self.problem: Any = None                 # set by run(): the features come from it
+        self._raw: dict[Any, np.ndarray] = {}    # arch -> the problem's raw feature values (recomputable)
+        self._warm: list[Any] | None = None      # the warm_start best by the features (recomputable)
         self.space, self.seed = space, seed
         self.rng = np.random.default_rng(seed)
         self.feasible = feasible or (lambda arch: True)
@@ -91,6 +106,48 @@ class Strategy:
                 out.append(int(i))
         return out
 
+    # -- training-free features and the warm start -----------------------------------------------------------------
+    def _check_features(self, problem: Any) -> None:
+        if not callable(getattr(problem, "features", None)):
+            raise ConfigError(f"features={list(self.features)} need a problem that provides training-free features; "
+                              f"{type(problem).__name__} does not (NB201Benchmark reads table columns, TrainProblem "
+                              "computes costs and proxies): drop features= or use one of those")
+        self.problem = problem
+        self.raw_features([self.space.sample(np.random.default_rng(0))])  # a bad name fails now, not mid-search
+
+    def raw_features(self, archs: Sequence[Any]) -> np.ndarray:
+        """(n, len(features)) raw values from the problem, cached per architecture (tuples are their own cache
+        key: `space.key` on a whole listed space every iteration would cost more than the predictor)."""
+        keys = [a if isinstance(a, tuple) else self.space.key(a) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in self._raw}
+        if todo:
+            if self.problem is None:
+                raise ConfigError("features need the problem: drive the strategy with run(problem, ...) or search(), "
+                                  "or set strategy.problem before ask()")
+            vals = np.asarray(self.problem.features(list(todo.values()), self.features), np.float64)
+            self._raw.update(zip(todo, vals.reshape(len(todo), len(self.features)), strict=True))
+        return np.stack([self._raw[k] for k in keys]) if keys else np.zeros((0, len(self.features)))
+
+    def initial(self, n: int) -> list[Any]:
+        """`n` new starting architectures: uniform, or (warm_start=K) uniform among the K feasible architectures with
+        the highest mean normal score of the features (each assumed to grow with the objective, as params, FLOPs
+        and NASWOT do on NAS-Bench-201; zero-cost warm-up, Abdelfattah et al., ICLR 2021)."""
+        if not self.warm_start:
+            return self.sample_new(n)
+        if self._warm is None:  # over the whole space (or a fixed sample of it), so a resume rebuilds the same list
+            cands = self.space.enumerate()
+            if cands is None:
+                rng = np.random.default_rng([self.seed, 7])
+                cands = list({self.space.key(a): a for a in (self.space.sample(rng)
+                                                             for _ in range(20 * self.warm_start))}.values())
+            score = normal_scores(self.raw_features(cands)).mean(1)
+            self._warm = [cands[i] for i in self.first_feasible(cands, np.argsort(-score, kind="stable"),
+                                                                self.warm_start)]
+        left = [a for a in self._warm if self.is_new(a)]
+        if not left:
+            return self.sample_new(n)
+        return [left[i] for i in self.rng.choice(len(left), min(n, len(left)), replace=False)]
+
     @property
     def ok_trials(self) -> list[Trial]:
         return [t for t in self.trials if t.ok]
@@ -123,6 +180,8 @@ class Strategy:
         """Evaluate architectures until `budget` trials exist (earlier trials, e.g. from a resume, count) or
         `stop(trial)` returns True."""
         self.status = "running"
+        if self.features:
+            self._check_features(problem)
         try:
             self._run(problem, budget, executor, callback, stop)
         except BaseException:

@@ -4,7 +4,9 @@ unseen candidates (the whole space when it can be listed, else a random pool plu
 `ModelBased` is the machinery BO and WeakNAS share. `features=[...]` appends training-free numbers the problem
 provides (`problem.features(archs, names)`: a table's params / FLOPs / latency / NASWOT columns, or costs and
 `slimkit.nas.proxies` scores computed by a TrainProblem) to the encoding, each as the normal score of its rank; the
-features are computed for every candidate ranked, so keep `pool` small when they are expensive."""
+features are computed for every candidate ranked, so keep `pool` small when they are expensive. `warm_start=K`
+draws the initial architectures from the K best by the features instead of uniformly (zero-cost warm-up,
+Abdelfattah et al., ICLR 2021)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ __all__ = ["BayesOpt", "ModelBased"]
 class ModelBased(Strategy):
     """Shared machinery: encode trials, fit a predictor, score a candidate pool."""
 
+    uses_features = True  # as predictor inputs, not only for the warm start
+
     def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 10,
                  encoding: str = "onehot", predictor: str = "mlp", ensemble: int = 1, pool: int = 20000,
                  predictor_kwargs: dict[str, Any] | None = None, target: str = "standard",
-                 features: Sequence[str] = ()) -> None:
-        super().__init__(space, seed, feasible)
+                 features: Sequence[str] = (), warm_start: int = 0) -> None:
+        super().__init__(space, seed, feasible, features, warm_start)
         self.target = target
         if init < 2 or batch < 1:
             raise ConfigError(f"need init >= 2 and batch >= 1, got init={init}, batch={batch}")
@@ -38,40 +42,9 @@ class ModelBased(Strategy):
                               f"{list(space.encodings)}")
         self.init, self.batch, self.encoding, self.pool_size = init, batch, encoding, pool
         self.predictor_name, self.ensemble, self.predictor_kwargs = predictor, ensemble, predictor_kwargs or {}
-        if isinstance(features, str):
-            features = [features]
-        self.features = tuple(features)
-        self._raw: dict[Any, np.ndarray] = {}          # arch -> the problem's raw feature values (recomputable)
         self._reference: np.ndarray | None = None      # this iteration's feature values, that ranks are taken in
-        self.problem: Any = None                       # set by run(): the features come from it
 
     # -- encoding: the space's encoding plus training-free features ---------------------------------------------------
-    def _run(self, problem: Any, budget: int, executor: Any, callback: Any, stop: Any) -> None:
-        if self.features:
-            self._check_features(problem)
-        super()._run(problem, budget, executor, callback, stop)
-
-    def _check_features(self, problem: Any) -> None:
-        if not callable(getattr(problem, "features", None)):
-            raise ConfigError(f"features={list(self.features)} need a problem that provides training-free features; "
-                              f"{type(problem).__name__} does not (NB201Benchmark reads table columns, TrainProblem "
-                              "computes costs and proxies): drop features= or use one of those")
-        self.problem = problem
-        self.raw_features([self.space.sample(np.random.default_rng(0))])  # a bad name fails now, not mid-search
-
-    def raw_features(self, archs: Sequence[Any]) -> np.ndarray:
-        """(n, len(features)) raw values from the problem, cached per architecture (tuples are their own cache
-        key: `space.key` on a whole listed space every iteration would cost more than the predictor)."""
-        keys = [a if isinstance(a, tuple) else self.space.key(a) for a in archs]
-        todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in self._raw}
-        if todo:
-            if self.problem is None:
-                raise ConfigError("features need the problem: drive the strategy with run(problem, ...) or search(), "
-                                  "or set strategy.problem before ask()")
-            vals = np.asarray(self.problem.features(list(todo.values()), self.features), np.float64)
-            self._raw.update(zip(todo, vals.reshape(len(todo), len(self.features)), strict=True))
-        return np.stack([self._raw[k] for k in keys]) if keys else np.zeros((0, len(self.features)))
-
     def encode(self, archs: Sequence[Any]) -> np.ndarray:
         """Predictor inputs: the space's encoding, then each feature as the normal score of its rank among this
         iteration's evaluated and candidate architectures (so scale and outliers do not matter)."""
@@ -107,7 +80,7 @@ class ModelBased(Strategy):
     def _propose(self) -> list[Any]:
         ok = self.ok_trials
         if len(ok) < self.init:
-            return self.sample_new(self.init - len(ok))
+            return self.initial(self.init - len(ok))
         cands = self.pool()
         if not cands:
             return []
@@ -131,8 +104,9 @@ class BayesOpt(ModelBased):
 
     def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10, batch: int = 1,
                  encoding: str = "onehot", predictor: str = "gp", ensemble: int = 1, acquisition: str = "ei",
-                 pool: int = 20000, features: Sequence[str] = ()) -> None:
-        super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, features=features)
+                 pool: int = 20000, features: Sequence[str] = (), warm_start: int = 0) -> None:
+        super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, features=features,
+                         warm_start=warm_start)
         self.acquisition = acquisition
 
     def _choose(self, cands: list[Any], model: Any, mean: np.ndarray, std: np.ndarray) -> list[Any]:

@@ -1,8 +1,10 @@
 """Regularized evolution (Real et al., AAAI 2019): tournament selection, mutation, and ageing (the oldest member
-dies, not the worst)."""
+dies, not the worst). With `features` and `warm_start=K` the first population comes from the K best by the
+features."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from slimkit.errors import ConfigError
@@ -18,8 +20,9 @@ class RegularizedEvolution(Strategy):
     name = "evolution"
 
     def __init__(self, space: Any, seed: int = 0, feasible: Any = None, population: int = 30,
-                 tournament: int = 10, mutation_tries: int = 100) -> None:
-        super().__init__(space, seed, feasible)
+                 tournament: int = 10, mutation_tries: int = 100, features: Sequence[str] = (),
+                 warm_start: int = 0) -> None:
+        super().__init__(space, seed, feasible, features, warm_start)
         if not 1 <= tournament <= population:
             raise ConfigError(f"need 1 <= tournament <= population, got {tournament} and {population}")
         self.population_size, self.tournament, self.mutation_tries = population, tournament, mutation_tries
@@ -27,7 +30,7 @@ class RegularizedEvolution(Strategy):
 
     def _propose(self) -> list[Any]:
         if len(self.population) < self.population_size:
-            return self.sample_new(1)
+            return self.initial(1)
         idx = self.rng.choice(len(self.population), self.tournament, replace=False)
         parent = self.space.from_key(max((self.population[i] for i in idx), key=lambda p: p[1])[0])
         for _ in range(self.mutation_tries):

@@ -1,9 +1,11 @@
 """Local search (as in White et al., "Local Search is State of the Art for NAS Benchmarks"): start from the best
 random sample, evaluate unseen neighbours of the current architecture one at a time, move as soon as one is better,
-restart from a random architecture at a local optimum."""
+restart from a random architecture at a local optimum. With `features` and `warm_start=K` the initial samples come
+from the K best by the features."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from slimkit.nas.strategies.base import Strategy
@@ -17,15 +19,16 @@ __all__ = ["LocalSearch"]
 class LocalSearch(Strategy):
     name = "local"
 
-    def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10) -> None:
-        super().__init__(space, seed, feasible)
+    def __init__(self, space: Any, seed: int = 0, feasible: Any = None, init: int = 10,
+                 features: Sequence[str] = (), warm_start: int = 0) -> None:
+        super().__init__(space, seed, feasible, features, warm_start)
         self.init = init
         self.current: tuple[str, float] | None = None
         self.restarting = False
 
     def _propose(self) -> list[Any]:
         if len(self.ok_trials) < self.init:
-            return self.sample_new(1)
+            return self.initial(1)
         if self.current is None:
             best = self.best()
             self.current = (best.key, float(best.score)) if best else None  # type: ignore[arg-type]

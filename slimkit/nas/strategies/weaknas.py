@@ -50,9 +50,10 @@ class WeakNAS(ModelBased):
                  top_m: int = 100, explore: float = 0.2, encoding: str = "onehot", predictor: str = "mlp",
                  ensemble: int = 1, acquisition: str = "mean", select: str = "mixed", pool: int = 20000,
                  predictor_kwargs: dict[str, Any] | None = None, target: str = "rank",
-                 explore_mode: str = "uniform", shrink: float = 1.0, features: Sequence[str] = ()) -> None:
+                 explore_mode: str = "uniform", shrink: float = 1.0, features: Sequence[str] = (),
+                 warm_start: int = 0) -> None:
         super().__init__(space, seed, feasible, init, batch, encoding, predictor, ensemble, pool, predictor_kwargs,
-                         target, features)
+                         target, features, warm_start)
         if select not in ("greedy", "sample", "mixed", "thompson"):
             raise ConfigError(f"select must be 'greedy', 'sample', 'mixed' or 'thompson', got {select!r}")
         if not 0.0 <= explore <= 1.0:
