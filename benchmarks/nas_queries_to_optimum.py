@@ -38,10 +38,12 @@ CAPS = {"random": 15625, "bo": 300}  # BO refits a GP per batch: capped to keep 
 OPTIONS = {"bo": {"batch": 5, "pool": 3000}}
 # named variants: (strategy, options). Training-free features: the NASWOT score (computed on CIFAR-10 images at
 # initialisation, the only one the tables have, so also used on the CIFAR-100 / ImageNet16-120 columns) and params;
-# _warm also draws the 10 initial cells from the 500 best by those features instead of uniformly.
+# _warm also draws the initial cells (evolution: the first population) from the 500 best by those features instead
+# of uniformly, and WeakNAS then takes the predicted best (select="greedy") instead of the greedy/sampled mix.
 ZC = ["naswot_score_v1", "params_M"]
 VARIANTS = {"weaknas_zc": ("weaknas", {"features": ZC}),
-            "weaknas_zc_warm": ("weaknas", {"features": ZC, "warm_start": 500})}
+            "weaknas_zc_warm": ("weaknas", {"features": ZC, "warm_start": 500, "select": "greedy"}),
+            "evolution_zc_warm": ("evolution", {"features": ZC, "warm_start": 500})}
 
 _BENCH: dict[str, NB201Benchmark] = {}
 
