@@ -23,6 +23,7 @@ from torch import nn
 
 from slimkit.data import DataSplits, create_dataset, make_loaders
 from slimkit.errors import ConfigError
+from slimkit.nas.proxies import compute_proxy, list_proxies
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.train import TrainConfig, Trainer, evaluate
@@ -86,8 +87,6 @@ class TrainProblem:
         """Training-free predictor inputs (`features=` of WeakNAS / BO), n x len(names): any cost (params_M,
         macs_M, latency_ms) or a `slimkit.nas.proxies` score (e.g. naswot) of the untrained network on the first
         `proxy_images` training images, with weights initialised from `seed` (so a score is reproducible)."""
-        from slimkit.nas.proxies import compute_proxy, list_proxies
-
         proxies = set(list_proxies())
         cost_names = {"params_M", "macs_M"} | ({"latency_ms"} if self.latency else set())
         bad = [n for n in names if n not in proxies | cost_names]

@@ -180,9 +180,9 @@ class Strategy:
         """Evaluate architectures until `budget` trials exist (earlier trials, e.g. from a resume, count) or
         `stop(trial)` returns True."""
         self.status = "running"
-        if self.features:
-            self._check_features(problem)
         try:
+            if self.features:
+                self._check_features(problem)
             self._run(problem, budget, executor, callback, stop)
         except BaseException:
             self.status = "interrupted"
