@@ -45,14 +45,16 @@ class ModelBased(Strategy):
         self._reference: np.ndarray | None = None      # this iteration's feature values, that ranks are taken in
 
     # -- encoding: the space's encoding plus training-free features ---------------------------------------------------
-    def encode(self, archs: Sequence[Any]) -> np.ndarray:
-        """Predictor inputs: the space's encoding, then each feature as the normal score of its rank among this
-        iteration's evaluated and candidate architectures (so scale and outliers do not matter)."""
+    def encode(self, archs: Sequence[Any], raw: np.ndarray | None = None) -> np.ndarray:
+        """Predictor inputs: the space's encoding, then each feature (`raw`: their values, when already at hand) as
+        the normal score of its rank among this iteration's evaluated and candidate architectures (so scale and
+        outliers do not matter)."""
         x = self.space.encode_many(list(archs), self.encoding)
         if not self.features:
             return x
         assert self._reference is not None, "encode() with features before an iteration set the reference"
-        return np.concatenate([x, normal_scores(self.raw_features(archs), self._reference)], 1)
+        raw = self.raw_features(archs) if raw is None else raw
+        return np.concatenate([x, normal_scores(raw, self._reference)], 1)
 
     def fit(self, x: np.ndarray) -> Any:
         """A predictor fitted on the evaluated architectures (`x`: their encodings, in `ok_trials` order)."""
@@ -85,10 +87,9 @@ class ModelBased(Strategy):
         if not cands:
             return []
         archs = [self.space.from_key(t.key) for t in ok] + cands
-        x = self.space.encode_many(archs, self.encoding)
         if self.features:
             self._reference = self.raw_features(archs)
-            x = np.concatenate([x, normal_scores(self._reference, self._reference)], 1)
+        x = self.encode(archs, self._reference)
         model = self.fit(x[:len(ok)])
         mean, std = model.predict(x[len(ok):])
         return self._choose(cands, model, mean, std)
