@@ -45,7 +45,10 @@ VARIANTS = {"weaknas_zc": ("weaknas", {"features": ZC}),
             "weaknas_zc_warm": ("weaknas", {"features": ZC, "warm_start": 500, "select": "greedy"}),
             "evolution_zc_warm": ("evolution", {"features": ZC, "warm_start": 500}),
             # the constrained column also has the constraint's own cost as a feature (only that column has it)
-            "weaknas_zc_warm_lat": ("weaknas", {"features": ZC + ["pixel3"], "warm_start": 500, "select": "greedy"})}
+            "weaknas_zc_warm_lat": ("weaknas", {"features": ZC + ["pixel3"], "warm_start": 500, "select": "greedy"}),
+            "evolution_zc_warm_lat": ("evolution", {"features": ZC + ["pixel3"], "warm_start": 500})}
+# _b2: refit after every 2 queries instead of 10 (evolution is sequential too: one child per query)
+VARIANTS.update({f"{k}_b2": (n, {**o, "batch": 2}) for k, (n, o) in list(VARIANTS.items()) if n == "weaknas"})
 
 _BENCH: dict[str, NB201Benchmark] = {}
 

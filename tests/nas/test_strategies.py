@@ -124,6 +124,19 @@ def test_weaknas_region_shrinks_per_iteration_down_to_one_batch():
     assert [sizes[n] for n in (10, 20, 30, 40, 50, 60)] == [100, 50, 25, 12, 10, 10]
 
 
+@pytest.mark.parametrize("batch, share", [(10, 0.2), (2, 0.2), (1, 0.25), (5, 0.5)])
+def test_weaknas_exploration_share_holds_for_any_batch(batch, share):
+    prob = Additive(3)
+    strat = create_strategy("weaknas", prob.space, seed=0, init=10, batch=batch, explore=share, predictor="ridge",
+                            pool=2000)
+    slots = {}
+    strat.run(prob, 10 + 20 * batch, callback=lambda t: slots.setdefault(len(strat.trials), strat.n_explore()))
+    per_batch = [slots[10 + i * batch] for i in range(20)]
+    # hand count: after q model-proposed queries, floor(share * q) of them were exploration slots
+    assert sum(per_batch) == int(share * 20 * batch)
+    assert all(sum(per_batch[:i]) == int(share * i * batch) for i in range(21))
+
+
 @pytest.mark.parametrize("opts", [{"select": "sample"}, {"select": "thompson", "ensemble": 3, "predictor": "ridge"},
                                   {"explore": 0.3, "explore_mode": "local"}, {"target": "rank"}, {"shrink": 0.7}])
 def test_weaknas_variants_find_additive_optimum(opts):
