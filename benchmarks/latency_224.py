@@ -1,0 +1,263 @@
+"""Does latency fall as fast as MACs? slimkit's default prune call vs Torch-Pruning on real architectures at 224.
+
+Each model (timm / torchvision, 1000 classes, random init: latency does not depend on the weights) is pruned to half
+its MACs by slimkit's *default* call, `slimkit.prune(model, x, macs_target=0.5)`, and by Torch-Pruning's usual
+recipe (MagnitudeImportance, MetaPruner with its default settings, the classifier ignored, the channel ratio
+bisected to the same MACs; ViTs with `num_heads` and its attention forward as in its timm example). All versions of
+one model are exported to ONNX and timed *interleaved* in this process with onnxruntime: batch 1 on one thread and
+batch 32 on all cores, in rounds (A B C, C A B, ...); each round gives the ratio base / pruned, and the table quotes
+the median ratio over rounds (the machine may be shared: ratios measured side by side survive the noise, absolute
+times do not). speed-up / MACs-red. = 1.0 means latency falls as fast as MACs.
+
+    python benchmarks/latency_224.py                       # all models, ~30-60 min on 2 cores
+    python benchmarks/latency_224.py --models timm:resnet50 --variant 'auto={"round_to": "auto"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.export import export_onnx, onnx_session
+from slimkit.profile import channel_multiple, count_macs, count_params, cpu_capability
+from slimkit.report import markdown_table
+
+HERE = Path(__file__).parent
+MODELS = ["timm:resnet18", "timm:resnet50", "timm:mobilenetv2_100", "timm:mobilenetv3_large_100",
+          "timm:efficientnet_b0", "timm:convnext_atto", "timm:regnety_016", "timm:deit_tiny_patch16_224",
+          "torchvision:mobilenet_v2", "torchvision:efficientnet_b0", "torchvision:regnet_x_400mf",
+          "timm:deit_small_patch16_224"]
+SETTINGS = {"b1_1thread": (1, 1), "b32": (32, None)}  # name -> (batch, threads; None = all cores)
+
+
+# ---------------------------------------------------------------- Torch-Pruning's recipe
+def _tp_attention_forward(self, x, *args, **kwargs):
+    """timm Attention forward that reads the head count and width from the (pruned) layers, as in TP's example."""
+    b, n, _ = x.shape
+    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = self.q_norm(q), self.k_norm(k)
+    x = nn.functional.scaled_dot_product_attention(q, k, v)
+    x = x.transpose(1, 2).reshape(b, n, -1)
+    return self.proj_drop(self.proj(self.norm(x)))
+
+
+def tp_prune(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model)
+    head = m.get_classifier() if hasattr(m, "get_classifier") else None
+    if head is None:
+        head = [c for c in m.modules() if isinstance(c, nn.Linear)][-1]
+    num_heads = {}
+    for mod in m.modules():
+        if type(mod).__name__ == "Attention" and hasattr(mod, "qkv"):
+            mod.forward = _tp_attention_forward.__get__(mod, type(mod))
+            num_heads[mod.qkv] = mod.num_heads
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(), pruning_ratio=ratio,
+                                  ignored_layers=[head], num_heads=num_heads)
+    pruner.step()
+    for mod in m.modules():
+        if getattr(mod, "qkv", None) in num_heads:
+            mod.num_heads = pruner.num_heads[mod.qkv]
+            mod.head_dim = mod.qkv.out_features // (3 * mod.num_heads)
+    return m
+
+
+def tp_to_macs(model: nn.Module, x: torch.Tensor, target: float, steps: int = 10) -> nn.Module:
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cand = tp_prune(model, x, mid)
+        if count_macs(cand, x) <= target:
+            best, hi = cand, mid
+        else:
+            lo = mid
+    return best if best is not None else tp_prune(model, x, hi)
+
+
+# ---------------------------------------------------------------- interleaved timing
+def _sessions(models: dict[str, nn.Module], x: torch.Tensor, tmp: Path, threads: int | None) -> dict:
+    out = {}
+    for name, m in models.items():
+        path = tmp / f"{name.replace(' ', '_').replace('/', '_')}.onnx"
+        if not path.is_file():
+            export_onnx(m, path, x, check=False)
+        out[name] = onnx_session(path, threads=threads)
+    return out
+
+
+def interleaved(models: dict[str, nn.Module], x1: torch.Tensor, batch: int, threads: int | None, tmp: Path,
+                rounds: int, block_s: float) -> dict[str, dict[str, float]]:
+    """Median ms per model and median per-round speed-up over the first model ("base"), timed A B C / B C A / ..."""
+    sess = _sessions(models, x1, tmp, threads)
+    feed = np.random.default_rng(0).standard_normal((batch, *x1.shape[1:])).astype(np.float32)
+    names = list(sess)
+    for s in sess.values():  # warm-up (the first runs allocate and pick kernels)
+        for _ in range(2):
+            s.run(None, {"input": feed})
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            times, t_start = [], time.perf_counter()
+            while len(times) < 3 or time.perf_counter() - t_start < block_s:
+                t0 = time.perf_counter()
+                sess[n].run(None, {"input": feed})
+                times.append((time.perf_counter() - t0) * 1e3)
+            per_round[n].append(statistics.median(times))
+    base = per_round[names[0]]
+    return {n: {"ms": statistics.median(t), "speedup": statistics.median(b / v for b, v in zip(base, t, strict=True))}
+            for n, t in per_round.items()}
+
+
+# ---------------------------------------------------------------- one model
+def bench_model(spec: str, variants: dict[str, dict], args: argparse.Namespace, tmp: Path) -> list[dict]:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = slimkit.create_model(spec, num_classes=1000).eval()
+    x = torch.randn(1, 3, 224, 224)
+    base_macs = count_macs(model, x)
+    models, info = {"base": model}, {"base": {"MACs": base_macs, "params": count_params(model), "prune_s": 0.0}}
+    builders = {f"slimkit {v}": (lambda kw=kw: slimkit.prune(model, x, macs_target=0.5, **kw))
+                for v, kw in variants.items()}
+    if not args.skip_tp:
+        builders["torch-pruning"] = lambda: tp_to_macs(model, x, 0.5 * base_macs)
+    for name, build in builders.items():
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pruned = build().eval()
+                assert pruned(x).shape == model(x).shape, "wrong output shape"
+        except Exception as e:  # noqa: BLE001 - a benchmark records failures
+            print(f"{spec} {name}: {type(e).__name__}: {e}", flush=True)
+            info[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            continue
+        info[name] = {"MACs": count_macs(pruned, x), "params": count_params(pruned),
+                      "prune_s": round(time.perf_counter() - t0, 2)}
+        models[name] = pruned
+        print(f"{spec} {name}: pruned in {info[name]['prune_s']} s, MACs x{base_macs / info[name]['MACs']:.2f}",
+              flush=True)
+    sub = tmp / spec.replace(":", "_")
+    sub.mkdir(exist_ok=True)
+    timing = {}
+    for key, (batch, threads) in SETTINGS.items():
+        if key in args.skip_settings:
+            continue
+        rounds = args.rounds if batch == 1 else max(3, args.rounds // 2)
+        timing[key] = interleaved(models, x, batch, threads, sub, rounds, args.block_s * (1 if batch == 1 else 2))
+    rows = []
+    for name, inf in info.items():
+        row = {"model": spec, "method": name, **inf}
+        if "error" not in inf:
+            row["MACs_red"] = base_macs / inf["MACs"]
+            for key, t in timing.items():
+                row[f"{key}_ms"] = t[name]["ms"]
+                row[f"speedup_{key}"] = t[name]["speedup"]
+                row[f"ratio_{key}"] = t[name]["speedup"] / row["MACs_red"]
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "base"):
+        ok = [r for r in rows if r["method"] == method and "error" not in r]
+        s = {"model": "**average**", "method": method, "n": len(ok)}
+        for key in ("MACs_red", *(f"{p}_{k}" for k in SETTINGS for p in ("speedup", "ratio")), "prune_s"):
+            vals = [r[key] for r in ok if key in r]
+            if vals:
+                s[key] = float(np.mean(vals))
+                if key.startswith("ratio_"):
+                    s[key.replace("ratio_", "min_ratio_")] = float(np.min(vals))
+        out.append(s)
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "base"]
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(6 + 0.6 * len(models), 4.5), sharey=True)
+    width = 0.8 / max(1, len(methods))
+    for ax, key in zip(np.atleast_1d(axes), SETTINGS, strict=False):
+        for i, meth in enumerate(methods):
+            vals = [next((r.get(f"ratio_{key}", np.nan) for r in rows if r["model"] == m and r["method"] == meth),
+                         np.nan) for m in models]
+            ax.bar(np.arange(len(models)) + i * width, vals, width, label=meth)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.7, color="r", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2)
+        ax.set_xticklabels([m.split(":")[-1] for m in models], rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"onnxruntime {key}: speed-up / MACs reduction")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="extra slimkit call as NAME=JSON kwargs of slimkit.prune (repeatable); 'default' always runs")
+    ap.add_argument("--no-default", action="store_true", help="skip the default slimkit call (only --variant ones)")
+    ap.add_argument("--skip-tp", action="store_true")
+    ap.add_argument("--skip-settings", nargs="*", default=[], choices=list(SETTINGS))
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds at batch 1 (half as many at batch 32)")
+    ap.add_argument("--block-s", type=float, default=0.4, help="seconds per model per round (twice at batch 32)")
+    ap.add_argument("--results", default="latency_224")
+    args = ap.parse_args()
+    variants = {} if args.no_default else {"default": {}}
+    for v in args.variant:
+        name, _, kw = v.partition("=")
+        variants[name] = json.loads(kw or "{}")
+    meta = {"args": vars(args), "cpu_capability": cpu_capability(), "channel_multiple": channel_multiple(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "slimkit_commit": _commit(),
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "torch_pruning": __import__("torch_pruning").__version__}
+    rows: list[dict] = []
+    out = HERE / "results" / f"{args.results}.json"
+    with tempfile.TemporaryDirectory() as d:
+        for spec in args.models:
+            rows += bench_model(spec, variants, args, Path(d))
+            out.write_text(json.dumps({**meta, "rows": rows, "summary": summarise(rows)}, indent=1))
+    cols = ["model", "method", "MACs_red", *(f"{p}_{k}" for k in SETTINGS for p in ("speedup", "ratio")), "prune_s"]
+    table = [{c: r.get(c, r.get("error", "") if c == "MACs_red" else "") for c in cols}
+             for r in rows if r["method"] != "base"]
+    print(markdown_table(table))
+    print(markdown_table(summarise(rows)))
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=HERE).stdout.strip()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    main()
