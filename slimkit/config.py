@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ import yaml
 
 from slimkit.errors import ConfigError
 
-__all__ = ["from_dict", "load_yaml", "build_config", "to_dict"]
+__all__ = ["from_dict", "load_yaml", "build_config", "to_dict", "config_changes"]
 
 C = TypeVar("C")
 
@@ -37,6 +37,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _bad(where: str, detail: str) -> ConfigError:
+    """An invalid value of option `where` (a dotted option path such as `train.lr`)."""
+    return ConfigError(f"{where} {detail}", option=where, detail=detail)
+
+
+def _describe(tp: Any) -> str:
+    """What a value of type `tp` looks like, for error messages."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return "a list"
+    return {int: "a whole number", float: "a number", str: "text", bool: "true/false"}.get(tp, getattr(
+        tp, "__name__", str(tp)))
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert YAML/CLI values to the annotated type where the conversion is unambiguous."""
     origin = typing.get_origin(tp)
@@ -46,31 +64,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, where)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: cannot use {value!r}")
+                if typing.get_origin(a) in (tuple, list) and isinstance(value, (list, tuple)):
+                    raise e from None  # a list of the wrong items: say which item
+        raise _bad(where, f"expects {_describe(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+            raise _bad(where, f"expects {_describe(tp)}, got {value!r}")
         return value
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v for v in value.replace("x", ",").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _bad(where, f"expects a list, got {value!r}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+                raise _bad(where, f"expects {len(args)} values, got {len(value)} ({value!r})")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
         inner = args[0] if args else Any
-        seq = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        seq = [_coerce(v, inner, where) for v in value]
         return tuple(seq) if origin is tuple else seq
     if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
         return from_dict(tp, value, where=where)
@@ -79,38 +97,44 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise _bad(where, f"expects true/false, got {value!r}")
     if tp in (int, float, str):
         if isinstance(value, bool) and tp is not str:
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+            raise _bad(where, f"expects {_describe(tp)}, got {value!r}")
         try:
             out = tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+            raise _bad(where, f"expects {_describe(tp)}, got {value!r}") from None
         if tp is int and isinstance(value, float) and out != value:
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+            raise _bad(where, f"expects a whole number, got {value!r}")
         return out
     return value
 
 
-def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "config") -> C:
-    """Build dataclass `cls` from a mapping; unknown keys and bad values raise `ConfigError`."""
+def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
+    """Build dataclass `cls` from a mapping; unknown keys and bad values raise `ConfigError`, whose `option` is the
+    dotted path of the option (`train.lr`) so a front end can name it its own way (the CLI: `--lr`)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs = {}
+    prefix = f"{where}." if where else ""
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown option {key!r}{hint}. Valid: {', '.join(sorted(fields))}")
-        kwargs[name] = _coerce(value, hints.get(name, Any), f"{where}.{name}")
+            raise ConfigError(f"unknown option {prefix}{key!r}{hint}. Valid: {', '.join(sorted(fields))}")
+        kwargs[name] = _coerce(value, hints.get(name, Any), f"{prefix}{name}")
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # a check of the config itself: its option is relative to this section
+        if e.option and where:
+            e.option = f"{where}.{e.option}"
+        raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
 def build_config(cls: type[C], *sources: Mapping[str, Any] | str | Path | None) -> C:
@@ -121,7 +145,7 @@ def build_config(cls: type[C], *sources: Mapping[str, Any] | str | Path | None) 
             continue
         data = load_yaml(src) if isinstance(src, (str, Path)) else src
         merged.update({k: v for k, v in data.items() if v is not None})
-    return from_dict(cls, merged, where=cls.__name__)
+    return from_dict(cls, merged)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -134,3 +158,50 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _fields(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A config's options by dotted key; nested config sections are walked into, dict-valued options are not."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(_fields(v, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = v
+    return out
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, Mapping) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def config_changes(saved: Mapping[str, Any], now: Any, allowed: Sequence[str] = ()) -> list[str]:
+    """What differs between a run's saved options (a mapping, e.g. its config.yaml) and config `now`, as
+    `"key: old -> new"` lines. Nested sections compare key by key (`train.lr`); keys the saved options lack (options
+    added to slimkit since) and keys in `allowed` (the dotted key or its last part) are not compared."""
+    out = []
+    for key, value in _fields(now).items():
+        old = _lookup(saved, key)
+        if old is _MISSING or key in allowed or key.rsplit(".", 1)[-1] in allowed:
+            continue
+        if _norm(old) != _norm(value):
+            out.append(f"{key}: {old!r} -> {value!r}")
+    return out
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return v

@@ -33,7 +33,13 @@ class SlimkitError(Exception):
 
 
 class ConfigError(SlimkitError, ValueError):
-    """An option or config value is invalid (wrong type, out of range, contradictory)."""
+    """An option or config value is invalid (wrong type, out of range, contradictory). `option` is the dotted path
+    of the offending option when there is one (`train.lr`) and `detail` the message without it, so the CLI can name
+    the flag instead (`--lr must be > 0, got -1.0`)."""
+
+    def __init__(self, message: str = "", *, option: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.option, self.detail = option, detail
 
 
 class UnknownNameError(ConfigError, KeyError):

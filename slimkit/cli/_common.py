@@ -7,14 +7,17 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 import yaml
 from rich.console import Console
 
 from slimkit.config import build_config, load_yaml
 from slimkit.errors import ConfigError
+from slimkit.jobs._common import read_run_config
+from slimkit.train.distributed import is_main_process
 
-console = Console()
+console = Console(quiet=not is_main_process())  # under torchrun, rank 0 prints the summary
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML file of options (command-line options win).")
 MODEL_ARG_OPTION = typer.Option(None, "--model-arg", help="Extra model argument KEY=VALUE (repeatable).")
@@ -44,9 +47,38 @@ def parse_size(text: str | None) -> tuple[int, ...] | None:
     return size
 
 
-def job_config(cls: type, config: Path | None, cli: Mapping[str, Any], nested: Mapping[str, type] = ()) -> Any:
+# config keys whose command-line option has another name
+_OPTION_NAMES = {"model_kwargs": "model_arg", "ignored_layers": "ignore", "strategies": "strategy",
+                 "constraints": "constraint", "features": "feature", "space_kwargs": "space_arg",
+                 "student_kwargs": "student_arg", "teacher_kwargs": "teacher_arg", "strategy_options": "option",
+                 "options": "option"}
+
+
+def flag_name(option: str) -> str:
+    """The command-line flag of config option `option` (a dotted path; nested options are given flat), e.g.
+    `train.lr` -> `--lr`; an option without a flag of its own is named as in a --config file."""
+    name = option.rsplit(".", 1)[-1].split("[")[0]
+    ctx = click.get_current_context(silent=True)
+    wanted = _OPTION_NAMES.get(name, name)
+    for param in ctx.command.params if ctx is not None else ():
+        if param.name == wanted and param.opts:
+            return max(param.opts, key=len)
+    return f"option {name!r}"
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def job_config(cls: type, config: Path | None, cli: Mapping[str, Any], nested: Mapping[str, type] = (),
+               resume: bool = False) -> Any:
     """Build a job config from YAML then CLI values. Keys of nested configs (e.g. TrainConfig's `epochs`) may be
-    given flat; they are routed to their section."""
+    given flat; they are routed to their section. With `resume`, the run folder's own config.yaml is the first
+    layer: a resumed run keeps the options it was started with, and any option given must agree with them (the job
+    checks). A bad value is reported with its flag (`--lr must be > 0`)."""
     merged: dict[str, Any] = dict(load_yaml(config)) if config else {}
     merged.update({k: v for k, v in cli.items() if v is not None})
     routes = {f.name: section for section, sub in dict(nested).items() for f in fields(sub)}
@@ -58,4 +90,13 @@ def job_config(cls: type, config: Path | None, cli: Mapping[str, Any], nested: M
             out.setdefault(routes[name], {})[name] = value
         else:
             out[name] = value
-    return build_config(cls, out)
+    if resume:
+        default_out = next((f.default for f in fields(cls) if f.name == "out"), None)
+        saved = read_run_config(out.get("out", default_out)) if out.get("out", default_out) else None
+        out = _merge(saved, out) if saved else out
+    try:
+        return build_config(cls, out)
+    except ConfigError as e:
+        if e.option and e.detail:
+            raise ConfigError(f"{flag_name(e.option)} {e.detail}", option=e.option, detail=e.detail) from None
+        raise

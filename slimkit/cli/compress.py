@@ -46,7 +46,7 @@ def compress_cmd(
                ignored_layers=ignore or None, distill=distill,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
                model_kwargs=parse_kv(model_arg) or None)
-    cfg = job_config(CompressConfig, config, cli)
+    cfg = job_config(CompressConfig, config, cli, resume=resume)
     s = run(cfg, resume=resume)
     b, p = s["baseline"], s["pruned"]
     rows = [{"metric": k, "baseline": b[k], "pruned": p[k], "baseline / pruned": b[k] / p[k] if p[k] else None}

@@ -28,12 +28,12 @@ LIMIT = typer.Option(None, "--limit", help="Use a class-balanced subset of N tra
 @distill_app.callback()
 def distill_cmd(
     ctx: typer.Context,
-    student: str = typer.Option(None, "--student", "-s", help="Student model name (default resnet20)."),
+    student: str = typer.Option(None, "--student", help="Student model name (default resnet20)."),
     teacher: str = TEACHER,
     teacher_ckpt: str = TEACHER_CKPT,
     teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Epochs of a teacher trained here when no "
                                        "--teacher-ckpt is given (default 10)."),
-    method: str = typer.Option(None, "--method", "-m", help="none, kd, tfkd, feature, proxyless, seed, stored or "
+    method: str = typer.Option(None, "--method", help="none, kd, tfkd, feature, proxyless, seed, stored or "
                                "simclr (default kd)."),
     data: str = DATA,
     data_root: str = DATA_ROOT,
@@ -63,7 +63,8 @@ def distill_cmd(
                method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
                teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None)
-    cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": DistillOptions})
+    cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": DistillOptions},
+                     resume=resume)
     summary = run(cfg, resume=resume)
     console.print(summary_table({k: v for k, v in summary.items() if k != "options"}, title="slimkit distill"))
 

@@ -13,7 +13,7 @@ from slimkit.report import rich_table
 
 
 def oneshot_cmd(
-    method: str = typer.Option(None, "--method", "-m", help="darts (argmax alpha) or eoinas (importance + pruning)."),
+    method: str = typer.Option(None, "--method", help="darts (argmax alpha) or eoinas (importance + pruning)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default fashion-mnist)."),
     data_root: str = typer.Option(None, "--data-root", help="Folder holding the dataset."),
     limit: int = typer.Option(None, "--limit", help="Images used, split into weight / alpha halves (default 2000)."),
@@ -37,7 +37,7 @@ def oneshot_cmd(
                lr=lr, arch_lr=arch_lr, channels=channels, cells_per_stage=cells_per_stage, prune_every=prune_every,
                seed=seed, table=tuple(table) if table else None, metric=metric, out=out,
                progress=False if no_progress else None)
-    cfg = job_config(OneShotJobConfig, config, cli, {"search": OneShotConfig})
+    cfg = job_config(OneShotJobConfig, config, cli, {"search": OneShotConfig}, resume=resume)
     summary = run(cfg, resume=resume)
     row = {"method": summary["method"], "cell": summary["cell"], "epochs": summary["epochs"],
            "wall_time_s": summary["wall_time_s"]}

@@ -9,13 +9,16 @@ import typer
 
 from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size
 from slimkit.config import load_yaml
+from slimkit.fileio import atomic_write
+from slimkit.jobs._common import load_run_model
 from slimkit.models import create_model, model_info
 from slimkit.profile import measure_latency, profile
 from slimkit.report import format_count, rich_table
 
 
 def profile_cmd(
-    model: str = typer.Argument(..., help="Model name (see `slimkit models`), or timm:<name> / torchvision:<name>."),
+    model: str = typer.Argument(..., help="Model name (see `slimkit models`), timm:<name> / torchvision:<name>, or a "
+                                "run folder of `slimkit train` / `distill` / `compress`."),
     input_size: str = typer.Option(None, "--input-size", help="C,H,W (default: the model's own)."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (default 10; 1000 at 224)."),
     latency: bool = typer.Option(False, "--latency", help="Also measure latency (batch 1 and 32)."),
@@ -29,11 +32,15 @@ def profile_cmd(
     """Count MACs and parameters (per layer and per op kind) and optionally measure latency."""
     opts = load_yaml(config) if config else {}
     size = parse_size(input_size or opts.get("input_size"))
-    if size is None:
-        size = tuple(model_info(model)["input_size"]) if ":" not in model else (3, 224, 224)
-    classes = num_classes or opts.get("num_classes") or (1000 if size[1] >= 224 else 10)
-    net = create_model(model, num_classes=classes, in_chans=size[0], **{**opts.get("model_kwargs", {}),
-                                                                          **parse_kv(model_arg)})
+    if Path(model).is_dir():  # a run folder: its trained (or pruned) model at its input size
+        net, spec = load_run_model(model)
+        size = size or tuple(spec["input_size"])
+    else:
+        if size is None:
+            size = tuple(model_info(model)["input_size"]) if ":" not in model else (3, 224, 224)
+        classes = num_classes or opts.get("num_classes") or (1000 if size[1] >= 224 else 10)
+        net = create_model(model, num_classes=classes, in_chans=size[0], **{**opts.get("model_kwargs", {}),
+                                                                              **parse_kv(model_arg)})
     report = profile(net, size)
     console.print(report.table(top))
     data = report.to_dict()
@@ -46,8 +53,7 @@ def profile_cmd(
             data[f"latency_b{batch}"] = lat.to_dict()
     console.print(rich_table(rows, title="summary"))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(data, indent=1))
+        atomic_write(json_out, json.dumps(data, indent=1))
 
 
 def register(app: typer.Typer) -> None:

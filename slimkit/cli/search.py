@@ -52,7 +52,7 @@ def search_cmd(
                data_root=data_root, limit=limit, epochs=epochs, latency=latency, out=out,
                strategy_options={s: options for s in strategies or ("weaknas",)} if options else None,
                benchmark=benchmark, features=tuple(feature) if feature else None)
-    cfg = job_config(SearchJobConfig, config, cli)
+    cfg = job_config(SearchJobConfig, config, cli, resume=resume)
     rows = run(cfg, resume=resume)
     console.print(rich_table(rows, title=f"slimkit search ({cfg.budget} queries x {cfg.seeds} seeds)"))
     console.print(f"history, summary and best_so_far.png in {cfg.out}")

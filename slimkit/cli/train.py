@@ -37,7 +37,7 @@ def train_cmd(
                optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, label_smoothing=label_smoothing,
                seed=seed, limit=limit, val_fraction=val_fraction, augment=augment, out=out,
                model_kwargs=parse_kv(model_arg) or None)
-    cfg = job_config(TrainJobConfig, config, cli, {"train": TrainConfig})
+    cfg = job_config(TrainJobConfig, config, cli, {"train": TrainConfig}, resume=resume)
     summary = run(cfg, resume=resume)
     console.print(summary_table(summary, title="slimkit train"))
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from slimkit.data.sources import RawData
-from slimkit.errors import ConfigError, DataError
+from slimkit.errors import ConfigError, CorruptDataError, DataError
 from slimkit.registry import DATASETS
 
 __all__ = ["DatasetInfo", "DataSplits", "ImageDataset", "Loaders", "create_dataset", "list_datasets", "make_loaders",
@@ -158,6 +158,10 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
     kind, root = _resolve(name, root)
     raw: RawData = DATASETS.create(kind, root=root)
     x, y, xt, yt = raw.x_train, raw.y_train, raw.x_test, raw.y_test
+    top = max(int(v.max()) for v in (y, yt) if v is not None and len(v))
+    if top >= len(raw.class_names):
+        raise CorruptDataError(f"{raw.name}: label {top} is out of range for its {len(raw.class_names)} classes "
+                               f"(ids 0..{len(raw.class_names) - 1}); the label file is broken")
     if xt is None:
         keep, test_idx = stratified_split(y, 0.2, 0)
         x, y, xt, yt = x[keep], y[keep], x[test_idx], y[test_idx]
@@ -174,7 +178,7 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
     h, w = x.shape[-2:]
     pad = max(1, round(min(h, w) / 8))
     do_flip = raw.flip if flip is None else flip
-    info = DatasetInfo(raw.name, max(len(raw.class_names), int(y.max()) + 1), int(x.shape[1]), (int(h), int(w)),
+    info = DatasetInfo(raw.name, len(raw.class_names), int(x.shape[1]), (int(h), int(w)),
                        tuple(raw.class_names), tuple(mean.tolist()), tuple(std.tolist()))
 
     def make(xs: Any, ys: Any, aug: bool) -> ImageDataset:

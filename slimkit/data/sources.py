@@ -45,6 +45,37 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> None:
         raise CorruptDataError(f"{where}: no samples")
 
 
+def _labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Class ids as int64: whole numbers >= 0. Float labels that are not whole numbers and negative labels are
+    refused (never truncated, never left to fail at training time)."""
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if len(bad):
+            raise CorruptDataError(f"{where}: label {float(y[bad[0]])!r} (sample {bad[0]}) is not a class id; "
+                                   "labels are whole numbers 0..K-1 (float labels are not truncated)")
+    elif y.dtype.kind not in "iub":
+        raise CorruptDataError(f"{where}: labels must be integer class ids 0..K-1, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        i = int(np.argmin(y))
+        raise CorruptDataError(f"{where}: label {int(y[i])} (sample {i}) is negative; class ids are 0..K-1")
+    return y
+
+
+def class_ids(where: str, *labels: np.ndarray | None) -> list[str]:
+    """Names "0".."K-1" for labels given as ids, checking that every id below the largest occurs: a label of 200
+    among ten classes is a broken file, not a 201-class dataset."""
+    present = np.unique(np.concatenate([y for y in labels if y is not None]))
+    n = int(present.max()) + 1
+    missing = np.setdiff1d(np.arange(n), present)
+    if len(missing):
+        raise CorruptDataError(f"{where}: the largest label is {n - 1} but {len(missing)} of the ids 0..{n - 1} never "
+                               f"occur (e.g. {missing[:5].tolist()}); class ids must be 0..K-1 with every class "
+                               "present: fix the wrong labels or renumber the classes")
+    return [str(i) for i in range(n)]
+
+
 def _find_idx(root: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx")):
         if (root / name).is_file():
@@ -56,7 +87,7 @@ def _read_idx_dir(root: Path, name: str) -> tuple[np.ndarray, ...]:
     out = []
     for split in ("train", "t10k"):
         xp, yp = _find_idx(root, f"{split}-images-idx3-ubyte"), _find_idx(root, f"{split}-labels-idx1-ubyte")
-        x, y = read_idx(xp), read_idx(yp).astype(np.int64)
+        x, y = read_idx(xp), _labels(read_idx(yp), str(yp))
         if x.ndim != 3 or y.ndim != 1:
             raise CorruptDataError(f"{xp}: expected N x H x W images and N labels, got {x.shape} and {y.shape}")
         _check_pair(x, y, f"{name} {split} ({xp.name}, {yp.name})")
@@ -98,8 +129,7 @@ def mnist(root: str | Path | None = None) -> RawData:
         xtr, ytr, xte, yte = _read_idx_dir(Path(root), "mnist")
     except DataNotFoundError as e:
         raise DataNotFoundError(f"{e}: point --data-root at a folder with the four MNIST-format IDX files") from None
-    n = int(max(ytr.max(), yte.max())) + 1
-    return RawData("mnist", xtr, ytr, xte, yte, [str(i) for i in range(n)], flip=False)
+    return RawData("mnist", xtr, ytr, xte, yte, class_ids(str(root), ytr, yte), flip=False)
 
 
 @DATASETS.register("digits")
@@ -139,6 +169,12 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         raise CorruptDataError(f"{where}: images must be N x H x W, N x H x W x C or N x C x H x W, got {x.shape}")
     if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.transpose(0, 3, 1, 2)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise CorruptDataError(f"{where}: {bad} image values are NaN or infinite; images must hold finite pixel "
+                               "values (0..255, or 0..1 floats)")
+    if x.dtype.kind not in "uifb":
+        raise CorruptDataError(f"{where}: images must be numeric arrays, got dtype {x.dtype}")
     if x.dtype != np.uint8:
         hi = float(x.max()) if x.size else 0.0
         x = np.clip(np.round(x * (255.0 if hi <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
@@ -150,25 +186,36 @@ def npz(root: str | Path | None = None) -> RawData:
     """A .npz with x/y (or images/labels, x_train/y_train [+ x_test/y_test]) arrays, NHWC or NCHW."""
     if root is None or not Path(root).is_file():
         raise DataNotFoundError(f"npz file {str(root)!r} not found: pass the file as --data-root (root=)")
-    with np.load(root, allow_pickle=False) as f:
-        keys = set(f.files)
-        for xk, yk in (("x_train", "y_train"), ("x", "y"), ("images", "labels"), ("X", "y")):
-            if {xk, yk} <= keys:
-                x, y = f[xk], f[yk]
-                break
-        else:
-            raise CorruptDataError(
-                f"{root}: cannot tell images from labels (keys found: {sorted(keys)}); name them x and y, "
-                "images and labels, or x_train/y_train[/x_test/y_test]"
-            )
-        xt, yt = (f["x_test"], f["y_test"]) if {"x_test", "y_test"} <= keys else (None, None)
-    x, y = _to_nchw(x, str(root)), np.asarray(y).astype(np.int64).reshape(-1)
+    try:
+        f = np.load(root, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # pickles are never loaded: a non-.npz file lands here
+        raise CorruptDataError(f"{root} is not a readable .npz archive of arrays ({type(e).__name__}); save one "
+                               "with numpy.savez(path, x=images, y=labels)") from None
+    if not hasattr(f, "files"):
+        raise CorruptDataError(f"{root} holds a single array, not a .npz archive: save images and labels with "
+                               "numpy.savez(path, x=images, y=labels)")
+    try:
+        with f:
+            keys = set(f.files)
+            for xk, yk in (("x_train", "y_train"), ("x", "y"), ("images", "labels"), ("X", "y")):
+                if {xk, yk} <= keys:
+                    x, y = f[xk], f[yk]
+                    break
+            else:
+                raise CorruptDataError(
+                    f"{root}: cannot tell images from labels (keys found: {sorted(keys)}); name them x and y, "
+                    "images and labels, or x_train/y_train[/x_test/y_test]"
+                )
+            xt, yt = (f["x_test"], f["y_test"]) if {"x_test", "y_test"} <= keys else (None, None)
+    except (ValueError, OSError, EOFError) as e:  # an object array (pickle) or a damaged member
+        raise CorruptDataError(f"{root}: cannot read its arrays ({e}); store plain numeric arrays, e.g. "
+                               "numpy.savez(path, x=images, y=labels)") from None
+    x, y = _to_nchw(x, str(root)), _labels(y, str(root))
     _check_pair(x, y, str(root))
     if xt is not None:
-        xt, yt = _to_nchw(xt, str(root)), np.asarray(yt).astype(np.int64).reshape(-1)
+        xt, yt = _to_nchw(xt, f"{root} (test)"), _labels(yt, f"{root} (test)")
         _check_pair(xt, yt, f"{root} (test)")
-    n = int(y.max()) + 1
-    return RawData(Path(root).stem, x, y, xt, yt, [str(i) for i in range(n)], flip=False)
+    return RawData(Path(root).stem, x, y, xt, yt, class_ids(str(root), y, yt), flip=False)
 
 
 @DATASETS.register("folder")

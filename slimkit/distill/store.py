@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,26 +28,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from slimkit.errors import CorruptDataError, DataNotFoundError, DistillError, SlimkitError
+from slimkit.fileio import atomic_write
 
 __all__ = ["LogitStore", "dataset_fingerprint", "write_logit_store"]
 
 FORMAT, VERSION, MANIFEST = "slimkit-logit-store", 1, "manifest.json"
-_FIX = "rerun write_logit_store(...) with the same out_dir: complete shards are kept, this one is rewritten"
+_FIX = ("rerun `slimkit distill store-logits` with the same --out (from Python: write_logit_store with the same "
+        "out_dir): complete shards are kept, this one is rewritten")
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -147,6 +139,16 @@ class LogitStore:
             self._shards[name] = _open_shard(self.root, name, entry, self.k, self.verify)
         return self._shards[name]
 
+    def check(self, epochs: int) -> None:
+        """Open (and, with `verify`, checksum) every shard of the first `epochs` epochs now, so a missing or corrupt
+        shard stops a run before training rather than when training reaches it."""
+        if epochs > self.epochs:
+            raise DistillError(f"logit store {self.root} holds {self.epochs} epochs, training needs {epochs}: "
+                               f"write more ({_FIX}, with --epochs {epochs}), cycle the store, or train for fewer")
+        for epoch in range(epochs):
+            for start in range(0, self.num_images, self.shard_size):
+                self._shard(epoch, start)
+
     def lookup(self, epoch: int, indices: torch.Tensor | np.ndarray | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's stored top-k for images `indices` as augmented in `epoch` (CPU tensors, sorted by prob)."""
         idx = torch.as_tensor(indices).detach().cpu().long().reshape(-1).numpy()
@@ -223,7 +225,7 @@ def _shard_ok(root: Path, name: str, manifest: dict[str, Any], k: int) -> bool:
 def _save_shard(root: Path, name: str, entry: dict[str, Any], values: np.ndarray, classes: np.ndarray) -> dict:
     for kind, arr in (("values", values), ("indices", classes)):
         data = _npy_bytes(np.ascontiguousarray(arr))
-        _atomic_write(root / f"{name}.{kind}.npy", data)
+        atomic_write(root / f"{name}.{kind}.npy", data)
         entry[kind] = {"file": f"{name}.{kind}.npy", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return entry
 
@@ -265,7 +267,7 @@ def write_logit_store(teacher: nn.Module, dataset: Dataset, out_dir: str | Path,
             m["num_classes"] = c
             m["shards"][name] = _save_shard(root, name, {"epoch": e, "start": s, "count": len(rows)}, values,
                                             classes.astype(np.int16 if c <= 32768 else np.int32))
-            _atomic_write(root / MANIFEST, json.dumps(m, indent=1).encode())
+            atomic_write(root / MANIFEST, json.dumps(m, indent=1).encode())
     m["epochs"] = max(m["epochs"], epochs)
-    _atomic_write(root / MANIFEST, json.dumps(m, indent=1).encode())
+    atomic_write(root / MANIFEST, json.dumps(m, indent=1).encode())
     return LogitStore(root, verify=False)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ExportError, MissingDependencyError
+from slimkit.fileio import atomic_write
 
 __all__ = ["ExportResult", "export_onnx", "onnx_session", "as_inputs"]
 
@@ -83,23 +84,56 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *, opse
     largest output magnitude when that exceeds 1, since float32 rounding grows with it) raises.
     """
     try:
-        import onnx
+        import onnx  # noqa: F401 - fail early, with the install hint
     except ImportError:
         raise MissingDependencyError('ONNX export needs onnx: pip install "slimkit[onnx]"') from None
     inputs = as_inputs(example_inputs)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_finite(model)
     net = copy.deepcopy(model).eval()
     in_names = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
     with torch.no_grad():
         ref = net(*inputs)
     outs = ref if isinstance(ref, (tuple, list)) else (ref,)
+    if not all(bool(torch.isfinite(o).all()) for o in outs if isinstance(o, torch.Tensor)):
+        raise ExportError(f"{type(model).__name__} outputs NaN or inf for the example input: the model (or the "
+                          "input) is broken, not the exporter; check the input values and retrain or reload it")
     out_names = ["output"] if len(outs) == 1 else [f"output{i}" for i in range(len(outs))]
     tries = [True] if dynamo else ([False] if dynamo is False else [False, True])
+    found: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:  # export and check a temporary file: `path` appears only when all passed
+        found["dynamo"], found["opset"] = _export_checked(net, inputs, tmp, opset, dynamic_batch, tries,
+                                                          (in_names, out_names), model)
+        if check:
+            found["diff"] = _parity(tmp, path.name, inputs, in_names, outs, atol)
+
+    atomic_write(path, write)
+    return ExportResult(path, found.get("diff"), found["opset"], tuple(in_names), tuple(out_names),
+                        "dynamo" if found["dynamo"] else "torchscript")
+
+
+def _check_finite(model: nn.Module) -> None:
+    """A model with NaN / inf weights exports fine and computes garbage: refuse it, naming the tensors."""
+    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ExportError(f"{type(model).__name__} has NaN or inf values in {', '.join(bad[:3])}{more}: the weights "
+                          "are broken (training diverged, or a corrupt file); retrain with a lower learning rate or "
+                          "reload good weights before exporting")
+
+
+def _export_checked(net: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int | None,
+                    dynamic_batch: bool, tries: list[bool], names: tuple[list[str], list[str]], model: nn.Module
+                    ) -> tuple[bool, int]:
+    import onnx
+
     err: Exception | None = None
+    dyn = tries[0]
     for dyn in tries:
         try:
-            _export(net, inputs, path, opset, dynamic_batch, dyn, (in_names, out_names))
+            _export(net, inputs, path, opset, dynamic_batch, dyn, names)
             onnx.checker.check_model(str(path))
             err = None
             break
@@ -107,22 +141,24 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *, opse
             err = e
     if err is not None:
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {_root_cause(err)}") from err
-    opset_used = onnx.load(str(path), load_external_data=False).opset_import[0].version
-    diff = None
-    if check:
-        try:
-            sess = onnx_session(path)
-            got = sess.run(None, {n: t.detach().cpu().numpy() for n, t in zip(in_names, inputs, strict=True)})
-        except MissingDependencyError:
-            raise
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ExportError(f"onnxruntime cannot run the exported {path.name} ({_root_cause(e)}); the model may "
-                              "use Python/numpy code that tracing turned into constants") from e
-        diff = max(float(np.max(np.abs(g - o.detach().cpu().numpy()))) if g.size else 0.0
-                   for g, o in zip(got, outs, strict=True))
-        scale = max(1.0, max(float(o.detach().abs().max()) if o.numel() else 0.0 for o in outs))
-        if not diff <= atol * scale:
-            raise ExportError(f"ONNX output differs from PyTorch by {diff:.3g} (> atol {atol} x output scale "
-                              f"{scale:.3g}) for {path.name}: an op is exported inexactly; try dynamo=True or another "
-                              "opset")
-    return ExportResult(path, diff, opset_used, tuple(in_names), tuple(out_names), "dynamo" if dyn else "torchscript")
+    return dyn, onnx.load(str(path), load_external_data=False).opset_import[0].version
+
+
+def _parity(path: Path, name: str, inputs: tuple[torch.Tensor, ...], in_names: list[str], outs: Any,
+            atol: float) -> float:
+    try:
+        sess = onnx_session(path)
+        got = sess.run(None, {n: t.detach().cpu().numpy() for n, t in zip(in_names, inputs, strict=True)})
+    except MissingDependencyError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime cannot run the exported {name} ({_root_cause(e)}); the model may "
+                          "use Python/numpy code that tracing turned into constants") from e
+    diff = max(float(np.max(np.abs(g - o.detach().cpu().numpy()))) if g.size else 0.0
+               for g, o in zip(got, outs, strict=True))
+    scale = max(1.0, max(float(o.detach().abs().max()) if o.numel() else 0.0 for o in outs))
+    if not diff <= atol * scale:
+        raise ExportError(f"ONNX output differs from PyTorch by {diff:.3g} (> atol {atol} x output scale "
+                          f"{scale:.3g}) for {name}: an op is exported inexactly; try dynamo=True or another "
+                          "opset")
+    return diff

@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from slimkit.data import DataSplits, make_loaders
 from slimkit.distill import kd_loss_fn
-from slimkit.errors import ConfigError
+from slimkit.errors import CheckpointError, ConfigError
 from slimkit.export import export_onnx
 from slimkit.jobs import train as train_job
-from slimkit.jobs._common import build_data, load_run_model, write_config, write_json
+from slimkit.jobs._common import (
+    MODEL_SPEC,
+    build_data,
+    build_model,
+    load_run_model,
+    prepare_run,
+    read_model_spec,
+    write_json,
+)
 from slimkit.models import create_model
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.prune import ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
 from slimkit.report import plot_bars, plot_scatter, write_html
-from slimkit.train import TrainConfig, Trainer, evaluate
+from slimkit.train import TrainConfig, Trainer, evaluate, seeded
+from slimkit.train.distributed import is_main_process
 
-__all__ = ["CompressConfig", "run"]
+__all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
+
+_METHODS = ("oneshot", "iterative", "chex")
+RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches")  # options a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,28 @@ class CompressConfig:
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
     out: str = "runs/compress"
 
+    def __post_init__(self) -> None:
+        checks = [
+            ("baseline_epochs", self.baseline_epochs >= 1, f"must be >= 1, got {self.baseline_epochs}"),
+            ("finetune_epochs", self.finetune_epochs >= 0, f"must be >= 0 (0: no fine-tuning), got "
+             f"{self.finetune_epochs}"),
+            ("finetune_lr", math.isfinite(self.finetune_lr) and self.finetune_lr > 0,
+             f"must be > 0, got {self.finetune_lr}"),
+            ("batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            ("calib_batches", self.calib_batches >= 1, f"must be >= 1, got {self.calib_batches}"),
+            ("limit", self.limit is None or self.limit >= 1, f"must be >= 1, got {self.limit}"),
+            ("val_fraction", 0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
+            ("kd_temperature", self.kd_temperature > 0, f"must be > 0, got {self.kd_temperature}"),
+            ("kd_alpha", 0 <= self.kd_alpha <= 1, f"must be in [0, 1], got {self.kd_alpha}"),
+            ("latency_batches", all(b >= 1 for b in self.latency_batches),
+             f"must be >= 1, got {list(self.latency_batches)}"),
+            ("method", self.method in _METHODS, f"must be one of {', '.join(_METHODS)}, got {self.method!r}"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+        self.budget()
+
     def budget(self) -> dict[str, float]:
         given = {"ratio": self.ratio, "macs_target": self.macs, "params_target": self.params,
                  "latency_target": self.latency_ms}
@@ -73,12 +111,20 @@ class CompressConfig:
             given.pop("macs_target", None)  # macs is only the default budget
         if len(given) != 1:
             raise ConfigError(f"give one budget: --macs, --params, --latency-ms or --ratio (got {sorted(given)})")
+        ((key, value),) = given.items()
+        option = {"macs_target": "macs", "params_target": "params", "latency_target": "latency_ms"}.get(key, key)
+        if key == "ratio" and not 0 < value < 1:
+            raise ConfigError(f"ratio must be in (0, 1), the share of channels to remove, got {value}",
+                              option=option, detail=f"must be in (0, 1), the share of channels to remove, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            rule = f"must be a positive number (a fraction to keep, e.g. 0.5, or an absolute target), got {value}"
+            raise ConfigError(f"{option} {rule}", option=option, detail=rule)
         return given
 
 
 def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) -> tuple[nn.Module, dict[str, Any]]:
     if cfg.baseline:
-        console.print(f"[bold]1/5 baseline[/]: loading {cfg.baseline}")
+        console.print(f"[bold]1/5 baseline[/]: loading {escape(cfg.baseline)}")
         return load_run_model(cfg.baseline)
     run_dir = out / "baseline"
     if resume and (run_dir / "summary.json").is_file():
@@ -95,10 +141,12 @@ def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) ->
     return load_run_model(run_dir)
 
 
-def _latency(model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...]) -> dict[str, float]:
+def _latency(model: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...],
+             step: Callable[[str], None]) -> dict[str, float]:
     out = {}
     for backend in ("torch", "onnxruntime"):
         for b in batches:
+            step(f"{backend} batch {b}")
             out[f"{backend}_b{b}_ms"] = measure_latency(model, shape, backend=backend, batch=b, repeats=20,
                                                         min_time_s=0.3).median_ms
     return out
@@ -147,8 +195,6 @@ def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
 def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
                budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
     key, value = _fraction(budget, "iterative")
-    if key == "ratio":
-        raise ConfigError("method 'iterative' takes a --macs or --params fraction")
     steps = 3
     ft = TrainConfig(epochs=max(1, cfg.finetune_epochs // steps), lr=cfg.finetune_lr, batch_size=cfg.batch_size,
                      seed=cfg.seed, progress=False)
@@ -156,7 +202,8 @@ def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, e
     def finetune(model: nn.Module, step: int) -> None:
         Trainer(model, ft, loaders.train).fit()
 
-    return iterative_prune(base, example, steps=steps, finetune=finetune, importance=cfg.importance,
+    return iterative_prune(base, example, steps=steps, finetune=finetune if cfg.finetune_epochs else None,
+                           importance=cfg.importance,
                            ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
                            global_pruning=cfg.global_pruning, data=calib, **{key: value})
 
@@ -169,8 +216,9 @@ def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exampl
     key, value = _fraction(budget, "chex")
     amount = {"ratio": {"sparsity": value}, "macs_target": {"macs_target": value}}.get(
         key, {"sparsity": 1.0 - value**0.5})
-    torch.manual_seed(cfg.seed)
-    model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
+    with seeded(cfg.seed):
+        model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"],
+                             **spec["kwargs"])
     steps = cfg.baseline_epochs * len(loaders.train)
     chex = ChexCallback(model, example, **amount, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
@@ -190,33 +238,51 @@ def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exampl
 
 
 _PRUNE_STAGES = {"oneshot": _oneshot, "iterative": _iterative, "chex": _chex}
+assert tuple(_PRUNE_STAGES) == _METHODS
+
+
+def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
+    """Check every input before any work (and before the run folder is touched): names, the baseline folder, the
+    data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
+    create_importance(cfg.importance)
+    if cfg.latency_aware and (cfg.method != "oneshot" or not cfg.global_pruning):
+        raise ConfigError("--latency-aware allocates channels in one global ranking: use it with --global and "
+                          f"--method oneshot (got method {cfg.method!r}, global {cfg.global_pruning})")
+    if cfg.method == "iterative" and "ratio" in cfg.budget():
+        raise ConfigError("method 'iterative' takes a --macs or --params fraction")
+    if cfg.method in ("iterative", "chex"):
+        _fraction(cfg.budget(), cfg.method)
+    spec = None
+    if cfg.baseline:
+        spec = read_model_spec(cfg.baseline)
+        if not (Path(cfg.baseline) / "model.safetensors").is_file():
+            raise CheckpointError(f"{cfg.baseline} holds no trained model (model.safetensors missing): the run did "
+                                  "not finish; continue it with --resume")
+    data, root = (cfg.data, cfg.data_root) if cfg.data or spec is None else (spec.get("data") or "digits",
+                                                                              spec.get("data_root"))
+    splits = build_data(data or "digits", root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                        augment=True)
+    if spec is None:
+        build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)  # the name, its arguments, the data fit
+    elif (splits.info.in_chans, *splits.info.image_size) != tuple(spec["input_size"]):
+        raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
+                          f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
+                          "data the baseline was trained on")
+    return splits, spec
 
 
 def run(cfg: CompressConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Run the whole job; returns the summary also written to `out/report.json`."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, quiet=not is_main_process())
     out = Path(cfg.out)
     budget = cfg.budget()
-    create_importance(cfg.importance)  # fail on a bad name before any training
-    if cfg.method not in _PRUNE_STAGES:
-        raise ConfigError(f"unknown method {cfg.method!r}: use one of {sorted(_PRUNE_STAGES)}")
-    if cfg.latency_aware and (cfg.method != "oneshot" or not cfg.global_pruning):
-        raise ConfigError("--latency-aware allocates channels in one global ranking: use it with --global and "
-                          f"--method oneshot (got method {cfg.method!r}, global {cfg.global_pruning})")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / "config.yaml", cfg)
+    splits, _ = _validate(cfg)
+    prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     base, spec = _baseline(cfg, out, resume, console)
-    data, root = (cfg.data, cfg.data_root) if cfg.data else (spec.get("data") or "digits", spec.get("data_root"))
-    splits: DataSplits = build_data(data, root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
-                                    augment=True)
-    if (splits.info.in_chans, *splits.info.image_size) != tuple(spec["input_size"]):
-        raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
-                          f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
-                          "data the baseline was trained on")
     loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed)
     shape = (splits.info.in_chans, *splits.info.image_size)
     example = torch.randn(1, *shape)
-    pruned_path = out / "pruned.safetensors"
+    pruned_path = out / "pruned.safetensors"  # the weights carry their pruning record: one file, one unit
     record_kwargs = {**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]}
     if resume and pruned_path.is_file():
         console.print("[bold]2/5 prune[/]: already pruned")
@@ -226,21 +292,33 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
         pruned = _PRUNE_STAGES[cfg.method](cfg, base, spec, loaders, example, calib, budget, out, resume)
         save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
-    acc_pruned = evaluate(pruned, loaders.test)["acc"]
-    console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune_epochs} epochs" + (" with KD" if cfg.distill else ""))
-    loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
-    ft = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size, seed=cfg.seed)
-    Trainer(pruned, ft, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
-            out_dir=out / "finetune").fit(resume=resume)
+    acc_pruned = evaluate(pruned, loaders.test, progress="pruned: test set")["acc"]
+    if cfg.finetune_epochs:
+        console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune_epochs} epochs" + (" with KD" if cfg.distill else ""))
+        loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
+        ft = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        Trainer(pruned, ft, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
+                out_dir=out / "finetune").fit(resume=resume)
+    else:
+        console.print("[bold]3/5 fine-tune[/]: skipped (--finetune-epochs 0)")
     save_pruned(pruned, out / "model.safetensors", model_name=spec["model"], model_kwargs=record_kwargs)
+    data_used = {"data": cfg.data, "data_root": cfg.data_root} if cfg.data else {}
+    write_json(out / MODEL_SPEC, {**spec, **data_used})  # a run folder: export, profile, --baseline, --teacher-ckpt
     console.print("[bold]4/5 export[/]: ONNX with onnxruntime parity check")
     onnx = export_onnx(pruned, out / "model.onnx", example)
     console.print("[bold]5/5 measure[/]: accuracy, MACs, params, latency (torch and onnxruntime)")
     rows = []
-    for label, model in (("baseline", base), ("pruned", pruned)):
-        rows.append({"model": label, "test_acc": evaluate(model, loaders.test)["acc"],
-                     "macs": count_macs(model, example), "params": count_params(model),
-                     **_latency(model, shape, cfg.latency_batches)})
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("measure", total=2 * (1 + 2 * len(cfg.latency_batches)))
+        for label, model in (("baseline", base), ("pruned", pruned)):
+            def step(what: str, label: str = label) -> None:
+                progress.update(task, description=f"{label}: {what}")
+                progress.advance(task)
+            step("test accuracy")
+            row = {"model": label, "test_acc": evaluate(model, loaders.test)["acc"],
+                   "macs": count_macs(model, example), "params": count_params(model)}
+            rows.append({**row, **_latency(model, shape, cfg.latency_batches, step)})
     b, p = rows
     summary = {
         "model": spec["model"], "data": splits.info.name, "budget": budget, "importance": cfg.importance,

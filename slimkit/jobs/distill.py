@@ -24,14 +24,15 @@ from slimkit.distill import linear_probe, write_logit_store
 from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, needs_teacher
 from slimkit.errors import ConfigError
 from slimkit.jobs import train as train_job
-from slimkit.jobs._common import build_data, build_model, load_run_model, write_config, write_json, write_model_spec
-from slimkit.models import model_info
+from slimkit.jobs._common import build_data, build_model, load_run_model, prepare_run, write_json, write_model_spec
+from slimkit.jobs.train import RESUMABLE_OPTIONS
 from slimkit.profile import count_macs, count_params
 from slimkit.prune import load as load_pruned
-from slimkit.prune.io import record_path
-from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+from slimkit.prune.io import read_record
+from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights, seeded
+from slimkit.train.distributed import is_main_process
 
-__all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "store_logits"]
+__all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "store_logits", "RESUMABLE_OPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ class DistillJobConfig:
     probe_limit: int | None = 5000  # seed: training images used to fit the linear probe (None: all)
     out: str = "runs/distill"  # run folder
     train: TrainConfig = field(default_factory=TrainConfig)  # the student's training
+
+    def __post_init__(self) -> None:
+        checks = [("teacher_epochs", self.teacher_epochs >= 1, f"must be >= 1, got {self.teacher_epochs}"),
+                  ("topk", self.topk >= 1, f"must be >= 1, got {self.topk}"),
+                  ("limit", self.limit is None or self.limit >= 1, f"must be >= 1, got {self.limit}"),
+                  ("val_fraction", 0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
+                  ("store_epochs", self.store_epochs is None or self.store_epochs >= 1,
+                   f"must be >= 1, got {self.store_epochs}")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,7 @@ def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[s
         raise ConfigError("the teacher needs weights: --teacher-ckpt <run folder or .safetensors>")
     path = Path(ckpt)
     pruned = path / "model.safetensors" if path.is_dir() else path
-    if record_path(pruned).is_file():  # a pruned model: its record names the original and the cuts
+    if pruned.is_file() and read_record(pruned) is not None:  # a pruned model: its record names the original
         model = load_pruned(pruned)
         if getattr(model, "num_classes", splits.info.num_classes) != splits.info.num_classes:
             raise ConfigError(f"the pruned teacher {pruned} predicts {model.num_classes} classes, the data has "
@@ -93,7 +105,7 @@ def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[s
                               f"{spec['in_chans']} channels, the data has {splits.info.num_classes} / "
                               f"{splits.info.in_chans}: distil on the teacher's data")
         return freeze(model)
-    model = build_model(name, splits, kwargs)
+    model = build_model(name, splits, kwargs, seed=0)  # the weights come from the file
     load_weights(model, path)
     return freeze(model)
 
@@ -154,32 +166,35 @@ def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | N
 
 def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Run the job; returns the summary also written to `out/summary.json`."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, quiet=not is_main_process())
     if cfg.method not in list_distillers():
         raise ConfigError(f"unknown distillation method {cfg.method!r}: use one of {list_distillers()}")
-    for name in (cfg.student, cfg.teacher):  # fail on a typo before any training
-        if name and ":" not in name:
-            model_info(name)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / "config.yaml", cfg)
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
     wants_teacher = needs_teacher(cfg.method) or (cfg.method == "stored" and cfg.options.store is None)
+    build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)  # fail on a bad name before any work
+    if wants_teacher and cfg.teacher:
+        if cfg.teacher_ckpt is None:
+            build_model(cfg.teacher, splits, cfg.teacher_kwargs, cfg.train.seed)
+        else:
+            load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+    prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     teacher = _teacher(cfg, splits, out, resume, console) if wants_teacher and cfg.teacher else None
     opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
         else (cfg.options, 0, 0.0)
     shape = (splits.info.in_chans, *splits.info.image_size)
     teacher_acc = None
     if teacher is not None and cfg.method != "seed":
-        teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size).test)["acc"]
+        teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size).test,
+                               progress="teacher: test set" if cfg.train.progress else None)["acc"]
         if teacher_acc < 2.0 / splits.info.num_classes:
             console.print(f"[yellow]warning: the teacher's test accuracy is {teacher_acc:.3f}, near chance "
                           f"({1 / splits.info.num_classes:.3f}); distilling from it will hurt the student. Train it "
                           "longer (--teacher-epochs) or with a lower --lr, or pass a better --teacher-ckpt[/]")
-    torch.manual_seed(cfg.train.seed)
-    student = build_model(cfg.student, splits, cfg.student_kwargs)
-    task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
+    with seeded(cfg.train.seed):  # the student and any module the method adds (adapter, head) start from the seed
+        student = build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)
+        task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
     train_set = with_index(splits.train) if task.needs_index else splits.train
     loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed)
     val = loaders.val if task.supervised and len(splits.val) else None
@@ -199,7 +214,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
         "options": to_dict(opts), "out": str(out),
     }
     if task.supervised:
-        summary["test_acc"] = evaluate(task.student, loaders.test)["acc"]
+        summary["test_acc"] = evaluate(task.student, loaders.test,
+                                       progress="student: test set" if cfg.train.progress else None)["acc"]
         summary["best_val_acc"] = result.best_val_acc
     else:
         summary["probe_acc"] = _probe(task.student, splits, cfg)
@@ -213,7 +229,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
 
 def store_logits(cfg: StoreLogitsConfig, console: Console | None = None) -> dict[str, Any]:
     """Write (or resume / extend) a logit store of the teacher's top-k over `epochs` augmented passes."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, quiet=not is_main_process())
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
                         augment=cfg.augment)
     teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from slimkit.errors import ConfigError, MissingDependencyError
-from slimkit.jobs._common import write_config, write_json
+from slimkit.jobs._common import prepare_run, write_json
 from slimkit.nas import NB201Benchmark
 from slimkit.nas.oneshot import OneShotConfig, OneShotResult, OneShotSearch
 from slimkit.nas.spaces.nb201 import EDGES, OPS
 
-__all__ = ["OneShotJobConfig", "run", "benchmark_rank", "plot_alphas"]
+__all__ = ["OneShotJobConfig", "run", "benchmark_rank", "plot_alphas", "RESUMABLE_OPTIONS"]
+
+RESUMABLE_OPTIONS = ("search.epochs", "search.data_root", "progress")  # options a resumed search may change
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def run(cfg: OneShotJobConfig, resume: bool = False) -> dict[str, Any]:
     """Run the search (resuming from `out/checkpoint` when asked) and write summary.json and alphas.png."""
     out = Path(cfg.out)
     bench = NB201Benchmark.from_csv(list(cfg.table), metric=cfg.metric) if cfg.table else None  # fail early
-    write_config(out / "config.yaml", cfg)
-    search = OneShotSearch(cfg.search, run_dir=out, progress=cfg.progress)
+    search = OneShotSearch(cfg.search, run_dir=out, progress=cfg.progress)  # builds the data and the supernet
+    prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)
     result = search.fit(resume=resume)
     summary: dict[str, Any] = {"method": result.method, "cell": result.cell, "epochs": result.epochs_run,
                                "wall_time_s": round(result.wall_time_s, 2), "cells": result.cells,

@@ -16,14 +16,17 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slimkit.errors import ConfigError, MissingDependencyError
-from slimkit.jobs._common import write_config, write_json
+from slimkit.jobs._common import prepare_run, write_json
 from slimkit.nas import NB201Benchmark, SearchResult, parse_constraints, search
 from slimkit.nas.constraints import satisfies
+from slimkit.nas.search import create_strategy
 from slimkit.nas.train_problem import TrainProblem
 from slimkit.registry import SPACES, STRATEGIES
 from slimkit.report import plot_lines
 
-__all__ = ["SearchJobConfig", "run"]
+__all__ = ["SearchJobConfig", "run", "RESUMABLE_OPTIONS"]
+
+RESUMABLE_OPTIONS = ("budget", "seeds", "executor", "workers")  # a resumed search may run longer, on more seeds
 
 TRAINING_FEATURE_POOL = 1000  # candidates ranked per iteration in a training search with features (not 20,000)
 
@@ -125,8 +128,10 @@ def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     problem = build_problem(cfg)
     constraints = parse_constraints(cfg.constraints)
+    for name in cfg.strategies:  # a bad name or option fails here, before anything is written
+        create_strategy(name, problem.space, seed=cfg.seed, **_options(cfg, name))
     optimum = _optimum(problem, constraints)
-    write_config(out / "config.yaml", cfg)
+    prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)
     rows, history, curves, bands = [], {}, {}, {}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=False) as progress:

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import make_loaders
-from slimkit.jobs._common import build_data, build_model, write_config, write_json, write_model_spec
+from slimkit.jobs._common import build_data, build_model, prepare_run, write_json, write_model_spec
 from slimkit.profile import count_macs, count_params
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
+from slimkit.train.trainer import RESUMABLE
 
-__all__ = ["TrainJobConfig", "run"]
+__all__ = ["TrainJobConfig", "run", "RESUMABLE_OPTIONS"]
+
+RESUMABLE_OPTIONS = tuple(f"train.{k}" for k in RESUMABLE)  # options a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,15 @@ def run(cfg: TrainJobConfig, resume: bool = False) -> dict[str, Any]:
     out = Path(cfg.out)
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
-    model = build_model(cfg.model, splits, cfg.model_kwargs)
+    model = build_model(cfg.model, splits, cfg.model_kwargs, cfg.train.seed)
     loaders = make_loaders(splits, cfg.train.batch_size, seed=cfg.train.seed)
+    prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     trainer = Trainer(model, cfg.train, loaders.train, loaders.val if len(splits.val) else None, out_dir=out)
     if trainer.dist.is_main:
-        write_config(out / "config.yaml", cfg)
         write_model_spec(out, cfg.model, cfg.model_kwargs, splits, cfg.data, cfg.data_root)
     result = trainer.fit(resume=resume)
-    test = evaluate(model, loaders.test)
+    show = cfg.train.progress and trainer.dist.is_main
+    test = evaluate(model, loaders.test, progress="test set" if show else None)
     shape = (splits.info.in_chans, *splits.info.image_size)
     summary = {
         "model": cfg.model, "data": splits.info.name, "epochs": result.epochs_run, "test_acc": test["acc"],

@@ -69,6 +69,13 @@ def _replace_first_conv(model: nn.Module, in_chans: int) -> None:
             return
 
 
+# builder arguments that read files (timm's checkpoint_path goes to torch.load, i.e. unpickling) or fetch weights:
+# never passed through, whatever a config, model.json or pruning record says
+_LOADING_KWARGS = {"timm": ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
+                            "pretrained_strict"),
+                   "torchvision": ("weights", "weights_backbone", "progress")}
+
+
 def create_external(spec: str, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     lib, _, name = spec.partition(":")
     if kwargs.pop("pretrained", False):
@@ -76,6 +83,11 @@ def create_external(spec: str, num_classes: int = 10, in_chans: int = 3, **kwarg
             f"{spec}: slimkit never downloads weights. Build it without pretrained and load your own checkpoint "
             "(a .safetensors file) instead"
         )
+    loading = sorted(k for k in kwargs if k in _LOADING_KWARGS.get(lib, ()))
+    if loading:
+        raise ConfigError(f"{spec}: model argument(s) {loading} would load weights through the library (a pickle "
+                          "for timm's checkpoint_path); slimkit builds models with random weights and loads "
+                          ".safetensors files itself: drop them")
     if lib == "timm":
         timm = _import("timm")
         if not timm.is_model(name):

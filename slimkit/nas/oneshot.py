@@ -17,12 +17,10 @@ weight" by an operation importance indicator and prunes weak operations graduall
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +33,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from slimkit.config import config_changes
 from slimkit.data import DataSplits, create_dataset
 from slimkit.errors import CheckpointError, ConfigError, TrainError
+from slimkit.fileio import commit_files, read_manifest
 from slimkit.models.nb201 import ResBlock
 from slimkit.models.nb201 import _op as nb201_op
 from slimkit.nas.spaces.nb201 import EDGES, OPS, cell_to_str
 from slimkit.train.checkpoint import optimizer_from_flat, optimizer_to_flat, rng_state, set_rng_state
+from slimkit.train.seeding import seed_everything
 
 __all__ = ["MixedOp", "SuperCell", "SuperNet", "OneShotConfig", "OneShotResult", "OneShotSearch", "derive_cell",
            "eoinas_importance", "masked_softmax", "prune_step"]
@@ -316,7 +317,7 @@ class OneShotSearch:
         self.progress, self.device = progress, torch.device(device)
         self.console = console or Console()
         info = self.splits.info
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         self.net = SuperNet(info.num_classes, info.in_chans, cfg.channels, cfg.cells_per_stage).to(self.device)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay, nesterov=False)
@@ -446,10 +447,9 @@ class OneShotSearch:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         tensors, meta = state["tensors"], state["meta"]
         saved = meta["config"]
-        diff = [f.name for f in fields(self.config) if f.name not in _RESUMABLE
-                and f.name in saved and saved[f.name] != getattr(self.config, f.name)]
+        diff = config_changes(saved, self.config, _RESUMABLE)
         if diff:
-            raise CheckpointError(f"the checkpoint was made with different options ({', '.join(diff)}): resume with "
+            raise CheckpointError(f"the checkpoint was made with different options ({'; '.join(diff)}): resume with "
                                   "the same options (only epochs may change) or start a new run folder")
         self.net.load_state_dict({k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("net.")})
         for name, opt in (("w_opt", self.w_opt), ("a_opt", self.a_opt)):
@@ -465,14 +465,9 @@ class OneShotSearch:
     def save_checkpoint(self) -> Path | None:
         if self.run_dir is None:
             return None
-        d = self.run_dir / CHECKPOINT
-        d.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        save_file(state["tensors"], str(d / "state.safetensors.tmp"))
-        os.replace(d / "state.safetensors.tmp", d / "state.safetensors")
-        (d / "state.json.tmp").write_text(json.dumps(state["meta"]))
-        os.replace(d / "state.json.tmp", d / "state.json")  # written last: marks the checkpoint complete
-        return d
+        state = self.state_dict()  # one unit: state.json, written last, names its tensors file
+        return commit_files(self.run_dir / CHECKPOINT, {"state.safetensors": lambda tmp: save_file(
+            state["tensors"], str(tmp))}, state["meta"])
 
     def load_checkpoint(self) -> bool:
         """Restore the run folder's checkpoint; False when there is none."""
@@ -480,9 +475,10 @@ class OneShotSearch:
             return False
         d = self.run_dir / CHECKPOINT
         try:
-            meta = json.loads((d / "state.json").read_text())
-            tensors = load_file(str(d / "state.safetensors"))
-        except (json.JSONDecodeError, OSError) as e:
+            meta, files = read_manifest(d)
+            meta.pop("files", None)
+            tensors = load_file(str(files.get("state.safetensors", d / "state.safetensors")))
+        except (ValueError, OSError) as e:
             raise CheckpointError(f"the checkpoint in {d} is unreadable ({e}); delete it to restart") from None
         self.load_state_dict({"tensors": tensors, "meta": meta})
         return True

@@ -5,15 +5,14 @@
     result = search(bench, strategy="weaknas", budget=150, seed=0, constraints=["params_M <= 1.0"])
     result.best.key, result.best.score, result.history[:3]
 
-With `run_dir`, the state (every trial, pending proposals, the RNG stream, the strategy's own state) is written to
-`run_dir/search_state.json` after every trial; `resume=True` continues from it, so a killed search loses nothing
-and goes on exactly as if uninterrupted. `stop(trial) -> bool` ends a search early (e.g. once a target is found).
+With `run_dir`, every trial is appended to the journal `run_dir/search_journal.jsonl` with the strategy's state
+after it (pending proposals, the RNG stream, the strategy's own state; `slimkit.nas.journal`), at a constant cost
+per trial; `resume=True` replays it, so a killed search loses nothing and goes on exactly as if uninterrupted.
+`stop(trial) -> bool` ends a search early (e.g. once a target is found).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from slimkit.errors import CheckpointError, ConfigError, SearchError
 from slimkit.nas.constraints import Constraint, parse_constraints, satisfies
 from slimkit.nas.executors import create_executor
+from slimkit.nas.journal import JOURNAL, SearchJournal
 from slimkit.nas.problem import Problem
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.nas.strategies.base import Strategy
@@ -32,7 +32,7 @@ from slimkit.registry import STRATEGIES
 
 __all__ = ["SearchResult", "create_strategy", "list_strategies", "search", "STATE_FILE"]
 
-STATE_FILE = "search_state.json"
+STATE_FILE = JOURNAL
 
 
 @dataclass
@@ -94,12 +94,6 @@ def _feasibility(problem: Problem, constraints: Sequence[Constraint]) -> Callabl
     return feasible
 
 
-def _write_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def search(problem: Problem, strategy: str | Strategy = "weaknas", budget: int = 100, seed: int = 0,
            constraints: Sequence[str | Constraint] | str | None = None, executor: str | Any = "local",
            workers: int = 2, run_dir: str | Path | None = None, resume: bool = False,
@@ -121,26 +115,21 @@ def search(problem: Problem, strategy: str | Strategy = "weaknas", budget: int =
         strat = create_strategy(strategy, problem.space, seed=seed, feasible=feasible, **strategy_kwargs)
     meta = {"strategy": strat.name, "seed": seed, "metric": problem.metric, "constraints": [str(c) for c in cons],
             "options": {k: repr(v) for k, v in sorted(strategy_kwargs.items())}}
-    state_path = Path(run_dir) / STATE_FILE if run_dir is not None else None
-    if state_path is not None:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        if state_path.exists() and not resume:
-            raise CheckpointError(f"{state_path} exists: pass resume=True (--resume) to continue that search, or "
+    journal = SearchJournal(run_dir, meta) if run_dir is not None else None
+    if journal is not None:
+        if journal.exists() and not resume:
+            raise CheckpointError(f"{journal.path} exists: pass resume=True (--resume) to continue that search, or "
                                   "choose a new run directory")
-        if resume and state_path.exists():
-            try:
-                saved = json.loads(state_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"cannot read {state_path} ({e}); delete it to start that search again") from None
-            if saved.get("meta") != meta:
-                raise CheckpointError(f"{state_path} was written by a different search ({saved.get('meta')}); "
-                                      f"resume with the same settings ({meta}) or use a new run directory")
-            strat.load_state_dict(saved["state"])
+        state = journal.load() if resume else None
+        if state is not None:
+            strat.load_state_dict(state)
+        elif not journal.path.is_file():
+            journal.start()
 
     def on_trial(trial: Trial) -> None:
         trial.feasible = trial.ok and (not cons or satisfies(trial.costs, cons))
-        if state_path is not None:
-            _write_atomic(state_path, {"meta": meta, "state": strat.state_dict()})
+        if journal is not None:
+            journal.append(strat, trial)  # one line per trial: constant cost however long the search
         if callback is not None:
             callback(trial)
 

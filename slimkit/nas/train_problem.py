@@ -26,7 +26,7 @@ from slimkit.errors import ConfigError
 from slimkit.nas.proxies import compute_proxy, list_proxies
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.profile import count_macs, count_params, measure_latency
-from slimkit.train import TrainConfig, Trainer, evaluate
+from slimkit.train import TrainConfig, Trainer, evaluate, seeded
 
 __all__ = ["TrainProblem"]
 
@@ -101,8 +101,7 @@ class TrainProblem:
                     out[i, j] = self.costs(arch)[name]
                     continue
                 if (key, name) not in self._proxies:
-                    with torch.random.fork_rng():
-                        torch.manual_seed(self.seed)
+                    with seeded(self.seed):
                         model = self.build(arch)
                     self._proxies[(key, name)] = compute_proxy(name, model, self._proxy_batch())
                 out[i, j] = self._proxies[(key, name)]
@@ -116,7 +115,8 @@ class TrainProblem:
         return self._proxy_x
 
     def evaluate(self, arch: Any) -> dict[str, float]:
-        model = self.build(arch)
+        with seeded(self.seed):  # a candidate's score depends on its architecture and the seed only
+            model = self.build(arch)
         loaders = make_loaders(self.splits, self.batch_size, seed=self.seed)
         cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                           progress=False, warmup_epochs=0.0)

@@ -1,9 +1,10 @@
 """Save and reload pruned models without pickle: weights in safetensors, the pruning record in JSON.
 
-`<name>.safetensors` holds the pruned weights; `<name>.prune.json` the record: the original model (registry name
-and arguments, when known) and, for each pruning step in order, the kept indices per (module, role). Loading
-rebuilds the original model, replays the record with `apply_plan` (the same surgery that made it) and loads the
-weights.
+`<name>.safetensors` holds the pruned weights and, in its metadata, the record: the original model (registry
+name and arguments, when known) and, for each pruning step in order, the kept indices per (module, role). The
+record is also written beside it as `<name>.prune.json` (for people and older readers), before the weights: the
+weights file is the commit, so a kill between the two never pairs weights with another record. Loading rebuilds the
+original model, replays the record with `apply_plan` (the same surgery that made it) and loads the weights.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from torch import nn
 
 from slimkit.errors import CheckpointError
+from slimkit.fileio import atomic_write
 from slimkit.models import create_model
 from slimkit.prune.surgery import apply_plan
 from slimkit.train import load_weights, save_weights
 
-__all__ = ["save", "load", "record_path", "replay"]
+__all__ = ["save", "load", "record_path", "read_record", "replay"]
+
+_META_KEY = "slimkit_pruning"
 
 
 def record_path(path: str | Path) -> Path:
@@ -34,9 +39,33 @@ def save(model: nn.Module, path: str | Path, *, model_name: str | None = None,
     record = dict(getattr(model, "slimkit_pruning", None) or {"version": 1, "steps": []})
     if model_name is not None:
         record["model"] = {"name": model_name, "kwargs": model_kwargs or {}}
-    save_weights(model, path)
-    record_path(path).write_text(json.dumps(record))
+    text = json.dumps(record)
+    atomic_write(record_path(path), text)
+    save_weights(model, path, metadata={_META_KEY: text})  # last: the weights carry their own record
     return path
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The pruning record of pruned weights `path` (from the file itself, else `<name>.prune.json`); None when
+    `path` holds unpruned weights (no record anywhere)."""
+    path = Path(path)
+    rp = record_path(path)
+    text = None
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                text = (f.metadata() or {}).get(_META_KEY)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    where = path
+    if text is None and rp.is_file():
+        text, where = rp.read_text(), rp
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"the pruning record in {where} is corrupt ({e})") from None
 
 
 def replay(model: nn.Module, record: dict[str, Any]) -> nn.Module:
@@ -53,12 +82,12 @@ def load(path: str | Path, model_or_name: nn.Module | str | None = None, **model
     """Rebuild a pruned model: from a fresh unpruned model, a registry name, or the name stored in the record."""
     path = Path(path)
     rp = record_path(path)
-    if not rp.is_file():
-        raise CheckpointError(f"pruning record {str(rp)!r} not found next to {path.name}: save with slimkit.prune.save")
-    try:
-        record = json.loads(rp.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{rp} is corrupt ({e})") from None
+    if not path.is_file():
+        raise CheckpointError(f"pruned weights {str(path)!r} not found")
+    record = read_record(path)
+    if record is None:
+        raise CheckpointError(f"{path} holds no pruning record (and {rp.name} is missing): save pruned models with "
+                              "slimkit.prune.save; unpruned weights load with slimkit.train.load_weights")
     if isinstance(model_or_name, nn.Module):
         model = model_or_name
     else:

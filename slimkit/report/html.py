@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from slimkit.fileio import atomic_write
 from slimkit.report.tables import format_cell
 
 __all__ = ["render_html", "write_html"]
@@ -48,7 +49,4 @@ def render_html(
 
 
 def write_html(path: str | Path, title: str, **kwargs: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(title, **kwargs))
-    return path
+    return atomic_write(path, render_html(title, **kwargs))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.errors import MissingDependencyError
+from slimkit.fileio import atomic_write
 
 __all__ = ["plot_bars", "plot_lines", "plot_scatter"]
 
@@ -26,7 +27,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     _pyplot().close(fig)
     return path
 

@@ -1,14 +1,14 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-A checkpoint directory holds `model.safetensors`, `optimizer.safetensors` (the optimizer's per-parameter tensors
-flattened to `"<param index>.<key>"`) and `state.json` (epoch, step, RNG states, config, callback states, the
-optimizer's param groups and scalar state).
+A checkpoint directory holds the model's weights, the optimizer's per-parameter tensors (flattened to
+`"<param index>.<key>"`), optionally the best weights so far, and `state.json` (epoch, step, RNG states, config,
+callback states, the optimizer's param groups and scalar state). The files commit as one unit
+(`slimkit.fileio.commit_files`): `state.json` is written last and names the files it belongs with, so a kill in the
+middle of a write leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimkit.errors import CheckpointError
+from slimkit.fileio import atomic_write, commit_files, read_manifest
 
 __all__ = ["save_weights", "load_weights", "optimizer_to_flat", "optimizer_from_flat", "rng_state", "set_rng_state",
-           "write_checkpoint", "read_checkpoint"]
+           "write_checkpoint", "read_checkpoint", "checkpoint_files"]
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -36,12 +37,9 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(_contiguous(model.state_dict()), str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    """The model's state dict as safetensors, written atomically (whole or not at all)."""
+    sd = _contiguous(model.state_dict())
+    return atomic_write(path, lambda tmp: save_file(sd, str(tmp), metadata=metadata))
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -102,30 +100,42 @@ def set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
 
 
-def write_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
-                     ) -> Path:
-    """Atomically (file by file, state.json last) write a resumable checkpoint."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_weights(model, d / "model.safetensors")
+def write_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+                     files: dict[str, Path] | None = None) -> Path:
+    """Write a resumable checkpoint as one unit (weights, optimizer, state, and `files`: other files by logical
+    name, e.g. the best weights, hard-linked in)."""
+    sd = _contiguous(model.state_dict())
     tensors, meta = optimizer_to_flat(opt)
-    save_file(tensors, str(d / "optimizer.safetensors.tmp"))
-    os.replace(d / "optimizer.safetensors.tmp", d / "optimizer.safetensors")
-    (d / "state.json.tmp").write_text(json.dumps({**state, "optimizer": meta, "rng": rng_state()}))
-    os.replace(d / "state.json.tmp", d / "state.json")
-    return d
+    writers: dict[str, Any] = {
+        "model.safetensors": lambda tmp: save_file(sd, str(tmp)),
+        "optimizer.safetensors": lambda tmp: save_file(tensors, str(tmp)),
+        **(files or {}),
+    }
+    return commit_files(directory, writers, {**state, "optimizer": meta, "rng": rng_state()})
 
 
-def read_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and RNG state; return the JSON state."""
+def checkpoint_files(directory: str | Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The JSON state of the checkpoint in `directory` and its files by logical name."""
     d = Path(directory)
     if not (d / "state.json").is_file():
         raise CheckpointError(f"no checkpoint in {str(d)!r} (state.json missing): nothing to resume; drop --resume")
     try:
-        state = json.loads((d / "state.json").read_text())
-    except json.JSONDecodeError as e:
+        state, paths = read_manifest(d)
+    except (ValueError, OSError) as e:
         raise CheckpointError(f"{d / 'state.json'} is corrupt ({e}); delete the checkpoint folder to restart") from None
-    load_weights(model, d / "model.safetensors")
-    optimizer_from_flat(opt, load_file(str(d / "optimizer.safetensors")), state["optimizer"])
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        paths.setdefault(name, d / name)  # a checkpoint written before units named no files
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise CheckpointError(f"the checkpoint in {d} is incomplete ({', '.join(missing)} missing); delete the "
+                              "checkpoint folder to restart")
+    return state, paths
+
+
+def read_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and RNG state; return the JSON state."""
+    state, paths = checkpoint_files(directory)
+    load_weights(model, paths["model.safetensors"])
+    optimizer_from_flat(opt, load_file(str(paths["optimizer.safetensors"])), state["optimizer"])
     set_rng_state(state["rng"])
     return state

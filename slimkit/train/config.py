@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +14,7 @@ __all__ = ["TrainConfig"]
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10  # passes over the training set
-    batch_size: int = 128  # per process
+    batch_size: int = 128  # global: under torchrun each of N processes takes batch_size / N
     lr: float = 0.1  # peak learning rate (after warm-up)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = 0.9  # SGD momentum (AdamW: beta1 stays at its default)
@@ -32,17 +33,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}"),
-            (self.schedule in ("cosine", "step", "constant"),
-             f"schedule must be cosine, step or constant, got {self.schedule!r}"),
-            (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (all(0 < m < 1 for m in self.milestones), f"milestones are fractions in (0, 1), got {self.milestones}"),
-            (self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1"),
+            ("epochs", self.epochs >= 1, f"must be >= 1, got {self.epochs}"),
+            ("batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, f"must be > 0, got {self.lr}"),
+            ("optimizer", self.optimizer in ("sgd", "adamw"), f"must be 'sgd' or 'adamw', got {self.optimizer!r}"),
+            ("schedule", self.schedule in ("cosine", "step", "constant"),
+             f"must be cosine, step or constant, got {self.schedule!r}"),
+            ("momentum", 0.0 <= self.momentum < 1.0, f"must be in [0, 1), got {self.momentum}"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"must be >= 0, got {self.weight_decay}"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, f"must be in [0, 1), got {self.label_smoothing}"),
+            ("warmup_epochs", self.warmup_epochs >= 0, f"must be >= 0, got {self.warmup_epochs}"),
+            ("milestones", all(0 < m < 1 for m in self.milestones),
+             f"are fractions of training in (0, 1), got {self.milestones}"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
+            ("eval_every", self.eval_every >= 1, f"must be >= 1, got {self.eval_every}"),
+            ("checkpoint_every", self.checkpoint_every >= 1, f"must be >= 1, got {self.checkpoint_every}"),
         ]
-        for ok, msg in checks:
+        for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"TrainConfig: {msg}")
+                raise ConfigError(f"TrainConfig {name} {rule}", option=name, detail=rule)

@@ -11,7 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["DistInfo", "setup_distributed", "wrap_model", "shard_loader", "average_buffers"]
+from slimkit.errors import ConfigError
+
+__all__ = ["DistInfo", "setup_distributed", "wrap_model", "shard_loader", "per_rank_batch", "average_buffers",
+           "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,25 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
 
 
 def shard_loader(loader: DataLoader, info: DistInfo, seed: int) -> DataLoader:
-    """The same loader over this rank's shard (a seeded DistributedSampler; `set_epoch` reshuffles)."""
+    """The same loader over this rank's shard (a seeded DistributedSampler; `set_epoch` reshuffles).
+
+    The loader's batch size is the *global* batch: each of the N processes takes batch / N images, so a step sees
+    as many images as in one process, there are as many steps per epoch, and the same learning rate applies (DDP
+    averages the gradients). Training under torchrun is the same recipe as without, only faster."""
     if not info.enabled:
         return loader
+    per_rank = per_rank_batch(loader.batch_size or 1, info)
     sampler = DistributedSampler(loader.dataset, info.world_size, info.rank, shuffle=True, seed=seed)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+    return DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler, num_workers=loader.num_workers,
                       collate_fn=loader.collate_fn, drop_last=loader.drop_last)
+
+
+def per_rank_batch(global_batch: int, info: DistInfo) -> int:
+    """Images per process for a global batch (refused when there are more processes than images in a batch)."""
+    if global_batch < info.world_size:
+        raise ConfigError(f"the batch of {global_batch} images cannot be split over {info.world_size} processes: "
+                          f"raise --batch-size to at least {info.world_size} (it is the global batch)")
+    return global_batch // info.world_size
 
 
 @torch.no_grad()
@@ -64,3 +80,8 @@ def average_buffers(model: nn.Module, info: DistInfo) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(info.world_size)
+
+
+def is_main_process() -> bool:
+    """True in the process that writes files and prints: rank 0 under torchrun, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0

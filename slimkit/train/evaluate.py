@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import track
 from torch import nn
 
 __all__ = ["cross_entropy_loss", "evaluate", "LossFn"]
@@ -24,12 +26,18 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: LossFn | None = None) -> dict[str, float]:
-    """Mean loss and top-1 accuracy over `loader` (model put in eval mode, then restored)."""
+def evaluate(model: nn.Module, loader: Iterable[Any], loss_fn: LossFn | None = None, progress: str | None = None
+             ) -> dict[str, float]:
+    """Mean loss and top-1 accuracy over `loader` (model put in eval mode, then restored). With `progress` (a
+    description), a transient progress bar shows on stderr while it runs."""
     loss_fn = loss_fn or cross_entropy_loss()
     was = model.training
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
+    if progress is not None:
+        total_batches = len(loader) if isinstance(loader, Sized) else None
+        loader = track(loader, description=progress, total=total_batches, transient=True,
+                       console=Console(stderr=True))
     try:
         for batch in loader:
             loss, logits = loss_fn(model, batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,14 +16,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from slimkit.errors import TrainError
+from slimkit.config import config_changes
+from slimkit.errors import CheckpointError, TrainError
+from slimkit.fileio import append_line, atomic_write, link_or_copy
 from slimkit.report import rich_table
 from slimkit.train.callbacks import Callback, DynamicTemperature, has_dynamic_convs
-from slimkit.train.checkpoint import read_checkpoint, save_weights, write_checkpoint
+from slimkit.train.checkpoint import checkpoint_files, read_checkpoint, save_weights, write_checkpoint
 from slimkit.train.config import TrainConfig
 from slimkit.train.distributed import average_buffers, setup_distributed, shard_loader, wrap_model
 from slimkit.train.evaluate import LossFn, cross_entropy_loss, evaluate
 from slimkit.train.schedules import lr_at
+from slimkit.train.seeding import seed_everything
 
 __all__ = ["Trainer", "TrainResult", "build_optimizer"]
 
@@ -54,11 +58,18 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+# options that may differ when a run resumes (everything else must match its checkpoint)
+RESUMABLE = ("epochs", "eval_every", "checkpoint_every", "progress")
+
+
 class Trainer:
     """Train `model` with `config` on `train_loader`, evaluating on `val_loader`.
 
     Checkpoints (under `out_dir/checkpoint`) hold everything needed to continue exactly: weights, optimizer state,
-    RNG states, epoch and position within it, callback states. Ctrl-C writes one before stopping.
+    RNG states, epoch and position within it, callback states, the best weights so far. Each commits as one unit,
+    so a kill at any instant resumes from the last whole checkpoint; `metrics.jsonl` and `best.safetensors` are
+    restored from it on resume. Ctrl-C writes one before stopping. Resuming with other options than the checkpoint's
+    is refused, except for `RESUMABLE` ones (a longer run stretches the learning-rate schedule from there).
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_loader: DataLoader, val_loader: Any = None, *,
@@ -90,6 +101,12 @@ class Trainer:
         self.batch_in_epoch = 0
         self.result = TrainResult()
         self.console = Console(stderr=True)
+        self._best_file: Path | None = None  # the best weights so far (inside the checkpoint folder)
+        if self.dist.enabled and self.dist.is_main and config.progress:
+            per = self.train_loader.batch_size or 0
+            self.console.print(f"data-parallel: {self.dist.world_size} processes x {per} images = global batch "
+                               f"{per * self.dist.world_size} (the batch size is the global batch, so the learning "
+                               f"rate {config.lr:g} applies unchanged)")
 
     # ----------------------------------------------------------------- state
     @property
@@ -111,14 +128,51 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None or not self.dist.is_main:
             return None
-        return write_checkpoint(self.checkpoint_dir, self._state_module, self.optimizer, self.state_dict())
+        files = {"best.safetensors": self._best_file} if self._best_file is not None else {}
+        d = write_checkpoint(self.checkpoint_dir, self._state_module, self.optimizer, self.state_dict(), files)
+        self._publish(d)
+        return d
+
+    def _publish(self, checkpoint: Path) -> None:
+        """Point `out_dir/best.safetensors` at the committed checkpoint's best weights."""
+        assert self.out_dir is not None
+        best = checkpoint_files(checkpoint)[1].get("best.safetensors")
+        self._best_file = best
+        if best is not None:
+            atomic_write(self.out_dir / "best.safetensors", lambda tmp: link_or_copy(best, tmp))
 
     def _resume(self) -> bool:
         d = self.checkpoint_dir
         if d is None or not (d / "state.json").is_file():
             return False
+        saved = checkpoint_files(d)[0].get("config", {})
+        changes = config_changes(saved, self.config, allowed=RESUMABLE)
+        if changes:
+            raise CheckpointError(
+                f"the checkpoint in {d} was written with other training options ({'; '.join(changes)}): resume "
+                f"with the options it was started with, or start a new run in another folder (only "
+                f"{', '.join(RESUMABLE)} may change on resume)")
         self.load_state_dict(read_checkpoint(d, self._state_module, self.optimizer))
+        if self.dist.is_main and self.out_dir is not None:  # what a kill after the checkpoint may have left
+            self._write_metrics()
+            self._publish(d)
+        if saved.get("epochs") not in (None, self.config.epochs) and self.epoch < self.config.epochs:
+            self.console.print(f"resuming at epoch {self.epoch} with epochs {saved['epochs']} -> "
+                               f"{self.config.epochs}: the learning-rate schedule is stretched from here")
         return True
+
+    def _fresh_start(self) -> None:
+        """A new run in `out_dir`: nothing of an earlier run there can be resumed or read as this run's."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
+            shutil.rmtree(self.checkpoint_dir)
+        (self.out_dir / "best.safetensors").unlink(missing_ok=True)
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        assert self.out_dir is not None
+        atomic_write(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.result.history))
 
     # ----------------------------------------------------------------- loop
     def _set_epoch(self, epoch: int) -> None:
@@ -189,14 +243,14 @@ class Trainer:
             row.update(val_loss=val["loss"], val_acc=val["acc"])
             if self.result.best_val_acc is None or val["acc"] > self.result.best_val_acc:
                 self.result.best_val_acc, self.result.best_epoch = val["acc"], self.epoch + 1
-                if self.out_dir is not None and self.dist.is_main:
-                    save_weights(self.model, self.out_dir / "best.safetensors")
+                if self.checkpoint_dir is not None and self.dist.is_main:  # committed with the next checkpoint
+                    pending = self.checkpoint_dir / f"best-e{self.epoch + 1}.safetensors"
+                    self._best_file = save_weights(self.model, pending)
         self.result.history.append(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, row)
-        if self.out_dir is not None and self.dist.is_main:
-            with (self.out_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        if self.out_dir is not None and self.dist.is_main:  # rewritten from the checkpoint on resume
+            append_line(self.out_dir / "metrics.jsonl", json.dumps(row))
         self.epoch += 1
         self.batch_in_epoch = 0
         self.result.epochs_run = self.epoch
@@ -212,7 +266,8 @@ class Trainer:
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if not (resume and self._resume()):
-            torch.manual_seed(cfg.seed)
+            self._fresh_start()
+            seed_everything(cfg.seed)
         if self.epoch >= cfg.epochs:
             return self.result
         self._clock = time.perf_counter()

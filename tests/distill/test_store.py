@@ -12,7 +12,7 @@ from slimkit.distill import kd_loss
 from slimkit.distill.store import LogitStore, write_logit_store
 from slimkit.distill.stored_kd import StoredKDLoss, sparse_kd_loss, sparse_soft_target
 from slimkit.errors import CorruptDataError, DataNotFoundError, DistillError
-from slimkit.train import TrainConfig, Trainer
+from slimkit.train import Callback, TrainConfig, Trainer
 
 N, C, K = 20, 10, 3
 
@@ -137,7 +137,7 @@ def test_corrupt_or_truncated_shard_names_the_shard(tmp_path):
     f.write_bytes(bytes(raw))
     store = LogitStore(root)
     store.lookup(0, [0, 6, 14])  # other shards are fine
-    with pytest.raises(CorruptDataError, match=r"e0000_000000007.*sha256.*rerun write_logit_store"):
+    with pytest.raises(CorruptDataError, match=r"e0000_000000007.*sha256.*rerun `slimkit distill store-logits`"):
         store.lookup(0, [8])
     g = root / "e0001_000000000.indices.npy"
     g.write_bytes(g.read_bytes()[:-5])
@@ -233,3 +233,24 @@ def test_many_classes_use_int32_indices_and_plain_tensor_datasets_work(tmp_path)
     assert np.load(tmp_path / "big" / "e0000_000000000.indices.npy").dtype == np.int32
     assert torch.equal(classes, ref.indices) and classes.max() > 0
     torch.testing.assert_close(values, ref.values.half().float())
+
+
+def test_a_corrupt_shard_of_the_last_epoch_stops_training_before_the_first_step(tmp_path):
+    store, _ = _write(tmp_path)
+    f = tmp_path / "store" / "e0001_000000014.values.npy"  # read only when training reaches epoch 2
+    raw = bytearray(f.read_bytes())
+    raw[-2] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    steps = []
+
+    class Count(Callback):
+        def on_batch_end(self, trainer, step, loss):
+            steps.append(step)
+    loss = StoredKDLoss(LogitStore(tmp_path / "store"), temperature=2.0)
+    loader = DataLoader(with_index(_dataset()), batch_size=8, shuffle=True)
+    with pytest.raises(CorruptDataError, match="e0001_000000014.*slimkit distill store-logits"):
+        Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, C)), TrainConfig(epochs=2, batch_size=8, progress=False),
+                loader, loss_fn=loss, callbacks=[loss, Count()]).fit()
+    assert steps == []
+    with pytest.raises(DistillError, match="holds 2 epochs, training needs 3"):
+        LogitStore(tmp_path / "store", verify=False).check(3)

@@ -9,6 +9,7 @@ import pytest
 from slimkit.cli.main import main
 from slimkit.errors import CheckpointError, ConfigError
 from slimkit.jobs.search import SearchJobConfig, run
+from slimkit.nas.journal import read_search_state
 
 NB201 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nasbench201"
 needs_tables = pytest.mark.skipif(not (NB201 / "nb201_cifar10_200ep.csv").is_file(), reason="NB201 tables missing")
@@ -98,5 +99,5 @@ def test_training_search_with_the_naswot_feature(tmp_path):
     run(cfg)
     runs = json.loads((tmp_path / "history.json").read_text())["weaknas"][0]["history"]
     assert len(runs) == 4 and len({t["key"] for t in runs}) == 4
-    saved = json.loads((tmp_path / "weaknas" / "seed_0" / "search_state.json").read_text())
+    saved = read_search_state(tmp_path / "weaknas" / "seed_0")
     assert "naswot" in saved["meta"]["options"]["features"]

@@ -15,3 +15,31 @@ def test_external_models_build_offline_with_in_chans(spec):
 def test_unknown_external_suggests():
     with pytest.raises(UnknownNameError, match="resnet18"):
         create_model("timm:resnet1")
+
+
+@pytest.mark.parametrize("spec, kwargs", [("timm:resnet18", {"checkpoint_path": "/tmp/evil.pth"}),
+                                          ("timm:resnet18", {"pretrained_cfg_overlay": {"file": "/tmp/evil.pth"}}),
+                                          ("torchvision:resnet18", {"weights": "DEFAULT"})])
+def test_arguments_that_load_files_are_refused(spec, kwargs, tmp_path):
+    from slimkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="would load weights"):
+        create_model(spec, **kwargs)
+
+
+def test_a_run_folder_cannot_smuggle_a_checkpoint_path(tmp_path):
+    """model.json is data from disk: its kwargs must not reach timm's torch.load."""
+    import json
+
+    from slimkit.errors import ConfigError
+    from slimkit.jobs._common import load_run_model
+
+    (tmp_path / "model.json").write_text(json.dumps({
+        "model": "timm:resnet18", "kwargs": {"checkpoint_path": str(tmp_path / "evil.pth")}, "num_classes": 10,
+        "in_chans": 1, "input_size": [1, 32, 32]}))
+    from safetensors.torch import save_file
+
+    save_file({}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "evil.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="checkpoint_path"):
+        load_run_model(tmp_path)

@@ -1,12 +1,12 @@
 """Strategies on a synthetic additive problem over the NB201 space (fast, with a known optimum) and on the table."""
 
-import json
 
 import numpy as np
 import pytest
 
 from slimkit.errors import SearchError
 from slimkit.nas import NB201Space, create_strategy, list_strategies, search
+from slimkit.nas.journal import read_search_state
 
 STRATEGIES = ["random", "evolution", "local", "bo", "weaknas"]
 FAST = {"bo": {"pool": 500, "batch": 5}, "weaknas": {"pool": 2000, "predictor": "ridge"}}  # seconds, not minutes
@@ -72,7 +72,7 @@ def test_resume_mid_batch_continues_the_same_stream(name, tmp_path):
     opts = FAST.get(name, {})
     full = search(prob, name, budget=37, seed=5, **opts)
     search(prob, name, budget=23, seed=5, run_dir=tmp_path, **opts)  # stops in the middle of a batch
-    state = json.loads((tmp_path / "search_state.json").read_text())
+    state = read_search_state(tmp_path)
     assert len(state["state"]["trials"]) == 23
     resumed = search(prob, name, budget=37, seed=5, run_dir=tmp_path, resume=True, **opts)
     assert [t.key for t in resumed.history] == [t.key for t in full.history]
@@ -154,7 +154,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
     search(prob, "random", budget=5, seed=0, run_dir=tmp_path)
     with pytest.raises(CheckpointError, match="different search"):
         search(prob, "random", budget=8, seed=1, run_dir=tmp_path, resume=True)
-    (tmp_path / "search_state.json").write_text("{not json")
+    (tmp_path / "search_journal.jsonl").write_text("{not json\n{}\n")
     with pytest.raises(CheckpointError, match="cannot read"):
         search(prob, "random", budget=8, seed=0, run_dir=tmp_path, resume=True)
 

@@ -28,3 +28,47 @@ def test_bigger_input_is_slower():
 def test_bad_backend():
     with pytest.raises(ConfigError, match="onnxruntime"):
         measure_latency(create_model("convnet_tiny"), (3, 8, 8), backend="tensorrt")
+
+
+def test_median_ci_covers_95_percent_by_the_binomial():
+    """The interval's ranks, checked against an exact binomial coverage computed here."""
+    import math
+
+    from slimkit.profile.latency import median_ci_rel
+
+    for n in (5, 9, 20, 51, 100, 333):
+        xs = list(range(1, n + 1))  # sample i has value i: the interval's ranks can be read back
+        med = (n + 1) / 2
+        width = median_ci_rel(xs) * 2 * med
+        half = 0.98 * math.sqrt(n)
+        lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+        assert width == pytest.approx(hi - lo)
+        # P(x_(lo+1) <= median <= x_(hi+1)) = P(lo + 1 <= B <= hi) for B ~ Binomial(n, 1/2)
+        cover = sum(math.comb(n, k) for k in range(lo + 1, hi + 1)) / 2**n
+        assert cover >= 0.95 or (lo == 0 and hi == n - 1)  # small n: the whole range is the best there is
+
+
+def test_timing_stops_when_the_median_is_stable_or_at_the_time_cap():
+    from slimkit.profile.latency import _stop
+
+    steady = [10.0, 10.01, 9.99, 10.0, 10.02]
+    noisy = [10.0, 30.0, 5.0, 50.0, 12.0]
+    assert _stop(steady, elapsed=1.0, repeats=1000, min_time_s=0.5, max_time_s=10, rel_ci=0.02)
+    assert not _stop(noisy, elapsed=1.0, repeats=1000, min_time_s=0.5, max_time_s=10, rel_ci=0.02)
+    assert not _stop(steady, elapsed=0.1, repeats=1000, min_time_s=0.5, max_time_s=10, rel_ci=0.02)
+    assert _stop(noisy, elapsed=10.5, repeats=1000, min_time_s=0.5, max_time_s=10, rel_ci=0.02)
+    assert _stop(noisy * 6, elapsed=1.0, repeats=30, min_time_s=0.5, max_time_s=10, rel_ci=0.02)
+
+
+def test_a_slow_model_is_timed_in_seconds_not_minutes():
+    import time
+
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.25)
+            return x
+
+    t0 = time.perf_counter()
+    r = measure_latency(Slow(), (1, 4, 4), repeats=30, max_time_s=1.0)
+    assert time.perf_counter() - t0 < 4.0 and 3 <= r.repeats < 30
+    assert r.median_ms >= 250 and r.ci_rel is not None

@@ -29,27 +29,74 @@ def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     if not path.is_file():
         raise DataNotFoundError(f"NAS-Bench-201 table {path} does not exist; pass the path of a CSV with columns "
                                 "arch, cellstr and metric columns")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or any(c not in header for c in _ID_COLUMNS):
-            raise DataError(f"{path} is not a NAS-Bench-201 table: its header must contain 'arch' and 'cellstr' "
-                            f"(found {header})")
-        cols: dict[str, list[str]] = {h: [] for h in header}
-        for n, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataError(f"{path} line {n} has {len(row)} fields, the header has {len(header)}; the file is "
-                                "truncated or malformed")
-            for h, v in zip(header, row, strict=False):
-                cols[h].append(v)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or any(c not in header for c in _ID_COLUMNS):
+                raise DataError(f"{path} is not a NAS-Bench-201 table: its header must contain 'arch' and "
+                                f"'cellstr' (found {str(header)[:200]})")
+            if len(set(header)) != len(header):
+                raise DataError(f"{path}: the header names a column twice ({header}); give each column one name")
+            cols: dict[str, list[str]] = {h: [] for h in header}
+            for n, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise DataError(f"{path} line {n} has {len(row)} fields, the header has {len(header)}; the "
+                                    "file is truncated or malformed")
+                for h, v in zip(header, row, strict=False):
+                    cols[h].append(v)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a CSV text table ({e}); pass a CSV with columns arch, cellstr and metric "
+                        "columns") from None
     return header, cols
 
 
-def _floats(values: list[str]) -> np.ndarray | None:
-    try:
-        return np.array([float(v) if v not in ("", "nan", "NaN") else math.nan for v in values])
-    except ValueError:
-        return None
+_MISSING = ("", "nan", "NaN", "NA")
+
+
+def _floats(path: Path, name: str, values: list[str]) -> np.ndarray | None:
+    """A numeric column (missing values: empty or nan), None for a text column; a column of numbers with one bad
+    or infinite value is an error naming the line, not a column silently dropped."""
+    out, bad = np.full(len(values), math.nan), []
+    for i, v in enumerate(values):
+        if v.strip() in _MISSING:
+            continue
+        try:
+            out[i] = float(v)
+        except ValueError:
+            bad.append(i)
+    numeric = len(values) - len(bad) - sum(v.strip() in _MISSING for v in values)
+    if bad and not numeric:
+        return None  # a text column
+    if bad:
+        i = bad[0]
+        raise DataError(f"{path} line {i + 2}, column {name!r}: {values[i]!r} is not a number (the column's other "
+                        "values are); fix the value, or leave it empty for a missing one")
+    inf = np.flatnonzero(np.isinf(out))
+    if len(inf):
+        raise DataError(f"{path} line {inf[0] + 2}, column {name!r}: {values[inf[0]]!r} is infinite; a table holds "
+                        "finite numbers (leave a cell empty when the value is missing)")
+    return out
+
+
+def _arch_ids(path: Path, cols: dict[str, list[str]]) -> np.ndarray:
+    """The arch column as integers, each architecture (id and cell string) listed once."""
+    ids = []
+    for i, v in enumerate(cols["arch"]):
+        try:
+            ids.append(int(v))
+        except ValueError:
+            raise DataError(f"{path} line {i + 2}: arch {v!r} is not an integer id (NAS-Bench-201 indices are "
+                            "0..15624)") from None
+    first: dict[int, int] = {}
+    cells: dict[str, int] = {}
+    for i, (a, c) in enumerate(zip(ids, cols["cellstr"], strict=True)):
+        for key, seen, what in ((a, first, f"arch {a}"), (c, cells, f"cell {c}")):
+            if key in seen:
+                raise DataError(f"{path} lists {what} twice (lines {seen[key] + 2} and {i + 2}); each architecture "
+                                "must have one row: remove the duplicate")
+            seen[key] = i  # type: ignore[index]
+    return np.array(ids)
 
 
 class NB201Benchmark:
@@ -79,7 +126,7 @@ class NB201Benchmark:
         columns: dict[str, np.ndarray] = {}
         for p in map(Path, paths):
             header, cols = _read_table(p)
-            arch = np.array([int(v) for v in cols["arch"]])
+            arch = _arch_ids(p, cols)
             order = np.argsort(arch)
             if ids is None:
                 ids, cells = arch[order], [cols["cellstr"][i] for i in order]
@@ -88,7 +135,7 @@ class NB201Benchmark:
                 raise DataError(f"{p} lists different architectures (arch/cellstr) than {paths[0]}; tables can only "
                                 "be joined when they cover the same architectures")
             for h in header:
-                vals = _floats(cols[h]) if h not in _ID_COLUMNS else None
+                vals = _floats(p, h, cols[h]) if h not in _ID_COLUMNS else None
                 if vals is None:
                     continue
                 name = h if h not in columns else f"{p.stem}:{h}"

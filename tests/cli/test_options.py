@@ -1,0 +1,72 @@
+"""Options mean one thing everywhere: short flags, error messages that name the flag (not a config class), error
+text printed verbatim (no rich markup), and --resume that takes the run's own options."""
+
+import json
+
+import click
+import typer
+
+from slimkit.cli.main import _register_all, app, main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _commands():
+    _register_all()
+    root = typer.main.get_command(app)
+    todo, seen = [("", root)], []
+    while todo:
+        name, cmd = todo.pop()
+        seen.append((name, cmd))
+        if isinstance(cmd, click.Group):
+            todo += [(f"{name} {n}".strip(), c) for n, c in cmd.commands.items()]
+    return seen
+
+
+def test_a_short_flag_means_the_same_option_in_every_command():
+    meaning: dict[str, set[str]] = {}
+    for _name, cmd in _commands():
+        for p in cmd.params:
+            longs = [o for o in p.opts + p.secondary_opts if o.startswith("--")]
+            for short in (o for o in p.opts if not o.startswith("--")):
+                meaning.setdefault(short, set()).update(longs[:1])
+    clashes = {s: sorted(m) for s, m in meaning.items() if len(m) > 1}
+    assert not clashes, clashes
+    assert meaning["-m"] == {"--model"} and meaning["-s"] == {"--strategy"}
+
+
+def test_bad_values_name_the_flag_not_a_config_class(capsys, tmp_path):
+    out = str(tmp_path / "r")
+    code, _, err = run(capsys, "compress", "--round-to", "abc", "--out", out)
+    assert code == 2 and "--round-to" in err and "'auto'" in err and "expected int" not in err
+    code, _, err = run(capsys, "train", "--epochs", "0", "--out", out)
+    assert code == 2 and "--epochs must be >= 1" in err and "TrainJobConfig" not in err and "TrainConfig" not in err
+    code, _, err = run(capsys, "compress", "--macs", "0", "--out", out)
+    assert code == 2 and "--macs must be a positive number" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_error_text_is_printed_verbatim(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--model", "resnet[pixel3]", "--out", str(tmp_path / "r"))
+    assert code == 2 and "resnet[pixel3]" in err.replace("\n", "")
+
+
+def test_resume_from_the_command_line_takes_the_runs_own_options(capsys, tmp_path):
+    out = str(tmp_path / "r")
+    args = ["train", "--model", "convnet_tiny", "--epochs", "1", "--limit", "100", "--lr", "0.05", "--out", out]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    first = json.loads((tmp_path / "r" / "summary.json").read_text())
+    code, _, err = run(capsys, "train", "--out", out, "--resume")  # no options: the run's own
+    assert code == 0, err
+    again = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert again["test_acc"] == first["test_acc"] and again["model"] == "convnet_tiny"
+    code, _, err = run(capsys, "train", "--out", out, "--resume", "--optimizer", "adamw")
+    assert code == 2 and "optimizer: 'sgd' -> 'adamw'" in err
+    code, _, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "2")  # may change: trains on
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["epochs"] == 2
