@@ -91,6 +91,7 @@ def atomic_write(path: str | Path, data: bytes | str | Writer) -> Path:
         raise
     _event(path, "before")  # a kill here leaves the temporary file, removed by the next write of `path`
     os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)  # rename() leaves both names when they are links to one file already
     _fsync_dir(path.parent)
     _event(path, "after")
     return path

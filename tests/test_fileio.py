@@ -100,3 +100,11 @@ def test_a_unit_can_keep_a_file_of_the_previous_unit(tmp_path):
     fileio.commit_files(tmp_path, {"best.bin": best, "w.bin": lambda p: p.write_text("w2")}, {"epoch": 2})
     _, files = fileio.read_manifest(tmp_path)
     assert files["best.bin"] == best and best.read_text() == "w1" and files["w.bin"].read_text() == "w2"
+
+
+def test_replacing_a_file_with_a_link_to_itself_leaves_no_temporary(tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x")
+    fileio.atomic_write(tmp_path / "b.bin", lambda tmp: fileio.link_or_copy(src, tmp))
+    fileio.atomic_write(tmp_path / "b.bin", lambda tmp: fileio.link_or_copy(src, tmp))  # b is a itself already
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]

@@ -7,7 +7,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 import yaml
 from rich.console import Console
@@ -16,6 +15,11 @@ from slimkit.config import build_config, load_yaml
 from slimkit.errors import ConfigError
 from slimkit.jobs._common import read_run_config
 from slimkit.train.distributed import is_main_process
+
+try:  # typer >= 0.20 runs on its own copy of click: the current command lives there
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import get_current_context
 
 console = Console(quiet=not is_main_process())  # under torchrun, rank 0 prints the summary
 
@@ -58,7 +62,7 @@ def flag_name(option: str) -> str:
     """The command-line flag of config option `option` (a dotted path; nested options are given flat), e.g.
     `train.lr` -> `--lr`; an option without a flag of its own is named as in a --config file."""
     name = option.rsplit(".", 1)[-1].split("[")[0]
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     wanted = _OPTION_NAMES.get(name, name)
     for param in ctx.command.params if ctx is not None else ():
         if param.name == wanted and param.opts:

@@ -7,6 +7,7 @@ interrupted training exactly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -290,7 +291,10 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     else:
         console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {budget}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
-        pruned = _PRUNE_STAGES[cfg.method](cfg, base, spec, loaders, example, calib, budget, out, resume)
+        busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if cfg.method != "chex" \
+            else contextlib.nullcontext()  # chex trains, showing its own progress
+        with busy:
+            pruned = _PRUNE_STAGES[cfg.method](cfg, base, spec, loaders, example, calib, budget, out, resume)
         save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
     acc_pruned = evaluate(pruned, loaders.test, progress="pruned: test set")["acc"]
     if cfg.finetune_epochs:
@@ -305,7 +309,8 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     data_used = {"data": cfg.data, "data_root": cfg.data_root} if cfg.data else {}
     write_json(out / MODEL_SPEC, {**spec, **data_used})  # a run folder: export, profile, --baseline, --teacher-ckpt
     console.print("[bold]4/5 export[/]: ONNX with onnxruntime parity check")
-    onnx = export_onnx(pruned, out / "model.onnx", example)
+    with console.status("exporting model.onnx and checking it against PyTorch"):
+        onnx = export_onnx(pruned, out / "model.onnx", example)
     console.print("[bold]5/5 measure[/]: accuracy, MACs, params, latency (torch and onnxruntime)")
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -138,8 +139,9 @@ class Trainer:
         assert self.out_dir is not None
         best = checkpoint_files(checkpoint)[1].get("best.safetensors")
         self._best_file = best
-        if best is not None:
-            atomic_write(self.out_dir / "best.safetensors", lambda tmp: link_or_copy(best, tmp))
+        target = self.out_dir / "best.safetensors"
+        if best is not None and not (target.is_file() and os.path.samefile(best, target)):
+            atomic_write(target, lambda tmp: link_or_copy(best, tmp))
 
     def _resume(self) -> bool:
         d = self.checkpoint_dir

@@ -3,7 +3,6 @@ text printed verbatim (no rich markup), and --resume that takes the run's own op
 
 import json
 
-import click
 import typer
 
 from slimkit.cli.main import _register_all, app, main
@@ -22,8 +21,7 @@ def _commands():
     while todo:
         name, cmd = todo.pop()
         seen.append((name, cmd))
-        if isinstance(cmd, click.Group):
-            todo += [(f"{name} {n}".strip(), c) for n, c in cmd.commands.items()]
+        todo += [(f"{name} {n}".strip(), c) for n, c in getattr(cmd, "commands", {}).items()]
     return seen
 
 

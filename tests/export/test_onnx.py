@@ -37,3 +37,18 @@ def test_export_failure_is_an_export_error(tmp_path):
         export_onnx(NotExportable(), tmp_path / "bad.onnx", torch.randn(1, 4))
     with pytest.raises(ExportError, match="example_inputs"):
         export_onnx(create_model("convnet_tiny"), tmp_path / "x.onnx", [1, 2])
+
+
+def test_nan_weights_are_named_and_nothing_is_written(tmp_path):
+    import torch
+
+    from slimkit.errors import ExportError
+    from slimkit.export import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.randn(1, 1, 6, 6))
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ExportError, match=r"NaN or inf values in 0\.weight.*not the exporter|weights are broken"):
+        export_onnx(model, tmp_path / "m.onnx", torch.randn(1, 1, 6, 6))
+    assert list(tmp_path.iterdir()) == []  # no model.onnx (and no temporary) left behind

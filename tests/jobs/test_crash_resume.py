@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from slimkit import fileio
-from slimkit.jobs import train
+from slimkit.jobs import compress, train
 from slimkit.train import TrainConfig
 
 
@@ -116,3 +116,53 @@ def test_train_killed_at_every_write_resumes_exactly(tmp_path, train_reference):
             _check_train(ref_dir, ref, run_dir, got)
         except AssertionError as e:
             raise AssertionError(f"killed at {event}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------- compress
+def _compress_job(out):
+    cfg = compress.CompressConfig(model="convnet_small", data="digits", limit=200, baseline_epochs=1,
+                                  finetune_epochs=1, batch_size=32, latency_batches=(1,), macs=0.5, out=str(out))
+    return lambda resume: compress.run(cfg, resume=resume)
+
+
+@pytest.fixture(scope="module")
+def compress_reference(tmp_path_factory):
+    ref_dir = tmp_path_factory.mktemp("cref")
+    ref, events = _record_events(_compress_job(ref_dir))
+    return ref_dir, ref, events
+
+
+def _check_compress(ref_dir, ref, run_dir, got):
+    for f in ("model.safetensors", "pruned.safetensors", "baseline/model.safetensors"):
+        _assert_same_weights(ref_dir / f, run_dir / f)
+    for k in ("test_acc", "macs", "params"):
+        assert got["pruned"][k] == ref["pruned"][k] and got["baseline"][k] == ref["baseline"][k], k
+    assert got["acc_after_prune_before_finetune"] == ref["acc_after_prune_before_finetune"]
+    assert _rows(run_dir / "finetune") == _rows(ref_dir / "finetune")
+    for f in ("report.json", "report.html", "model.onnx", "model.json", "kept_channels.png"):
+        assert (run_dir / f).is_file(), f
+    _no_temporaries(run_dir)
+
+
+@pytest.mark.slow
+def test_compress_killed_between_the_pruned_weights_and_their_record_resumes(tmp_path, compress_reference):
+    """The issue's case: weights and pruning record are one unit, so the kill cannot block --resume."""
+    ref_dir, ref, events = compress_reference
+    for target in ("/pruned.prune.json:after", "/pruned.safetensors:before", "/pruned.safetensors:after"):
+        n = events.index(next(e for e in events if e.endswith(target)))
+        run_dir = tmp_path / target.strip("/").replace(":", "_")
+        _check_compress(ref_dir, ref, run_dir, _kill_then_resume(_compress_job(run_dir), n))
+
+
+@pytest.mark.slow
+def test_compress_killed_at_each_of_its_own_files_resumes_exactly(tmp_path, compress_reference):
+    """Every file compress writes itself (the baseline and fine-tune folders are the train test's), hit just before
+    its commit; the last write of the run also just after."""
+    ref_dir, ref, events = compress_reference
+    own = [i for i, e in enumerate(events) if e.startswith(ref_dir.name + "/") and e.endswith(":before")]
+    for n in own + [len(events) - 1]:
+        run_dir = tmp_path / f"kill{n}"
+        try:
+            _check_compress(ref_dir, ref, run_dir, _kill_then_resume(_compress_job(run_dir), n))
+        except AssertionError as e:
+            raise AssertionError(f"killed at {events[n]}: {e}") from None
