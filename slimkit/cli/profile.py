@@ -48,7 +48,8 @@ def profile_cmd(
              "params": format_count(report.params), **{k: format_count(v) for k, v in report.by_kind.items()}}]
     if latency:
         for batch in (1, 32):
-            lat = measure_latency(net, size, backend=backend, threads=threads, batch=batch)
+            with console.status(f"measuring {backend} latency at batch {batch}"):
+                lat = measure_latency(net, size, backend=backend, threads=threads, batch=batch)
             rows[0][f"{backend} b{batch} ms"] = round(lat.median_ms, 3)
             data[f"latency_b{batch}"] = lat.to_dict()
     console.print(rich_table(rows, title="summary"))

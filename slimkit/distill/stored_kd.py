@@ -82,8 +82,9 @@ class StoredKDLoss(Callback):
                                "--no-augment`, or use views='fresh'")
         # new views are drawn either way except in replay: only the images themselves must match the store's
         self.store.check_dataset(trainer.train_loader.dataset, augmentation=self.views == "replay")
-        epochs = trainer.config.epochs
-        self.store.check(min(epochs, self.store.epochs) if self.cycle else epochs)  # every shard, before training
+        epochs = getattr(getattr(trainer, "config", None), "epochs", None)
+        if epochs is not None:  # every shard the run will read, checked before training
+            self.store.check(min(epochs, self.store.epochs) if self.cycle else epochs)
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.epoch = int(epoch) % self.store.epochs if self.cycle else int(epoch)

@@ -129,10 +129,11 @@ def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) ->
         return load_run_model(cfg.baseline)
     run_dir = out / "baseline"
     if resume and (run_dir / "summary.json").is_file():
-        console.print(f"[bold]1/5 baseline[/]: already trained in {run_dir}")
+        console.print(f"[bold]1/5 baseline[/]: already trained in {escape(str(run_dir))}")
         return load_run_model(run_dir)
     data = cfg.data or "digits"
-    console.print(f"[bold]1/5 baseline[/]: training {cfg.model} on {data} for {cfg.baseline_epochs} epochs")
+    console.print(f"[bold]1/5 baseline[/]: training {escape(cfg.model)} on {escape(data)} for {cfg.baseline_epochs} "
+                  "epochs")
     job = train_job.TrainJobConfig(model=cfg.model, data=data, data_root=cfg.data_root,
                                    model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
                                    limit=cfg.limit, out=str(run_dir),

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -113,11 +114,12 @@ def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[s
 def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool, console: Console) -> nn.Module:
     assert cfg.teacher is not None
     if cfg.teacher_ckpt is not None:
-        console.print(f"[bold]teacher[/]: {cfg.teacher} from {cfg.teacher_ckpt}")
+        console.print(f"[bold]teacher[/]: {escape(cfg.teacher)} from {escape(cfg.teacher_ckpt)}")
         return load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
     run_dir = out / "teacher"
     if not (resume and (run_dir / "summary.json").is_file()):
-        console.print(f"[bold]teacher[/]: training {cfg.teacher} on {cfg.data} for {cfg.teacher_epochs} epochs")
+        console.print(f"[bold]teacher[/]: training {escape(cfg.teacher)} on {escape(cfg.data)} for "
+                      f"{cfg.teacher_epochs} epochs")
         job = train_job.TrainJobConfig(model=cfg.teacher, data=cfg.data, data_root=cfg.data_root,
                                        model_kwargs=dict(cfg.teacher_kwargs), val_fraction=cfg.val_fraction,
                                        limit=cfg.limit, augment=cfg.augment, out=str(run_dir),
@@ -199,7 +201,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed)
     val = loaders.val if task.supervised and len(splits.val) else None
     write_model_spec(out, cfg.student, cfg.student_kwargs, splits, cfg.data, cfg.data_root)
-    console.print(f"[bold]student[/]: {cfg.student} with {cfg.method} for {cfg.train.epochs} epochs")
+    console.print(f"[bold]student[/]: {escape(cfg.student)} with {cfg.method} for {cfg.train.epochs} epochs")
     t0 = time.perf_counter()
     result = Trainer(task.model, cfg.train, loaders.train, val, loss_fn=task.loss_fn, callbacks=task.callbacks,
                      out_dir=out / "student").fit(resume=resume)

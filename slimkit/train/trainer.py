@@ -158,7 +158,8 @@ class Trainer:
         if self.dist.is_main and self.out_dir is not None:  # what a kill after the checkpoint may have left
             self._write_metrics()
             self._publish(d)
-        if saved.get("epochs") not in (None, self.config.epochs) and self.epoch < self.config.epochs:
+        if saved.get("epochs") not in (None, self.config.epochs) and self.epoch < self.config.epochs \
+                and self.dist.is_main:
             self.console.print(f"resuming at epoch {self.epoch} with epochs {saved['epochs']} -> "
                                f"{self.config.epochs}: the learning-rate schedule is stretched from here")
         return True

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from slimkit import fileio
-from slimkit.jobs import compress, train
+from slimkit.jobs import compress, distill, oneshot, train
+from slimkit.nas.oneshot import OneShotConfig
 from slimkit.train import TrainConfig
 
 
@@ -166,3 +167,48 @@ def test_compress_killed_at_each_of_its_own_files_resumes_exactly(tmp_path, comp
             _check_compress(ref_dir, ref, run_dir, _kill_then_resume(_compress_job(run_dir), n))
         except AssertionError as e:
             raise AssertionError(f"killed at {events[n]}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------ distill, oneshot
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    _train_job(out)(False)
+    return out
+
+
+def _distill_job(out, teacher):
+    cfg = distill.DistillJobConfig(student="convnet_tiny", teacher="convnet_small", teacher_ckpt=str(teacher),
+                                   method="kd", data="digits", limit=200, out=str(out),
+                                   train=TrainConfig(epochs=2, batch_size=32, lr=0.05, progress=False))
+    return lambda resume: distill.run(cfg, resume=resume)
+
+
+@pytest.mark.slow
+def test_distill_killed_at_each_of_its_files_resumes_exactly(tmp_path, teacher_dir):
+    ref_dir = tmp_path / "ref"
+    ref, events = _record_events(_distill_job(ref_dir, teacher_dir))
+    picks = [i for i, e in enumerate(events) if e.startswith("ref/") or e.startswith("checkpoint/state.json")]
+    for n in picks:
+        run_dir = tmp_path / f"kill{n}"
+        got = _kill_then_resume(_distill_job(run_dir, teacher_dir), n)
+        try:
+            _assert_same_weights(ref_dir / "model.safetensors", run_dir / "model.safetensors")
+            assert got["test_acc"] == ref["test_acc"] and _rows(run_dir / "student") == _rows(ref_dir / "student")
+            _no_temporaries(run_dir)
+        except AssertionError as e:
+            raise AssertionError(f"killed at {events[n]}: {e}") from None
+
+
+@pytest.mark.slow
+def test_oneshot_killed_inside_a_checkpoint_resumes_exactly(tmp_path):
+    def job(out):
+        cfg = oneshot.OneShotJobConfig(out=str(out), progress=False, search=OneShotConfig(
+            method="darts", data="digits", limit=200, epochs=2, channels=4, cells_per_stage=1, batch_size=32))
+        return lambda resume: oneshot.run(cfg, resume=resume)
+    ref, events = _record_events(job(tmp_path / "ref"))
+    for target in ("checkpoint/state.json:before", "checkpoint/state.json:after", "ref/summary.json:before"):
+        n = max(i for i, e in enumerate(events) if e == target)  # the last: an earlier checkpoint is in force
+        got = _kill_then_resume(job(tmp_path / f"k{n}"), n)
+        assert got["alphas"] == ref["alphas"] and got["cell"] == ref["cell"], target
+        _no_temporaries(tmp_path / f"k{n}")
