@@ -90,7 +90,7 @@ def _stop(times: list[float], elapsed: float, repeats: int, min_time_s: float, m
 def _time(fn: Callable[[], Any], warmup: int, repeats: int, min_time_s: float, max_time_s: float,
           rel_ci: float) -> tuple[list[float], float | None]:
     start = time.perf_counter()
-    for _ in range(max(1, warmup)):  # at least one warm-up run; at most a quarter of the time cap
+    for _ in range(warmup):  # at most a quarter of the time cap
         fn()
         if time.perf_counter() - start > max_time_s / 4:
             break
@@ -139,7 +139,8 @@ def measure_latency(model: nn.Module, input_size: Any, *, backend: Literal["torc
                 except RuntimeError as e:
                     shapes = [tuple(t.shape) for t in inputs]
                     raise ProfileError(f"{type(model).__name__} failed on input {shapes}: {e}") from None
-                times, mem = _time(lambda: net(*inputs), warmup, repeats, min_time_s, max_time_s, rel_ci)
+                # the checking run above was the first warm-up run
+                times, mem = _time(lambda: net(*inputs), warmup - 1, repeats, min_time_s, max_time_s, rel_ci)
         finally:
             torch.set_num_threads(old)
     else:
@@ -147,7 +148,7 @@ def measure_latency(model: nn.Module, input_size: Any, *, backend: Literal["torc
             res = export_onnx(net, Path(d) / "model.onnx", inputs, check=False)
             sess = onnx_session(res.path, threads=n_threads)
         feed = {n: t.detach().cpu().numpy() for n, t in zip(res.input_names, inputs, strict=True)}
-        times, mem = _time(lambda: sess.run(None, feed), warmup, repeats, min_time_s, max_time_s, rel_ci)
+        times, mem = _time(lambda: sess.run(None, feed), max(warmup, 1), repeats, min_time_s, max_time_s, rel_ci)
     arr = np.asarray(times)
     ci = median_ci_rel(times)
     return LatencyReport(float(np.median(arr)), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)),
