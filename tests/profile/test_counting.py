@@ -100,3 +100,24 @@ def test_report_table_and_dict():
     d = r.to_dict()
     assert d["macs"] == r.macs and len(d["layers"]) == len(r.layers)
     assert r.table(5).row_count == 5
+
+
+def test_counting_under_no_grad_with_an_expanded_parameter_token():
+    """CaiT / PiT pass an expanded class token (a view of a parameter made under no_grad: requires grad, no grad
+    function) into a sub-module; FlopCounterMode's module tracker failed on it."""
+
+    class ClassToken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+            self.fc = nn.Linear(8, 4)
+            self.frozen = nn.Parameter(torch.ones(1), requires_grad=False)
+
+        def forward(self, x):
+            tok = self.cls.expand(x.shape[0], -1, -1)
+            return self.fc(torch.cat([tok, x], 1)).mean(1)
+
+    model = ClassToken()
+    with torch.no_grad():
+        assert count_macs(model, torch.randn(2, 3, 8)) == 2 * 4 * 8 * 4
+    assert model.cls.requires_grad and not model.frozen.requires_grad  # flags restored

@@ -187,18 +187,29 @@ def test_external_models_prune_export_and_reload(spec, tmp_path):
     torch.testing.assert_close(back(x), pruned(x))
 
 
-@pytest.mark.slow
-def test_latency_budget_is_met_as_measured():
-    from slimkit.profile import measure_latency
+def test_latency_budget_is_met_as_measured(monkeypatch):
+    """The latency budget search against a deterministic stand-in for the clock (time proportional to MACs plus a
+    fixed overhead): the returned model meets the target under the same measure. Real timings belong in
+    benchmarks/ (a timed assertion here failed CI on a loaded machine)."""
+    from types import SimpleNamespace
+
+    import slimkit.prune.pruner as pruner_mod
 
     model = create_model("convnet_small", in_chans=1)
     x = torch.randn(1, 1, 32, 32)
-    base = measure_latency(model, (1, 32, 32), backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
+    calls = []
+
+    def fake_latency(m, shape, **kwargs):
+        ms = 0.05 + 1e-6 * count_macs(m, torch.randn(1, *shape))
+        calls.append(ms)
+        return SimpleNamespace(median_ms=ms)
+
+    monkeypatch.setattr(pruner_mod, "measure_latency", fake_latency)
+    base = fake_latency(model, (1, 32, 32)).median_ms
     target = 0.8 * base
-    try:
-        pruned = prune(model, x, latency_target=target)
-    except BudgetError:  # a machine where pruning 90% of channels is not 20% faster: the error says so
-        return
-    got = measure_latency(pruned, (1, 32, 32), backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
+    pruned = prune(model, x, latency_target=target)
+    got = fake_latency(pruned, (1, 32, 32)).median_ms
+    assert len(calls) > 2  # the search measured candidates
     assert count_params(pruned) < count_params(model)
-    assert got <= 1.25 * target  # re-measured: timing noise allowed, the budget was met when it was measured
+    assert got <= target
+    assert got >= 0.5 * base  # not pruned far past the budget
