@@ -4,7 +4,9 @@ BN-ReLU, global pooling and a linear classifier. The benchmark trains it with 16
 
 A cell is a 4-node DAG; node j sums op_ij(node i) over i < j; node 3 is the output. Ops: `none` (zero),
 `skip_connect`, `nor_conv_1x1` / `nor_conv_3x3` (ReLU-Conv-BN), `avg_pool_3x3` (stride 1, padding not counted).
-The cell is given by its official string, e.g. `|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|...`.
+The cell is given by its official string, e.g. `|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|...`: this file
+owns the format (`OPS`, `EDGES`, `cell_to_str`, `str_to_cell`) and the ops (`make_op`), which the search space and
+the one-shot supernet reuse.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.errors import ModelError
+from slimkit.errors import ConfigError, ModelError
 from slimkit.models._base import ClassifierMixin
 from slimkit.registry import MODELS
 
-__all__ = ["NB201Network", "BEST_CIFAR10_CELL"]
+__all__ = ["BEST_CIFAR10_CELL", "EDGES", "OPS", "NB201Network", "ResBlock", "cell_to_str", "make_op", "str_to_cell"]
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from node, to node), in cell-string order
 
 # arch 6111: best CIFAR-10 validation (91.61%) and test (94.37%) accuracy after 200 epochs in the benchmark
 BEST_CIFAR10_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -34,7 +39,8 @@ class Zero(nn.Module):
         return x * 0.0
 
 
-def _op(name: str, c: int) -> nn.Module:
+def make_op(name: str, c: int) -> nn.Module:
+    """The NAS-Bench-201 op `name` (one of `OPS`) on `c` channels."""
     if name == "none":
         return Zero()
     if name == "skip_connect":
@@ -45,22 +51,47 @@ def _op(name: str, c: int) -> nn.Module:
         return ReLUConvBN(c, c, 3)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
-    raise ModelError(f"unknown NAS-Bench-201 op {name!r}; ops are none, skip_connect, nor_conv_1x1, nor_conv_3x3, "
-                     "avg_pool_3x3")
+    raise ModelError(f"unknown NAS-Bench-201 op {name!r}; ops are {', '.join(OPS)}")
 
 
-def parse_cell(cell: str) -> list[list[str]]:
-    """`|a~0|+|b~0|c~1|+|...|` -> [[a], [b, c], [d, e, f]] (ops feeding nodes 1, 2, 3)."""
-    nodes = [[p.split("~")[0] for p in node.split("|") if p] for node in cell.strip().split("+")]
-    if [len(n) for n in nodes] != [1, 2, 3]:
-        raise ModelError(f"not a NAS-Bench-201 cell string: {cell!r}")
-    return nodes
+def cell_to_str(cell: tuple[int, ...]) -> str:
+    """Op indices in `EDGES` order -> the official cell string."""
+    nodes, k = [], 0
+    for j in (1, 2, 3):
+        nodes.append("|" + "|".join(f"{OPS[cell[k + i]]}~{i}" for i in range(j)) + "|")
+        k += j
+    return "+".join(nodes)
+
+
+def str_to_cell(s: str) -> tuple[int, ...]:
+    """The official cell string -> op indices in `EDGES` order (a malformed string is a ConfigError)."""
+    try:
+        nodes = s.strip().split("+")
+        ops: list[int] = []
+        if len(nodes) != 3:
+            raise ValueError
+        for j, node in enumerate(nodes, start=1):
+            parts = [p for p in node.split("|") if p]
+            if len(parts) != j:
+                raise ValueError
+            for i, part in enumerate(parts):
+                name, src = part.split("~")
+                if int(src) != i:
+                    raise ValueError
+                ops.append(OPS.index(name))
+        return tuple(ops)
+    except (ValueError, AttributeError):
+        raise ConfigError(f"not a NAS-Bench-201 cell string: {s!r}; expected e.g. "
+                          "'|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|'"
+                          ) from None
 
 
 class Cell(nn.Module):
     def __init__(self, cell: str, c: int) -> None:
         super().__init__()
-        self.nodes = nn.ModuleList(nn.ModuleList(_op(name, c) for name in node) for node in parse_cell(cell))
+        ops = [OPS[o] for o in str_to_cell(cell)]
+        self.nodes = nn.ModuleList(nn.ModuleList(make_op(name, c) for name in ops[k:k + j])
+                                   for j, k in ((1, 0), (2, 1), (3, 3)))  # the ops feeding nodes 1, 2, 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states = [x]

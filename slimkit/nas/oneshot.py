@@ -10,6 +10,10 @@ EoiNAS (Wang et al., "EoiNAS: Efficient one-shot NAS by operation importance", 2
 weight" by an operation importance indicator and prunes weak operations gradually during the search. See
 `eoinas_importance` for the indicator used here.
 
+The search is the one `slimkit.train.Trainer`: the supernet is the model, `weight_loss` (alpha held constant) the
+loss of its SGD steps, and `ArchSearch` a callback that takes the alpha step after every weight step, prunes
+(EoiNAS) and records alpha per epoch. Checkpoints, exact resume (also inside an epoch) and Ctrl-C are the Trainer's.
+
     from slimkit.nas import OneShotConfig, OneShotSearch
     result = OneShotSearch(OneShotConfig(method="eoinas", epochs=10), run_dir="runs/oneshot").fit()
     result.cell  # '|nor_conv_3x3~0|+|...'
@@ -18,36 +22,34 @@ weight" by an operation importance indicator and prunes weak operations graduall
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
 from slimkit.config import config_changes
 from slimkit.data import DataSplits, create_dataset
 from slimkit.errors import CheckpointError, ConfigError, TrainError
-from slimkit.fileio import commit_files, read_manifest
-from slimkit.models.nb201 import ResBlock
-from slimkit.models.nb201 import _op as nb201_op
+from slimkit.models.nb201 import ResBlock, make_op
 from slimkit.nas.spaces.nb201 import EDGES, OPS, cell_to_str
-from slimkit.train.checkpoint import optimizer_from_flat, optimizer_to_flat, rng_state, set_rng_state
+from slimkit.train import Callback, TrainConfig, Trainer
+from slimkit.train.checkpoint import optimizer_from_flat, optimizer_to_flat, tensor_from_json, tensor_to_json
 from slimkit.train.seeding import seed_everything
 
-__all__ = ["MixedOp", "SuperCell", "SuperNet", "OneShotConfig", "OneShotResult", "OneShotSearch", "derive_cell",
-           "eoinas_importance", "masked_softmax", "prune_step"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["ArchSearch", "MixedOp", "SuperCell", "SuperNet", "OneShotConfig", "OneShotResult", "OneShotSearch",
+           "derive_cell", "eoinas_importance", "masked_softmax", "prune_step", "weight_loss"]
 
 METHODS = ("darts", "eoinas")
-CHECKPOINT = "checkpoint"
 _NUM_EDGES, _NUM_OPS = len(EDGES), len(OPS)
 
 
@@ -117,7 +119,7 @@ class MixedOp(nn.Module):
 
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.ops = nn.ModuleList(nb201_op(name, c) for name in OPS)
+        self.ops = nn.ModuleList(make_op(name, c) for name in OPS)
         self.record: list[torch.Tensor] | None = None  # when a list, forward appends each op's output RMS (5,)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,6 +187,15 @@ class SuperNet(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if n != "alpha"]
 
+    @contextmanager
+    def fixed_arch(self) -> Iterator[None]:
+        """Alpha is a constant inside the block: a backward pass computes no gradient for it (the weight step)."""
+        self.alpha.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.alpha.requires_grad_(True)
+
     def edge_weights(self) -> torch.Tensor:
         """The (masked) softmax of alpha, 6 x 5."""
         return masked_softmax(self.alpha, self.mask)
@@ -222,7 +233,19 @@ class SuperNet(nn.Module):
         return sums / max(1, n * cells)
 
 
-# -- config, result, search ----------------------------------------------------------------------------------------
+def weight_loss(net: SuperNet) -> Any:
+    """The Trainer loss of the weight step: cross-entropy of `net` with alpha held constant (first-order DARTS)."""
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        with net.fixed_arch():
+            logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    return loss_fn
+
+
+# -- config, result, search ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OneShotConfig:
     method: str = "darts"  # darts (argmax of alpha) or eoinas (importance indicator + gradual pruning)
@@ -264,6 +287,13 @@ class OneShotConfig:
             raise ConfigError(f"limit must be >= 20 images (both train and validation halves need some), got "
                               f"{self.limit}")
 
+    def train_config(self, progress: bool = True) -> TrainConfig:
+        """The weight steps' recipe on the Trainer: SGD (the search brings its own, decaying every weight), cosine
+        from lr to lr_min stepped once per epoch, gradients clipped."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           nesterov=False, weight_decay=self.weight_decay, schedule="cosine", lr_min=self.lr_min,
+                           lr_per_epoch=True, grad_clip=self.grad_clip, seed=self.seed, progress=progress)
+
     @property
     def prune_interval(self) -> int:
         """Epochs between EoiNAS prune rounds: `prune_every`, or epochs // 5 (at least 1) so that the 4 rounds
@@ -297,12 +327,171 @@ def _finite(m: torch.Tensor) -> list[list[float]]:
     return [[float(v) if math.isfinite(float(v)) else None for v in row] for row in m.tolist()]  # type: ignore
 
 
-class OneShotSearch:
-    """Runs a one-shot search; `fit()` trains the supernet and returns a `OneShotResult`.
+class _Stream:
+    """A data loader's generator that runs on across epochs (the one-shot search's data order since its first
+    version), with its state at the start of the current epoch kept so that an epoch can be replayed on resume."""
 
-    With `run_dir`, a checkpoint (safetensors for tensors, JSON for the rest) is written after every epoch (and
-    before the first); `fit(resume=True)` continues from it exactly (same data order, optimiser and RNG states).
-    Ctrl-C keeps the last epoch's checkpoint and re-raises.
+    def __init__(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.epoch, self.start = 0, self.gen.get_state()
+
+    def begin(self, epoch: int) -> torch.Generator:
+        """The generator positioned at the start of `epoch` (replayed when the epoch was begun before)."""
+        if epoch == self.epoch:
+            self.gen.set_state(self.start)
+        else:
+            self.epoch, self.start = epoch, self.gen.get_state()
+        return self.gen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "start": tensor_to_json(self.start), "now": tensor_to_json(self.gen.get_state())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.start = int(state["epoch"]), tensor_from_json(state["start"])
+        self.gen.set_state(tensor_from_json(state["now"]))
+
+
+class ArchSearch(Callback):
+    """The architecture side of the search, as a Trainer callback on a `SuperNet`: after every weight step an Adam
+    step of alpha on the next validation batch; at the start of every `prune_interval`-th epoch an EoiNAS prune
+    round; after every epoch alpha, the softmax weights, the importances and the derived cell are recorded.
+
+    The train loader keeps its generator running across epochs (`_Stream`), so the search draws the same batches as
+    before it ran on the Trainer."""
+
+    def __init__(self, config: OneShotConfig, net: SuperNet, val_data: Any) -> None:
+        self.config, self.net, self.val_data = config, net, val_data
+        self.opt = torch.optim.Adam(net.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999),
+                                    weight_decay=config.arch_weight_decay)
+        self.train_order, self.val_order = _Stream(config.seed), _Stream(config.seed + 1)
+        self.val_loader = DataLoader(val_data, batch_size=min(config.batch_size, len(val_data)), shuffle=True,
+                                     generator=self.val_order.gen)
+        self.result = OneShotResult(config.method)
+        self.pruned_at = 0  # the last epoch whose prune round ran
+        self.seen = {"batches": 0, "loss": 0.0, "correct": 0, "images": 0}  # this epoch's alpha steps
+        self._val: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.device = next(net.parameters()).device
+
+    # -- one step of each kind --------------------------------------------------------------------------------------
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One Adam step of alpha on a validation batch (weights untouched; first-order DARTS)."""
+        self.net.train()
+        x, y = x.to(self.device), y.to(self.device)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainError(f"one-shot alpha loss became {float(loss)}: lower arch_lr (now "
+                             f"{self.config.arch_lr:.3g})")
+        params = self.net.arch_parameters()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)  # only alpha gets a gradient
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
+
+    def importance(self) -> torch.Tensor:
+        """EoiNAS indicator (6 x 5) measured on the first `importance_batches` validation batches."""
+        batches = []
+        for x, _ in DataLoader(self.val_data, batch_size=self.val_loader.batch_size or 64):
+            batches.append(x.to(self.device))
+            if len(batches) >= self.config.importance_batches:
+                break
+        rms = self.net.op_output_rms(batches)
+        with torch.no_grad():
+            return eoinas_importance(self.net.edge_weights().cpu(), rms, self.net.mask.cpu())
+
+    def _prune(self, epoch: int) -> int:
+        """EoiNAS prune round, run at the start of epochs prune_interval, 2 * prune_interval, ... (so a run that is
+        resumed with more epochs prunes exactly as an uninterrupted one)."""
+        cfg = self.config
+        if cfg.method != "eoinas" or epoch == 0 or epoch % cfg.prune_interval:
+            return 0
+        if self.pruned_at != epoch:
+            new_mask, removed = prune_step(self.importance(), self.net.mask.cpu())
+            self.net.mask.copy_(new_mask.to(self.net.mask.device))
+            self.result.pruned += [{"after_epoch": epoch, "edge": e, "op": OPS[o]} for e, o in removed]
+            self.pruned_at = epoch
+        return sum(p["after_epoch"] == epoch for p in self.result.pruned)
+
+    def _val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from self.val_loader
+
+    # -- the Trainer's hooks ----------------------------------------------------------------------------------------
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        gen = self.train_order.begin(epoch)
+        loader = trainer.train_loader
+        loader.generator = gen
+        if hasattr(loader.sampler, "generator"):
+            loader.sampler.generator = gen
+        resumed = trainer.batch_in_epoch > 0  # inside an epoch: replay its alpha steps' batches too
+        if not resumed:
+            self.seen = {"batches": 0, "loss": 0.0, "correct": 0, "images": 0}
+            self.seen["pruned"] = self._prune(epoch)
+        self.val_order.begin(epoch)
+        self._val = self._val_batches()
+        for _ in range(self.seen["batches"]):
+            next(self._val)
+        while self.seen["batches"] < trainer.batch_in_epoch:  # interrupted between a weight step and its alpha step
+            self._alpha_step()
+
+    def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None:
+        self._alpha_step()
+
+    def _alpha_step(self) -> None:
+        assert self._val is not None
+        xv, yv = next(self._val)
+        vloss, vc = self.arch_step(xv, yv)
+        s = self.seen
+        s["loss"], s["correct"], s["images"] = s["loss"] + vloss * len(xv), s["correct"] + vc, s["images"] + len(xv)
+        s["batches"] += 1
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        s, res = self.seen, self.result
+        n = max(s["images"], 1)
+        metrics.update(val_loss=s["loss"] / n, val_acc=s["correct"] / n, pruned=s.get("pruned", 0))
+        for records in (res.alphas, res.weights, res.importance, res.cells):
+            del records[epoch:]  # an interrupted end of this epoch may have recorded part of it
+        with torch.no_grad():
+            res.alphas.append(self.net.alpha.detach().cpu().tolist())
+            res.weights.append(self.net.edge_weights().detach().cpu().tolist())
+        mask = self.net.mask.cpu()
+        if self.config.method == "eoinas":
+            imp = self.importance()
+            res.importance.append(_finite(imp))
+            res.cells.append(derive_cell(imp.numpy(), mask.numpy()))
+        else:
+            res.cells.append(derive_cell(self.net.alpha.detach().cpu().numpy(), mask.numpy()))
+        res.mask = mask.tolist()
+        res.cell = res.cells[-1]
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        tensors, meta = optimizer_to_flat(self.opt)
+        return {"config": asdict(self.config), "result": self.result.to_dict(), "pruned_at": self.pruned_at,
+                "seen": dict(self.seen), "train_order": self.train_order.state_dict(),
+                "val_order": self.val_order.state_dict(),
+                "opt": {"tensors": {k: tensor_to_json(v) for k, v in tensors.items()}, "meta": meta}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        diff = config_changes(state["config"], self.config, _RESUMABLE)
+        if diff:
+            raise CheckpointError(f"the checkpoint was made with different options ({'; '.join(diff)}): resume with "
+                                  "the same options (only epochs may change) or start a new run folder")
+        opt = state["opt"]
+        optimizer_from_flat(self.opt, {k: tensor_from_json(v) for k, v in opt["tensors"].items()}, opt["meta"])
+        self.result = OneShotResult(**state["result"])
+        self.pruned_at, self.seen = int(state["pruned_at"]), dict(state["seen"])
+        self.train_order.load_state_dict(state["train_order"])
+        self.val_order.load_state_dict(state["val_order"])
+
+
+class OneShotSearch:
+    """Runs a one-shot search on the Trainer; `fit()` trains the supernet and returns a `OneShotResult`.
+
+    With `run_dir`, the Trainer checkpoints after every epoch (and on Ctrl-C, inside an epoch); `fit(resume=True)`
+    continues from it exactly (same data order, optimiser and RNG states).
     """
 
     def __init__(self, config: OneShotConfig, splits: DataSplits | None = None, run_dir: str | Path | None = None,
@@ -314,200 +503,37 @@ class OneShotSearch:
             raise ConfigError("the one-shot search needs non-empty train and validation splits; raise limit or "
                               "val_fraction")
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress, self.device = progress, torch.device(device)
-        self.console = console or Console()
         info = self.splits.info
         seed_everything(cfg.seed)
-        self.net = SuperNet(info.num_classes, info.in_chans, cfg.channels, cfg.cells_per_stage).to(self.device)
-        self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay, nesterov=False)
-        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay)
-        self.train_gen = torch.Generator().manual_seed(cfg.seed)
-        self.val_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.net = SuperNet(info.num_classes, info.in_chans, cfg.channels, cfg.cells_per_stage).to(device)
+        self.arch = ArchSearch(cfg, self.net, self.splits.val)
         bs = min(cfg.batch_size, len(self.splits.train))
-        self.train_loader = DataLoader(self.splits.train, batch_size=bs, shuffle=True, generator=self.train_gen,
+        self.train_loader = DataLoader(self.splits.train, batch_size=bs, shuffle=True,
+                                       generator=self.arch.train_order.gen,
                                        drop_last=len(self.splits.train) >= 2 * bs)
-        self.val_loader = DataLoader(self.splits.val, batch_size=min(cfg.batch_size, len(self.splits.val)),
-                                     shuffle=True, generator=self.val_gen)
-        self.epoch = 0
-        self.result = OneShotResult(cfg.method)
-
-    # -- one step of each kind (public so they can be tested) ---------------------------------------------------
-    def _grad_step(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                   clip: float | None) -> tuple[float, int]:
-        logits = self.net(x.to(self.device))
-        loss = F.cross_entropy(logits, y.to(self.device))
-        if not torch.isfinite(loss):
-            raise TrainError(f"one-shot loss became {float(loss)} at epoch {self.epoch}: lower lr (now "
-                             f"{self.w_opt.param_groups[0]['lr']:.3g}) or arch_lr")
-        grads = torch.autograd.grad(loss, params, allow_unused=True)  # only these parameters get gradients
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
-        if clip:
-            nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach()), int((logits.detach().argmax(1) == y.to(self.device)).sum())
+        optimizer = torch.optim.SGD(self.net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, nesterov=False)
+        self.trainer = Trainer(self.net, cfg.train_config(progress), self.train_loader, loss_fn=weight_loss(self.net),
+                               callbacks=[self.arch], out_dir=self.run_dir, device=device, optimizer=optimizer)
+        if console is not None:
+            self.trainer.console = console
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One SGD step of the supernet weights on a train batch (alpha untouched)."""
         self.net.train()
-        return self._grad_step(self.net.weight_parameters(), self.w_opt, x, y, self.config.grad_clip)
+        loss, correct, _ = self.trainer.train_step((x, y))
+        return loss, int(correct or 0)
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One Adam step of alpha on a validation batch (weights untouched; first-order DARTS)."""
-        self.net.train()
-        return self._grad_step(self.net.arch_parameters(), self.a_opt, x, y, None)
+        return self.arch.arch_step(x, y)
 
     def importance(self) -> torch.Tensor:
-        """EoiNAS indicator (6 x 5) measured on the first `importance_batches` validation batches."""
-        batches = []
-        for x, _ in DataLoader(self.splits.val, batch_size=self.val_loader.batch_size or 64):
-            batches.append(x.to(self.device))
-            if len(batches) >= self.config.importance_batches:
-                break
-        rms = self.net.op_output_rms(batches)
-        with torch.no_grad():
-            return eoinas_importance(self.net.edge_weights().cpu(), rms, self.net.mask.cpu())
-
-    def _lr(self, epoch: int) -> float:
-        cfg = self.config
-        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs))
-
-    def _val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield from self.val_loader
-
-    def _prune(self) -> int:
-        """EoiNAS prune round, run at the start of epochs prune_interval, 2 * prune_interval, ... (so a run that is
-        resumed with more epochs prunes exactly as an uninterrupted one)."""
-        if self.config.method != "eoinas" or self.epoch == 0 or self.epoch % self.config.prune_interval:
-            return 0
-        new_mask, removed = prune_step(self.importance(), self.net.mask.cpu())
-        self.net.mask.copy_(new_mask.to(self.net.mask.device))
-        self.result.pruned += [{"after_epoch": self.epoch, "edge": e, "op": OPS[o]} for e, o in removed]
-        return len(removed)
-
-    def _run_epoch(self, progress: Progress) -> dict[str, Any]:
-        cfg = self.config
-        pruned = self._prune()
-        lr = self._lr(self.epoch)
-        for g in self.w_opt.param_groups:
-            g["lr"] = lr
-        task = progress.add_task(f"{cfg.method} epoch {self.epoch + 1}/{cfg.epochs}", total=len(self.train_loader),
-                                 stats="")
-        t0 = time.perf_counter()
-        val = self._val_batches()
-        loss_sum = vloss_sum = 0.0
-        correct = vcorrect = n = nv = 0
-        for i, (x, y) in enumerate(self.train_loader):
-            loss, c = self.weight_step(x, y)
-            xv, yv = next(val)
-            vloss, vc = self.arch_step(xv, yv)
-            loss_sum, correct, n = loss_sum + loss * len(x), correct + c, n + len(x)
-            vloss_sum, vcorrect, nv = vloss_sum + vloss * len(xv), vcorrect + vc, nv + len(xv)
-            progress.update(task, completed=i + 1, stats=f"loss {loss_sum / n:.3f} val acc {vcorrect / nv:.3f}")
-        n, nv = max(n, 1), max(nv, 1)
-        return {"epoch": self.epoch + 1, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n,
-                "val_loss": vloss_sum / nv, "val_acc": vcorrect / nv, "pruned": pruned,
-                "time_s": round(time.perf_counter() - t0, 2)}
-
-    def _end_epoch(self, row: dict[str, Any]) -> None:
-        cfg, res = self.config, self.result
-        self.epoch += 1
-        with torch.no_grad():
-            res.alphas.append(self.net.alpha.detach().cpu().tolist())
-            res.weights.append(self.net.edge_weights().detach().cpu().tolist())
-        mask = self.net.mask.cpu()
-        if cfg.method == "eoinas":
-            imp = self.importance()
-            res.importance.append(_finite(imp))
-            res.cells.append(derive_cell(imp.numpy(), self.net.mask.cpu().numpy()))
-        else:
-            res.cells.append(derive_cell(self.net.alpha.detach().cpu().numpy(), mask.numpy()))
-        res.mask = self.net.mask.cpu().tolist()
-        res.cell = res.cells[-1]
-        res.history.append(row)
-        res.epochs_run = self.epoch
-
-    # -- state -------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """{"tensors": name -> tensor, "meta": JSON-able state} (everything `load_state_dict` needs)."""
-        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        meta: dict[str, Any] = {"config": asdict(self.config), "epoch": self.epoch, "result": self.result.to_dict(),
-                                "rng": rng_state(), "train_gen": self.train_gen.get_state().tolist(),
-                                "val_gen": self.val_gen.get_state().tolist()}
-        for name, opt in (("w_opt", self.w_opt), ("a_opt", self.a_opt)):
-            t, m = optimizer_to_flat(opt)
-            tensors.update({f"{name}.{k}": v.cpu() for k, v in t.items()})
-            meta[name] = m
-        return {"tensors": tensors, "meta": meta}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        tensors, meta = state["tensors"], state["meta"]
-        saved = meta["config"]
-        diff = config_changes(saved, self.config, _RESUMABLE)
-        if diff:
-            raise CheckpointError(f"the checkpoint was made with different options ({'; '.join(diff)}): resume with "
-                                  "the same options (only epochs may change) or start a new run folder")
-        self.net.load_state_dict({k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("net.")})
-        for name, opt in (("w_opt", self.w_opt), ("a_opt", self.a_opt)):
-            p = name + "."
-            optimizer_from_flat(opt, {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}, meta[name])
-        set_rng_state(meta["rng"])
-        self.train_gen.set_state(torch.tensor(meta["train_gen"], dtype=torch.uint8))
-        self.val_gen.set_state(torch.tensor(meta["val_gen"], dtype=torch.uint8))
-        self.epoch = int(meta["epoch"])
-        r = dict(meta["result"])
-        self.result = OneShotResult(**r)
-
-    def save_checkpoint(self) -> Path | None:
-        if self.run_dir is None:
-            return None
-        state = self.state_dict()  # one unit: state.json, written last, names its tensors file
-        return commit_files(self.run_dir / CHECKPOINT, {"state.safetensors": lambda tmp: save_file(
-            state["tensors"], str(tmp))}, state["meta"])
-
-    def load_checkpoint(self) -> bool:
-        """Restore the run folder's checkpoint; False when there is none."""
-        if self.run_dir is None or not (self.run_dir / CHECKPOINT / "state.json").is_file():
-            return False
-        d = self.run_dir / CHECKPOINT
-        try:
-            meta, files = read_manifest(d)
-            meta.pop("files", None)
-            tensors = load_file(str(files.get("state.safetensors", d / "state.safetensors")))
-        except (ValueError, OSError) as e:
-            raise CheckpointError(f"the checkpoint in {d} is unreadable ({e}); delete it to restart") from None
-        self.load_state_dict({"tensors": tensors, "meta": meta})
-        return True
+        return self.arch.importance()
 
     def fit(self, resume: bool = False) -> OneShotResult:
         """Search to `config.epochs`; with `resume=True` continue from the run folder's checkpoint if any."""
-        cfg = self.config
-        if resume:
-            self.load_checkpoint()
-        if self.epoch >= cfg.epochs:
-            return self.result
-        if self.epoch == 0:
-            self.save_checkpoint()  # an interrupted first epoch resumes from here
-        start = time.perf_counter()
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.console,
-                            disable=not self.progress)
-        try:
-            with progress:
-                while self.epoch < cfg.epochs:
-                    row = self._run_epoch(progress)
-                    self._end_epoch(row)
-                    self.result.wall_time_s += time.perf_counter() - start
-                    start = time.perf_counter()
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            if self.run_dir is not None:
-                self.console.print(f"[yellow]interrupted: epochs 1..{self.epoch} are saved in "
-                                   f"{self.run_dir / CHECKPOINT} (the partial epoch is dropped); continue with "
-                                   "resume[/]")
-            raise
-        return self.result
+        train = self.trainer.fit(resume=resume)
+        res = self.arch.result
+        res.history, res.epochs_run, res.wall_time_s = train.history, train.epochs_run, train.wall_time_s
+        return res

@@ -9,6 +9,7 @@ middle of a write leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
+import base64
 import random
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write, commit_files, read_manifest
 
 __all__ = ["save_weights", "load_weights", "optimizer_to_flat", "optimizer_from_flat", "rng_state", "set_rng_state",
-           "write_checkpoint", "read_checkpoint", "checkpoint_files"]
+           "write_checkpoint", "read_checkpoint", "checkpoint_files", "tensor_to_json", "tensor_from_json"]
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,6 +84,21 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
         idx, k = key.split(".", 1)
         state.setdefault(int(idx), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def tensor_to_json(t: torch.Tensor) -> dict[str, Any]:
+    """A tensor as JSON (dtype, shape, base64 bytes), for callback states, which checkpoints keep in state.json."""
+    t = t.detach().cpu().contiguous()
+    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+            "data": base64.b64encode(t.reshape(-1).view(torch.uint8).numpy().tobytes()).decode("ascii")}
+
+
+def tensor_from_json(d: dict[str, Any]) -> torch.Tensor:
+    """The tensor `tensor_to_json` wrote, bit for bit."""
+    raw = bytearray(base64.b64decode(d["data"]))
+    dtype = getattr(torch, d["dtype"])
+    flat = torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if raw else torch.empty(0, dtype=dtype)
+    return flat.reshape(d["shape"]).clone()
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,6 +21,8 @@ class TrainConfig:
     nesterov: bool = True  # Nesterov momentum for SGD
     weight_decay: float = 5e-4  # applied to weights only, never to norm parameters or biases
     schedule: Literal["cosine", "step", "constant"] = "cosine"  # learning-rate shape after warm-up
+    lr_min: float = 0.0  # where the cosine schedule ends
+    lr_per_epoch: bool = False  # the schedule advances once per epoch instead of every step (DARTS)
     milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of training where lr *= gamma
     gamma: float = 0.1  # step schedule decay factor
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs
@@ -39,6 +41,8 @@ class TrainConfig:
             ("optimizer", self.optimizer in ("sgd", "adamw"), f"must be 'sgd' or 'adamw', got {self.optimizer!r}"),
             ("schedule", self.schedule in ("cosine", "step", "constant"),
              f"must be cosine, step or constant, got {self.schedule!r}"),
+            ("lr_min", math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr,
+             f"must be in [0, lr], got {self.lr_min}"),
             ("momentum", 0.0 <= self.momentum < 1.0, f"must be in [0, 1), got {self.momentum}"),
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"must be >= 0, got {self.weight_decay}"),

@@ -21,7 +21,7 @@ from slimkit.config import config_changes
 from slimkit.errors import CheckpointError, TrainError
 from slimkit.fileio import append_line, atomic_write, link_or_copy
 from slimkit.report import rich_table
-from slimkit.train.callbacks import Callback, DynamicTemperature, has_dynamic_convs
+from slimkit.train.callbacks import Callback, callbacks_needed
 from slimkit.train.checkpoint import checkpoint_files, read_checkpoint, save_weights, write_checkpoint
 from slimkit.train.config import TrainConfig
 from slimkit.train.distributed import average_buffers, setup_distributed, shard_loader, wrap_model
@@ -75,7 +75,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_loader: DataLoader, val_loader: Any = None, *,
                  loss_fn: LossFn | None = None, callbacks: Sequence[Callback] = (), out_dir: str | Path | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.config = config
         self.dist = setup_distributed()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -89,14 +89,16 @@ class Trainer:
         self.train_loader = shard_loader(train_loader, self.dist, config.seed)
         self.val_loader = val_loader
         self.callbacks = list(callbacks)
-        if has_dynamic_convs(model) and not any(isinstance(cb, DynamicTemperature) for cb in self.callbacks):
-            self.callbacks.append(DynamicTemperature())  # dynamic convs train with an annealed attention
+        self.callbacks += callbacks_needed(model, self.callbacks)  # e.g. dynamic convs anneal their temperature
         self.out_dir = Path(out_dir) if out_dir is not None else None
         # what a checkpoint saves: the model, plus a trainable loss module (e.g. a distillation adapter)
         self._state_module: nn.Module = self.model
         if isinstance(self.loss_fn, nn.Module) and any(True for _ in self.loss_fn.parameters()):
             self._state_module = nn.ModuleDict({"model": self.model, "loss": self.loss_fn})
-        self.optimizer = build_optimizer(list(self._state_module.named_parameters()), config)
+        # the optimizer: `build_optimizer(config)` unless the caller brings one (e.g. a supernet's weights only)
+        self.optimizer = optimizer or build_optimizer(list(self._state_module.named_parameters()), config)
+        optimized = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self._clipped = [p for p in self._state_module.parameters() if id(p) in optimized]  # in module order
         self.epoch = 0
         self.global_step = 0
         self.batch_in_epoch = 0
@@ -117,14 +119,39 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
                 "result": asdict(self.result), "config": asdict(self.config),
-                "callbacks": [cb.state_dict() for cb in self.callbacks]}
+                "callbacks": [cb.state_dict() for cb in self.callbacks], "callback_names": self._callback_names()}
+
+    def _callback_names(self) -> list[str]:
+        """Each callback's key in a checkpoint: its class name, numbered from the second of a class on."""
+        names: list[str] = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            names.append(name if name not in names else f"{name}#{sum(n.split('#')[0] == name for n in names)}")
+        return names
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the loop position, the result and each callback's state, matched by name (`_callback_names`).
+
+        A checkpoint holding a callback state this run has no callback for, or this run having a stateful callback
+        the checkpoint has no state for, is refused: either would silently continue with the wrong state."""
+        states = state.get("callbacks", [])
+        names = state.get("callback_names", self._callback_names()[:len(states)])  # older checkpoints: by position
+        saved = dict(zip(names, states, strict=False))
+        current = dict(zip(self._callback_names(), self.callbacks, strict=True))
+        dropped = [n for n, st in saved.items() if st and n not in current]
+        fresh = [n for n, cb in current.items() if n not in saved and cb.state_dict()]
+        if dropped or fresh or len(names) != len(states):
+            raise CheckpointError(
+                f"the checkpoint was written with callbacks {names} but this run has {list(current)} "
+                f"({'no callback for the saved state of ' + ', '.join(dropped) if dropped else ''}"
+                f"{'; ' if dropped and fresh else ''}{'no saved state for ' + ', '.join(fresh) if fresh else ''}): "
+                "resume with the callbacks the run was started with, or start a new run in another folder")
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.batch_in_epoch = state["batch_in_epoch"]
         self.result = TrainResult(**state["result"])
-        for cb, st in zip(self.callbacks, state.get("callbacks", []), strict=False):
-            cb.load_state_dict(st)
+        for name, st in saved.items():
+            if name in current:
+                current[name].load_state_dict(st)
 
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None or not self.dist.is_main:
@@ -151,7 +178,7 @@ class Trainer:
         changes = config_changes(saved, self.config, allowed=RESUMABLE)
         if changes:
             raise CheckpointError(
-                f"the checkpoint in {d} was written with other training options ({'; '.join(changes)}): resume "
+                f"the checkpoint in {d} was written with different options ({'; '.join(changes)}): resume "
                 f"with the options it was started with, or start a new run in another folder (only "
                 f"{', '.join(RESUMABLE)} may change on resume)")
         self.load_state_dict(read_checkpoint(d, self._state_module, self.optimizer))
@@ -191,7 +218,14 @@ class Trainer:
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
 
-    def _step(self, batch: Any, lr: float) -> tuple[float, int | None, int]:
+    def lr(self) -> float:
+        """The learning rate of the next step (the schedule is a function of the step)."""
+        return lr_at(self.global_step, self.config.epochs * len(self.train_loader), len(self.train_loader),
+                     self.config)
+
+    def train_step(self, batch: Any, lr: float | None = None) -> tuple[float, int | None, int]:
+        """One optimizer step on `batch` (at `lr`, default the schedule's); returns (loss, correct, images)."""
+        lr = self.lr() if lr is None else lr
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss, logits = self.loss_fn(self.net, batch)
@@ -201,7 +235,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
-            nn.utils.clip_grad_norm_(self._state_module.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self._clipped, self.config.grad_clip)
         self.optimizer.step()
         labelled = isinstance(batch, (tuple, list)) and len(batch) > 1
         correct = int((logits.detach().argmax(1) == batch[1]).sum()) if labelled and logits is not None and \
@@ -210,7 +244,6 @@ class Trainer:
 
     def _run_epoch(self, progress: Progress | None) -> dict[str, Any]:
         cfg, n_batches = self.config, len(self.train_loader)
-        total_steps = cfg.epochs * n_batches
         self._set_epoch(self.epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self, self.epoch)
@@ -223,7 +256,7 @@ class Trainer:
             if i < self.batch_in_epoch:  # resuming inside an epoch: replay the data order, skip done batches
                 continue
             batch = _to(batch, self.device)
-            loss, c, n = self._step(batch, lr_at(self.global_step, total_steps, n_batches, cfg))
+            loss, c, n = self.train_step(batch)
             loss_sum, seen = loss_sum + loss * n, seen + n
             if c is not None:
                 correct, scored = correct + c, scored + n
@@ -249,6 +282,7 @@ class Trainer:
                 if self.checkpoint_dir is not None and self.dist.is_main:  # committed with the next checkpoint
                     pending = self.checkpoint_dir / f"best-e{self.epoch + 1}.safetensors"
                     self._best_file = save_weights(self.model, pending)
+        del self.result.history[self.epoch:]  # an interrupted end of this epoch may have recorded it already
         self.result.history.append(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, row)

@@ -191,3 +191,87 @@ def test_a_loss_without_class_scores_reports_no_training_accuracy(tmp_path):
     assert res.history[0]["train_acc"] is None and res.history[0]["train_loss"] > 0
     res = Trainer(model, TrainConfig(epochs=1, progress=False), data).fit()
     assert 0.0 <= res.history[0]["train_acc"] <= 1.0
+
+
+def test_cosine_to_lr_min_stepped_per_epoch_matches_hand_values():
+    cfg = TrainConfig(lr=1.0, lr_min=0.1, schedule="cosine", lr_per_epoch=True)
+    # 4 epochs of 10 steps: the lr is constant within an epoch and follows the cosine over epoch / epochs
+    expected = [0.1 + 0.45 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert [lr_at(s, 40, 10, cfg) for s in (0, 9, 10, 19, 20, 30, 39)] == pytest.approx(
+        [expected[0], expected[0], expected[1], expected[1], expected[2], expected[3], expected[3]])
+    per_step = TrainConfig(lr=1.0, lr_min=0.1, schedule="cosine")
+    assert lr_at(20, 40, 10, per_step) == pytest.approx(0.55) and lr_at(0, 40, 10, per_step) == 1.0
+    with pytest.raises(ConfigError, match="lr_min"):
+        TrainConfig(lr=0.1, lr_min=0.2)
+
+
+class _Counter(Callback):
+    def __init__(self):
+        self.batches = 0
+
+    def on_batch_end(self, trainer, step, loss):
+        self.batches += 1
+
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state):
+        self.batches = state["batches"]
+
+
+class _OtherCounter(_Counter):
+    pass
+
+
+class _Noop(Callback):
+    pass
+
+
+def test_callback_states_are_matched_by_name_and_a_changed_list_is_refused(tmp_path):
+    cfg = TrainConfig(epochs=1, progress=False)
+    a, b = _Counter(), _OtherCounter()
+    Trainer(_model(), cfg, _loader(_data(32)), callbacks=[a, b, _Noop()], out_dir=tmp_path).fit()
+    assert a.batches == b.batches == 2
+    # another order, a stateless callback gone: each state still reaches the callback of its class
+    a2, b2 = _Counter(), _OtherCounter()
+    b2.batches = 7  # overwritten from the checkpoint
+    Trainer(_model(), cfg, _loader(_data(32)), callbacks=[b2, a2], out_dir=tmp_path).fit(resume=True)
+    assert a2.batches == b2.batches == 2
+    with pytest.raises(CheckpointError, match="_OtherCounter"):  # its saved state has nowhere to go
+        Trainer(_model(), cfg, _loader(_data(32)), callbacks=[_Counter()], out_dir=tmp_path).fit(resume=True)
+    with pytest.raises(CheckpointError, match="no saved state for _Counter#1"):  # would start from scratch
+        Trainer(_model(), cfg, _loader(_data(32)), callbacks=[_Counter(), _OtherCounter(), _Counter()],
+                out_dir=tmp_path).fit(resume=True)
+
+
+class _Annealed(nn.Module):
+    """A user's own layer that trains with a callback (declared once, like DynamicConv2d)."""
+
+    def forward(self, x):
+        return x
+
+
+def test_a_module_declares_the_callback_it_trains_with():
+    from slimkit.layers.dynamic import DynamicConv2d
+    from slimkit.train.callbacks import DynamicTemperature, callbacks_needed, needed_by
+
+    @needed_by(_Annealed)
+    class Anneal(Callback):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _Annealed(), DynamicConv2d(4, 4, 3))
+    added = callbacks_needed(model, [])
+    assert sorted(type(cb).__name__ for cb in added) == ["Anneal", "DynamicTemperature"]
+    mine = DynamicTemperature(epochs=3)
+    t = Trainer(model, TrainConfig(epochs=1, progress=False), _loader(_data(32)), callbacks=[mine])
+    assert [type(cb).__name__ for cb in t.callbacks] == ["DynamicTemperature", "Anneal"] and t.callbacks[0] is mine
+    assert callbacks_needed(_model(), []) == []
+
+
+def test_callback_tensors_survive_json_bit_for_bit():
+    from slimkit.train.checkpoint import tensor_from_json, tensor_to_json
+
+    for t in (torch.randn(3, 4, dtype=torch.float64), torch.Generator().manual_seed(3).get_state(),
+              torch.tensor([], dtype=torch.int64), torch.arange(6, dtype=torch.int32).reshape(2, 3)):
+        back = tensor_from_json(json.loads(json.dumps(tensor_to_json(t))))
+        assert back.dtype == t.dtype and torch.equal(back, t)

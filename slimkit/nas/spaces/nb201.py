@@ -2,7 +2,8 @@
 
 An architecture is a tuple of 6 op indices in cell-string order: edges (0->1), (0->2), (1->2), (0->3), (1->3),
 (2->3), ops indexed as in `OPS`. Cell strings use the official format
-`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`. `build()` returns the benchmark's macro skeleton (`NB201Network`).
+`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (the format, `OPS` and `EDGES` belong to `slimkit.models.nb201`, the
+network's own file). `build()` returns the benchmark's macro skeleton (`NB201Network`).
 
 Encodings: `onehot` (6 x 5 = 30 bits) and `path` (BANANAS-style: one count per op sequence along the input->output
 paths that avoid `none`; 4 + 16 + 64 = 84 features).
@@ -18,48 +19,17 @@ import numpy as np
 from torch import nn
 
 from slimkit.errors import ConfigError
+from slimkit.models.nb201 import EDGES, OPS, NB201Network, cell_to_str, str_to_cell
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.registry import SPACES
 
 __all__ = ["EDGES", "OPS", "NB201Space", "cell_to_str", "str_to_cell"]
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 _PATHS = ((0, 3), (0, 1, 3), (0, 2, 3), (0, 1, 2, 3))  # node sequences from input (0) to output (3)
 _EDGE_INDEX = {e: i for i, e in enumerate(EDGES)}
 _REAL_OPS = OPS[1:]  # ops that pass information
 _PATH_FEATURES = {seq: i for i, seq in enumerate(
     s for n in (1, 2, 3) for s in itertools.product(range(len(_REAL_OPS)), repeat=n))}
-
-
-def cell_to_str(cell: tuple[int, ...]) -> str:
-    nodes, k = [], 0
-    for j in (1, 2, 3):
-        nodes.append("|" + "|".join(f"{OPS[cell[k + i]]}~{i}" for i in range(j)) + "|")
-        k += j
-    return "+".join(nodes)
-
-
-def str_to_cell(s: str) -> tuple[int, ...]:
-    try:
-        nodes = s.strip().split("+")
-        ops: list[int] = []
-        if len(nodes) != 3:
-            raise ValueError
-        for j, node in enumerate(nodes, start=1):
-            parts = [p for p in node.split("|") if p]
-            if len(parts) != j:
-                raise ValueError
-            for i, part in enumerate(parts):
-                name, src = part.split("~")
-                if int(src) != i:
-                    raise ValueError
-                ops.append(OPS.index(name))
-        return tuple(ops)
-    except ValueError:
-        raise ConfigError(f"not a NAS-Bench-201 cell string: {s!r}; expected e.g. "
-                          "'|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|'"
-                          ) from None
 
 
 @SPACES.register("nb201", paper="NAS-Bench-201 (Dong & Yang, ICLR 2020)")
@@ -116,8 +86,6 @@ class NB201Space(SearchSpace):
 
     def build(self, arch: Any, num_classes: int = 10, in_chans: int = 3, channels: int = 16,
               cells_per_stage: int = 5, **kwargs: Any) -> nn.Module:
-        from slimkit.models.nb201 import NB201Network
-
         return NB201Network(cell_to_str(self._check(arch)), num_classes=num_classes, in_chans=in_chans,
                             channels=channels, cells_per_stage=cells_per_stage, **kwargs)
 
