@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimkit.errors import ModelError
 from slimkit.models._base import ClassifierMixin
 from slimkit.registry import MODELS
 
@@ -40,8 +41,9 @@ class CifarResNet(ClassifierMixin, nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_chans: int = 3,
                  widths: tuple[int, ...] = (16, 32, 64), drop_rate: float = 0.0) -> None:
         super().__init__()
-        if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+        if depth < 8 or (depth - 2) % 6:
+            raise ModelError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth}: "
+                             "pass e.g. depth=20")
         n = (depth - 2) // 6
         self.num_classes, self.num_features = num_classes, widths[-1]
         self.head_drop = nn.Dropout(drop_rate)

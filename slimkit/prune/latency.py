@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from slimkit.graph import Group
+from slimkit.prune.plan import module_plan
 from slimkit.prune.surgery import apply_plan
 
 __all__ = ["group_latency_costs", "latency_weighted_scores"]
@@ -30,11 +31,9 @@ def group_latency_costs(model: nn.Module, groups: Sequence[Group], measure: Call
     whose time only steps at block boundaries is measured across one; a group of one block cannot shrink: cost 0.
 
     Negative or zero savings (noise, or a layer whose time does not shrink) are kept as measured; the caller decides
-    how to floor them. `plan_fn(model, groups, keep)` is `slimkit.prune.pruner.module_plan` (injected to keep this
-    module free of the pruner).
+    how to floor them. `plan_fn(model, groups, keep)` builds the cut's plan (default `module_plan`).
     """
-    if plan_fn is None:
-        from slimkit.prune.pruner import module_plan as plan_fn
+    plan_fn = plan_fn or module_plan
     base = measure(model)
     costs = {}
     for g in groups:

@@ -20,7 +20,8 @@ from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
-from slimkit.prune.surgery import apply_plan, role_size
+from slimkit.prune.plan import module_plan
+from slimkit.prune.surgery import apply_plan
 
 __all__ = ["PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
@@ -93,24 +94,6 @@ def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio:
             removed[gid] += 1
             budget -= 1
     return {gid: _round_keep(size[gid] - r, size[gid], multiple) for gid, r in removed.items()}
-
-
-def module_plan(model: nn.Module, groups: Sequence[Group], keep: dict[int, list[int]]) -> dict[tuple[str, str], list]:
-    """Translate kept channels per group into kept indices per (module, role) dimension."""
-    mods = dict(model.named_modules())
-    removed: dict[tuple[str, str], set[int]] = {}
-    for g in groups:
-        drop = sorted(set(range(g.size)) - set(keep[g.id]))
-        if not drop:
-            continue
-        for m in g.members:
-            idx = removed.setdefault((m.module, m.role), set())
-            idx.update(m.index(g.size)[drop].flatten().tolist())
-    plan = {}
-    for (name, role), idx in removed.items():
-        n = role_size(mods[name], role)
-        plan[(name, role)] = [i for i in range(n) if i not in idx]
-    return plan
 
 
 @dataclass

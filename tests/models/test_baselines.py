@@ -75,3 +75,8 @@ def test_bad_model_arguments_are_clear():
         create_model("resnet20", bogus=1)
     with pytest.raises(ConfigError, match="never downloads"):
         create_model("timm:resnet18", pretrained=True)
+    from slimkit.models.resnet_cifar import CifarResNet
+
+    for depth in (2, 21):  # no block per stage, not 6n+2
+        with pytest.raises(ModelError, match="6n\\+2"):
+            CifarResNet(depth=depth)
