@@ -1,7 +1,9 @@
 """One generic registry, used for every kind of pluggable thing (models, importances, pruners, strategies, ...).
 
 Registries hold classes or factories, never built instances. Names are lowercase (`family_variant`). Lookups of an
-unknown name raise `UnknownNameError` listing close matches.
+unknown name raise `UnknownNameError` listing close matches. A registry exists only where something reads it (CLI
+help, dispatch, contract tests): distillation losses are pure functions reached through their method in `DISTILLERS`,
+so there is no loss registry.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ __all__ = [
     "DATASETS",
     "IMPORTANCES",
     "PRUNERS",
-    "LOSSES",
     "STRATEGIES",
     "PREDICTORS",
     "SPACES",
@@ -98,7 +99,6 @@ MODELS: Registry[Callable[..., Any]] = Registry("model")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 IMPORTANCES: Registry[Callable[..., Any]] = Registry("importance")
 PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
-LOSSES: Registry[Callable[..., Any]] = Registry("loss")
 STRATEGIES: Registry[Callable[..., Any]] = Registry("strategy")
 PREDICTORS: Registry[Callable[..., Any]] = Registry("predictor")
 SPACES: Registry[Callable[..., Any]] = Registry("search space")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,11 @@ console = Console(quiet=not is_main_process())  # under torchrun, rank 0 prints 
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML file of options (command-line options win).")
 MODEL_ARG_OPTION = typer.Option(None, "--model-arg", help="Extra model argument KEY=VALUE (repeatable).")
+
+
+def one_of(names: Iterable[str], default: str | None = None) -> str:
+    """A registry's names for an option's help ("l1, l2, ... (default l1)"): what is registered is what is listed."""
+    return ", ".join(names) + (f" (default {default})" if default is not None else "")
 
 
 def parse_kv(items: list[str] | None) -> dict[str, Any]:

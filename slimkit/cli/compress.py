@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, job_config, parse_kv
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, job_config, one_of, parse_kv
 from slimkit.jobs.compress import CompressConfig, run
+from slimkit.prune import list_importances
 from slimkit.report import rich_table
 
 
@@ -22,7 +23,7 @@ def compress_cmd(
     latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
     method: str = typer.Option(None, "--method", help="oneshot (default), iterative or chex."),
-    importance: str = typer.Option(None, "--importance", help="l1, l2, fpgm, bn_scale, taylor, di, random."),
+    importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}."),
     global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
     round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), or auto: "
                                   "this CPU's vector block (16 on AVX-512), for real speed-ups."),

@@ -1,4 +1,4 @@
-"""`slimkit distill`: train a student from a teacher (kd, tfkd, feature, proxyless, seed, stored, or none) and
+"""`slimkit distill`: train a student from a teacher (any registered method: `slimkit.distill.list_distillers()`) and
 `slimkit distill store-logits`: write a teacher's top-k logits once for stored-logit distillation."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, console, job_config, parse_kv
-from slimkit.distill.tasks import DistillOptions
+from slimkit.cli._common import CONFIG_OPTION, console, job_config, one_of, parse_kv
+from slimkit.distill.tasks import DistillOptions, list_distillers
 from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
 from slimkit.report import summary_table
 from slimkit.train import TrainConfig
@@ -33,8 +33,7 @@ def distill_cmd(
     teacher_ckpt: str = TEACHER_CKPT,
     teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Epochs of a teacher trained here when no "
                                        "--teacher-ckpt is given (default 10)."),
-    method: str = typer.Option(None, "--method", help="none, kd, tfkd, feature, proxyless, seed, stored or "
-                               "simclr (default kd)."),
+    method: str = typer.Option(None, "--method", help=f"{one_of(list_distillers(), 'kd')}."),
     data: str = DATA,
     data_root: str = DATA_ROOT,
     epochs: int = typer.Option(None, "--epochs", "-e", help="Student training epochs (default 10)."),

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, console, job_config, parse_kv
+from slimkit.cli._common import CONFIG_OPTION, console, job_config, one_of, parse_kv
 from slimkit.jobs.search import SearchJobConfig, run
+from slimkit.nas import list_strategies
 from slimkit.report import rich_table
 
 
@@ -17,7 +18,7 @@ def search_cmd(
     table: list[str] = typer.Option(None, "--table", help="Benchmark CSV table (repeatable; joined on arch)."),
     metric: str = typer.Option(None, "--metric", help="Objective column (higher is better)."),
     report: str = typer.Option(None, "--report", help="Column reported for the best, e.g. a test accuracy."),
-    strategy: list[str] = typer.Option(None, "--strategy", "-s", help="random, evolution, local, bo, weaknas "
+    strategy: list[str] = typer.Option(None, "--strategy", "-s", help=f"{one_of(list_strategies())} "
                                        "(repeatable; default weaknas)."),
     option: list[str] = typer.Option(None, "--option", help="Strategy option KEY=VALUE for every strategy "
                                      "(repeatable), e.g. --option top_m=50."),

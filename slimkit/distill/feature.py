@@ -8,7 +8,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 
 __all__ = ["FeatureAdapter", "feature_kd_loss"]
 
@@ -33,7 +32,6 @@ class FeatureAdapter(nn.Module):
         return out
 
 
-@LOSSES.register("feature")
 def feature_kd_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     """Mean squared error between (adapted) student and teacher feature maps; `normalize` compares per-sample
     L2-normalised maps instead (scale-free)."""

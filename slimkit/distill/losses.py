@@ -10,12 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 
 __all__ = ["kd_loss", "kd_loss_fn", "virtual_teacher", "tfkd_loss"]
 
 
-@LOSSES.register("kd")
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None, *,
             temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
     """Hinton et al. (2015): alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y).
@@ -42,7 +40,6 @@ def virtual_teacher(targets: torch.Tensor, num_classes: int, correct_prob: float
     return p.scatter(1, targets[:, None].cpu(), correct_prob).to(targets.device)
 
 
-@LOSSES.register("tfkd")
 def tfkd_loss(student_logits: torch.Tensor, targets: torch.Tensor, *, correct_prob: float = 0.9,
               temperature: float = 20.0, alpha: float = 0.1) -> torch.Tensor:
     """Teacher-free KD, virtual-teacher form: (1 - alpha) CE(s, y) + alpha T^2 KL(softmax(v / T) || softmax(s / T)),

@@ -13,7 +13,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 
 __all__ = ["proxyless_kd_loss", "teacher_classifier"]
 
@@ -27,7 +26,6 @@ def teacher_classifier(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor |
     return head.weight.detach(), None if head.bias is None else head.bias.detach()
 
 
-@LOSSES.register("proxyless")
 def proxyless_kd_loss(student_embedding: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                       bias: torch.Tensor | None = None, kind: str = "softmax", margin: float = 0.0,
                       scale: float = 30.0) -> torch.Tensor:

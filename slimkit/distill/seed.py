@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 from slimkit.train.callbacks import Callback
 
 __all__ = ["EmbeddingQueue", "SeedLoss", "SeedStudent", "seed_loss"]
@@ -48,7 +47,6 @@ class EmbeddingQueue:
         self.size, self.dim, self.buffer = int(state["size"]), int(state["dim"]), state["buffer"]
 
 
-@LOSSES.register("seed")
 def seed_loss(student_z: torch.Tensor, teacher_z: torch.Tensor, queue: torch.Tensor,
               t_student: float = 0.2, t_teacher: float = 0.07) -> torch.Tensor:
     """Cross-entropy between the teacher's and the student's similarity distributions over [own teacher embedding,

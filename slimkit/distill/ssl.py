@@ -15,13 +15,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 from slimkit.train.callbacks import Callback
 
 __all__ = ["SimCLRLoss", "nt_xent_loss", "random_views"]
 
 
-@LOSSES.register("nt_xent")
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """Mean over the 2N embeddings of -log softmax(sim / T)[partner], self-similarity excluded."""
     if z1.shape != z2.shape or z1.dim() != 2 or len(z1) < 2:

@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 from slimkit.distill.store import LogitStore
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 from slimkit.train.callbacks import Callback
 
 __all__ = ["StoredKDLoss", "sparse_kd_loss", "sparse_soft_target"]
@@ -25,7 +24,6 @@ def sparse_soft_target(topk_values: torch.Tensor, topk_indices: torch.Tensor, nu
     return target / target.sum(1, keepdim=True)
 
 
-@LOSSES.register("sparse_kd")
 def sparse_kd_loss(student_logits: torch.Tensor, topk_values: torch.Tensor, topk_indices: torch.Tensor,
                    temperature: float = 1.0) -> torch.Tensor:
     """T^2 * KL(q_T || softmax(s / T)) against TinyViT's sparse target q (`sparse_soft_target`), batch mean.

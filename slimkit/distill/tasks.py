@@ -2,7 +2,10 @@
 
 Each method is a factory in the `DISTILLERS` registry returning a `DistillTask`: the module to train (the student,
 or the student plus a projection head for SEED), a `loss_fn(model, batch)` and the callbacks that carry the
-method's state through checkpoints. The losses themselves are the pure functions of this package.
+method's state through checkpoints. The losses themselves are the pure functions of this package. What a job must
+know before building the task is registration metadata, read by `method_traits` (never a test of the name):
+`teacher` (runs a live teacher), `supervised` (default True; False: trained without labels, the teacher is an
+embedding, evaluated by linear probe) and `store` (reads teacher logits from a `LogitStore`).
 
 | method    | teacher  | labels | loss                                                                     |
 |-----------|----------|--------|--------------------------------------------------------------------------|
@@ -27,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
-from slimkit.distill.losses import kd_loss, tfkd_loss
+from slimkit.distill.losses import kd_loss, kd_loss_fn, tfkd_loss
 from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
 from slimkit.distill.seed import SeedLoss, SeedStudent
 from slimkit.distill.ssl import SimCLRLoss
@@ -37,7 +40,8 @@ from slimkit.errors import DistillError
 from slimkit.registry import DISTILLERS
 from slimkit.train.callbacks import Callback
 
-__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers", "needs_teacher"]
+__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers", "method_traits",
+           "needs_teacher"]
 
 
 @dataclass(frozen=True)
@@ -115,14 +119,7 @@ def _kd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     teacher = _need_teacher("kd", teacher)
     _check_classes(student, teacher)
     temperature, alpha = _defaults("kd", opts)
-
-    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            t = teacher(batch[0])
-        s = model(batch[0])
-        return kd_loss(s, t, batch[1], temperature=temperature, alpha=alpha), s
-
-    return DistillTask(student, loss_fn, student)
+    return DistillTask(student, kd_loss_fn(teacher, temperature, alpha), student)  # compress's KD fine-tune too
 
 
 @DISTILLERS.register("tfkd", teacher=False)
@@ -220,7 +217,7 @@ def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptio
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("seed", teacher=True)
+@DISTILLERS.register("seed", teacher=True, supervised=False)
 def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("seed", teacher)
@@ -232,7 +229,7 @@ def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(SeedStudent(student, dim), loss, student, callbacks=[loss], supervised=False)
 
 
-@DISTILLERS.register("simclr", teacher=False)
+@DISTILLERS.register("simclr", teacher=False, supervised=False)
 def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
             example: torch.Tensor | None = None) -> DistillTask:
     if not hasattr(student, "num_features"):
@@ -242,7 +239,7 @@ def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
                        teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("stored", teacher=False)
+@DISTILLERS.register("stored", teacher=False, store=True)
 def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     if opts.store is None:
@@ -266,4 +263,12 @@ def list_distillers() -> list[str]:
 
 def needs_teacher(method: str) -> bool:
     """Does `method` run a teacher network while the student trains? ('stored' reads its store instead.)"""
-    return bool(DISTILLERS.meta(method)["teacher"])
+    return method_traits(method)["teacher"]
+
+
+def method_traits(method: str) -> dict[str, bool]:
+    """What a job needs to know of `method` before building its task, from its registration: `teacher` (runs a live
+    teacher), `supervised` (trained with labels) and `store` (reads teacher logits from a `LogitStore`)."""
+    meta = DISTILLERS.meta(method)
+    return {"teacher": bool(meta.get("teacher", False)), "supervised": bool(meta.get("supervised", True)),
+            "store": bool(meta.get("store", False))}

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from slimkit.config import to_dict
 from slimkit.data import DataSplits, make_loaders, with_index
 from slimkit.distill import linear_probe, write_logit_store
-from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, needs_teacher
+from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, method_traits
 from slimkit.errors import ConfigError
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import build_data, build_model, load_run_model, prepare_run, write_json, write_model_spec
@@ -42,7 +42,7 @@ class DistillJobConfig:
     teacher: str | None = "resnet56"  # teacher model name; None for teacher-free methods (none, tfkd, stored)
     teacher_ckpt: str | None = None  # a `slimkit train` run folder or a .safetensors file; None: train one here
     teacher_epochs: int = 10  # epochs of the teacher trained here when teacher_ckpt is None
-    method: str = "kd"  # none, kd, tfkd, feature, proxyless, seed, stored (`slimkit.distill.list_distillers()`)
+    method: str = "kd"  # a registered method: `slimkit.distill.list_distillers()` (kd, feature, stored, seed, ...)
     data: str = "digits"  # dataset name, .npz file or image folder
     data_root: str | None = None  # where the dataset's files are
     student_kwargs: dict[str, Any] = field(default_factory=dict)  # extra student arguments
@@ -147,12 +147,12 @@ def _probe(backbone: nn.Module, splits: DataSplits, cfg: DistillJobConfig) -> fl
 
 def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | None, out: Path,
                console: Console) -> tuple[DistillOptions, int, float]:
-    """Method 'stored' without a store: write one here with the teacher (what a separate store-logits does).
-    Returns the options pointing at it, the teacher forward passes and the seconds it took."""
+    """A store-reading method ('stored') without a store: write one here with the teacher (what a separate
+    store-logits does). Returns the options pointing at it, the teacher forward passes and the seconds it took."""
     if cfg.options.store is not None:
         return cfg.options, 0, 0.0
     if teacher is None:
-        raise ConfigError("method 'stored' needs --store <folder> or a teacher to build the store with")
+        raise ConfigError(f"method {cfg.method!r} needs --store <folder> or a teacher to build the store with")
     clean = cfg.options.store_views == "clean"  # one pass over the un-augmented images
     epochs = 1 if clean else min(cfg.store_epochs or cfg.train.epochs, cfg.train.epochs)
     images = _unaugmented(splits.train) if clean else splits.train
@@ -174,7 +174,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     out = Path(cfg.out)
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
-    wants_teacher = needs_teacher(cfg.method) or (cfg.method == "stored" and cfg.options.store is None)
+    traits = method_traits(cfg.method)
+    wants_teacher = traits["teacher"] or (traits["store"] and cfg.options.store is None)  # a store to build here
     build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)  # fail on a bad name before any work
     if wants_teacher and cfg.teacher:
         if cfg.teacher_ckpt is None:
@@ -183,11 +184,11 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
             load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
     prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     teacher = _teacher(cfg, splits, out, resume, console) if wants_teacher and cfg.teacher else None
-    opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if cfg.method == "stored" \
+    opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if traits["store"] \
         else (cfg.options, 0, 0.0)
     shape = (splits.info.in_chans, *splits.info.image_size)
     teacher_acc = None
-    if teacher is not None and cfg.method != "seed":
+    if teacher is not None and traits["supervised"]:  # an embedding teacher (SEED) has no accuracy to check
         teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size).test,
                                progress="teacher: test set" if cfg.train.progress else None)["acc"]
         if teacher_acc < 2.0 / splits.info.num_classes:

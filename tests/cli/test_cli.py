@@ -99,3 +99,28 @@ def test_models_and_export_read_yaml(capsys, tmp_path):
 
     dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][1:] == [1, 16, 16]
+
+
+def _option_help(cmd, option):
+    import typer
+
+    from slimkit.cli.main import _register_all, app
+
+    _register_all()
+    command = typer.main.get_command(app)
+    sub = command.commands[cmd]
+    return next(p.help for p in sub.params if option in p.opts)
+
+
+def test_option_help_lists_every_registered_name():
+    """Help reads the registries: a criterion, method or strategy registered in one file is listed without edits."""
+    from slimkit.distill import list_distillers
+    from slimkit.nas import list_strategies
+    from slimkit.prune import list_importances
+
+    for cmd, option, names in (("compress", "--importance", list_importances()),
+                               ("distill", "--method", list_distillers()),
+                               ("search", "--strategy", list_strategies())):
+        text = _option_help(cmd, option)
+        assert names and all(n in text.replace(",", " ").split() for n in names), (cmd, option, text)
+    assert "css" in _option_help("compress", "--importance")

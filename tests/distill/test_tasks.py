@@ -151,3 +151,54 @@ def test_simclr_task_needs_no_teacher_and_learns():
     loss.backward()
     head = {id(p) for p in student.get_classifier().parameters()}  # SimCLR trains the backbone, not the classifier
     assert all(p.grad is not None for p in student.parameters() if id(p) not in head)
+
+
+@pytest.mark.parametrize("method", list_distillers())
+def test_every_registered_method_trains_a_step_and_its_traits_match_its_task(method, tmp_path):
+    """The registry contract: a new method appears here (and in the CLI help and the job's dispatch) by registering."""
+    from slimkit.data import with_index
+    from slimkit.distill.store import write_logit_store
+    from slimkit.distill.tasks import method_traits
+
+    traits = method_traits(method)
+    student, teacher = _pair()
+    x, y = _batch()
+    opts = DistillOptions(queue_size=8)
+    if traits["store"]:
+        write_logit_store(teacher, TensorDataset(x, y), tmp_path / "store", 1, 3, progress=False)
+        opts = DistillOptions(store=str(tmp_path / "store"))
+    if traits["teacher"]:
+        with pytest.raises(DistillError, match="needs a teacher"):
+            create_distill_task(method, copy.deepcopy(student), None, opts, example=x[:2])
+    task = create_distill_task(method, student, teacher if traits["teacher"] else None, opts, example=x[:2])
+    assert task.supervised == traits["supervised"] and task.needs_index == traits["store"]
+    batch = (x, y, torch.arange(len(x))) if task.needs_index else (x, y)
+    if task.needs_index:
+        assert isinstance(with_index(TensorDataset(x, y))[0], tuple)
+    for cb in task.callbacks:
+        cb.on_epoch_start(None, 0)
+    before = [p.detach().clone() for p in task.student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD([p for p in task.model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):  # SEED's first step has an empty queue (one candidate: no gradient yet)
+        loss, _ = task.loss_fn(task.model, batch)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = [p for p in task.student.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert teacher is None or all(p.grad is None for p in teacher.parameters())
+
+
+def test_distill_kd_and_compress_kd_are_one_loss():
+    """`slimkit distill --method kd` and `slimkit compress --distill` fine-tune with the same loss function."""
+    from slimkit.distill import kd_loss_fn
+
+    student, teacher = _pair()
+    x, y = _batch()
+    task = create_distill_task("kd", student, teacher, DistillOptions(temperature=2.0, alpha=0.6))
+    a, _ = task.loss_fn(student, (x, y))
+    b, _ = kd_loss_fn(teacher, 2.0, 0.6)(student, (x, y))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, 0.6 * 4.0 * F.kl_div(F.log_softmax(student(x) / 2, 1), F.softmax(teacher(x) / 2, 1),
+                                                       reduction="batchmean") + 0.4 * F.cross_entropy(student(x), y))
