@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import ConfigError
+from slimkit.layers.conv import conv_bn
 from slimkit.layers.micro import ChannelShuffle
 
 __all__ = [
@@ -128,16 +129,12 @@ class TokenDynamicReLU(nn.Module):
         return torch.maximum(x * (a1 + 1.0), x * a2)
 
 
-def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
-
-
 def pointwise_bn(cin: int, cout: int, groups: int = 1) -> nn.Sequential:
     """1x1 conv + BN; grouped ones are followed by a channel shuffle (the paper's 26M variant uses 4 groups)."""
     if cin % groups or cout % groups:
         raise ConfigError(f"pointwise conv {cin} -> {cout} channels cannot use {groups} groups; "
                           "use groups dividing both channel counts")
-    layers = _conv_bn(cin, cout, 1, 1, groups)
+    layers = conv_bn(cin, cout, 1, 1, groups)
     return layers.append(ChannelShuffle(groups)) if groups > 1 else layers
 
 
@@ -160,14 +157,14 @@ class MobileSubBlock(nn.Module):
         hidden = cin * expand
         if stride == 1:
             self.conv1 = pointwise_bn(cin, hidden, groups)
-            self.conv2 = _conv_bn(hidden, hidden, 3, 1, hidden)
+            self.conv2 = conv_bn(hidden, hidden, 3, 1, hidden)
             self.act2 = TokenDynamicReLU(hidden, token_dim)
             self.conv3 = pointwise_bn(hidden, cout, groups)
         else:
             hidden2 = cout * expand2
-            self.conv1 = _conv_bn(cin, hidden, 3, 2, cin)
+            self.conv1 = conv_bn(cin, hidden, 3, 2, cin)
             self.conv2 = pointwise_bn(hidden, cout, groups)
-            self.conv3 = _conv_bn(cout, hidden2, 3, 1, cout)
+            self.conv3 = conv_bn(cout, hidden2, 3, 1, cout)
             self.act2 = TokenDynamicReLU(hidden2, token_dim)
             self.conv4 = pointwise_bn(hidden2, cout, groups)
         self.act1 = TokenDynamicReLU(hidden, token_dim)

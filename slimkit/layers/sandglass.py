@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError
+from slimkit.layers.conv import conv_bn
 
 __all__ = ["SandglassBlock", "sandglass_hidden"]
 
@@ -32,14 +33,6 @@ def sandglass_hidden(cin: int, cout: int, reduction: int, divisor: int = 16) -> 
     if hidden < floor:
         hidden = max(divisor, -(-floor // divisor) * divisor)
     return hidden
-
-
-def _conv_bn(cin: int, cout: int, k: int, stride: int, groups: int,
-             act_layer: Callable[..., nn.Module] | None) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    if act_layer is not None:
-        layers.append(act_layer())
-    return nn.Sequential(*layers)
 
 
 class SandglassBlock(nn.Module):
@@ -55,10 +48,10 @@ class SandglassBlock(nn.Module):
             raise ConfigError(f"identity_multiplier is the share of channels with a shortcut, in (0, 1]; "
                               f"got {identity_multiplier}")
         hidden = sandglass_hidden(cin, cout, reduction) if hidden is None else hidden
-        self.dw1 = _conv_bn(cin, cin, 3, 1, cin, act_layer) if first_dw else nn.Identity()
-        self.reduce = _conv_bn(cin, hidden, 1, 1, 1, None)
-        self.expand = _conv_bn(hidden, cout, 1, 1, 1, act_layer)
-        self.dw2 = _conv_bn(cout, cout, 3, stride, cout, None)
+        self.dw1 = conv_bn(cin, cin, 3, 1, cin, act_layer) if first_dw else nn.Identity()
+        self.reduce = conv_bn(cin, hidden, 1, 1, 1, None)
+        self.expand = conv_bn(hidden, cout, 1, 1, 1, act_layer)
+        self.dw2 = conv_bn(cout, cout, 3, stride, cout, None)
         self.use_res = stride == 1 and cin == cout
         self.id_channels = int(round(cout * identity_multiplier)) if self.use_res else 0
         self.partial = self.use_res and self.id_channels < cout

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError, UnknownNameError
+from slimkit.layers.conv import conv_bn
 from slimkit.layers.micro import ChannelShuffle, DynamicShiftMax, MicroDepthwiseConv
 from slimkit.models._base import ClassifierMixin
 from slimkit.registry import MODELS
@@ -33,7 +34,7 @@ __all__ = ["MicroBlock", "MicroNet", "build_micronet"]
 
 
 def _gconv_bn(cin: int, cout: int, groups: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, groups=groups, bias=False), nn.BatchNorm2d(cout))
+    return conv_bn(cin, cout, 1, 1, groups)  # grouped 1x1 conv + BN
 
 
 def _act(kind: int, channels: int, groups: int, reduction: int, init: tuple[tuple[float, ...], ...],

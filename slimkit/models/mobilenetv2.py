@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from slimkit.layers.channels import make_divisible
+from slimkit.layers.conv import InvertedResidual, conv_bn
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
@@ -23,38 +24,6 @@ __all__ = ["InvertedResidual", "MobileNetV2", "build_mobilenetv2", "conv_bn", "m
 
 # expansion t, output channels c, repeats n, first stride s (the paper's Table 2)
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-def conv_bn(cin: int, cout: int, k: int, stride: int, groups: int, act: Callable[..., nn.Module] | None,
-            conv: Callable[..., nn.Module] = nn.Conv2d) -> nn.Sequential:
-    """conv (no bias) -> BN -> optional activation, the MobileNet family's unit."""
-    layers: list[nn.Module] = [conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    if act is not None:
-        layers.append(_act(act, cout))
-    return nn.Sequential(*layers)
-
-
-def _act(act: Callable[..., nn.Module], channels: int) -> nn.Module:
-    """`act()` for plain activations; `act(channels)` for those with per-channel parameters (DY-ReLU), which say so
-    by a `per_channel` attribute on the factory."""
-    return act(channels) if getattr(act, "per_channel", False) else act()
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, act_layer: Callable[..., nn.Module],
-                 attn_layer: Callable[[int], nn.Module] | None = None,
-                 conv_layer: Callable[..., nn.Module] = nn.Conv2d) -> None:
-        super().__init__()
-        hidden = int(round(cin * expand))
-        self.use_res = stride == 1 and cin == cout
-        self.expand = conv_bn(cin, hidden, 1, 1, 1, act_layer, conv_layer) if expand != 1 else nn.Identity()
-        self.dw = conv_bn(hidden, hidden, 3, stride, hidden, act_layer, conv_layer)
-        self.attn = attn_layer(hidden) if attn_layer is not None else nn.Identity()
-        self.project = conv_bn(hidden, cout, 1, 1, 1, None, conv_layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.attn(self.dw(self.expand(x))))
-        return x + out if self.use_res else out
 
 
 class MobileNetV2(ClassifierMixin, nn.Module):

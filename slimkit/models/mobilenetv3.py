@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from slimkit.layers import SqueezeExcite
+from slimkit.layers.channels import make_divisible
+from slimkit.layers.conv import conv_bn
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
-from slimkit.models.mobilenetv2 import conv_bn, make_divisible
 from slimkit.registry import MODELS
 
 __all__ = ["MobileNetV3", "MobileNetV3Block", "build_mobilenetv3"]

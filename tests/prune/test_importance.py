@@ -101,3 +101,19 @@ def test_random_is_seeded_and_every_criterion_is_registered():
     a, b = r(grp, model, ImportanceContext(seed=1)), r(grp, model, ImportanceContext(seed=1))
     assert torch.equal(a, b) and not torch.equal(a, r(grp, model, ImportanceContext(seed=2)))
     assert {"l1", "l2", "fpgm", "bn_scale", "taylor", "random", "di", "css"} <= set(list_importances())
+
+
+@pytest.mark.parametrize("name", list_importances())
+def test_every_registered_criterion_scores_each_channel_and_prunes(name):
+    """The registry contract: a criterion registered in one file is scored and pruned with here, and appears in
+    `slimkit compress --importance`'s help (tests/cli)."""
+    from slimkit.prune import prune
+
+    model, grp = _setup(7)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 3, 6, 6, generator=g), torch.randint(0, 2, (8,), generator=g)) for _ in range(2)]
+    scores = create_importance(name)(grp, model, ImportanceContext(data=data))
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    pruned = prune(model, torch.randn(1, 3, 6, 6), importance=name, ratio=0.5, data=data)
+    assert pruned.conv1.out_channels == pruned.bn1.num_features == 2
+    assert pruned(torch.randn(2, 3, 6, 6)).shape == (2, 2)

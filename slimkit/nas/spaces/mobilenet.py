@@ -53,13 +53,14 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError
+from slimkit.layers.channels import make_divisible
+from slimkit.layers.conv import InvertedResidual, conv_bn
 from slimkit.layers.sandglass import SandglassBlock
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
-from slimkit.models.mobilenetv2 import conv_bn, make_divisible
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.registry import SPACES
 
-__all__ = ["BLOCKS", "CHOICES", "MBConv", "MobileNetCandidate", "MobileNetSpace", "MobileNetSpaceConfig",
+__all__ = ["BLOCKS", "CHOICES", "MobileNetCandidate", "MobileNetSpace", "MobileNetSpaceConfig",
            "SandglassK", "StageChoice"]
 
 CHOICES = ("kernel", "expansion", "depth", "width", "block")
@@ -292,22 +293,6 @@ class MobileNetSpace(SearchSpace):
         return stages
 
 
-class MBConv(nn.Module):
-    """MobileNetV2's inverted residual with a k x k depthwise conv: 1x1 expand -> dw k x k -> linear 1x1 project."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, hidden: int,
-                 act_layer: Callable[..., nn.Module] = nn.ReLU6) -> None:
-        super().__init__()
-        self.use_res = stride == 1 and cin == cout
-        self.expand = conv_bn(cin, hidden, 1, 1, 1, act_layer) if hidden != cin else nn.Identity()
-        self.dw = conv_bn(hidden, hidden, kernel, stride, hidden, act_layer)
-        self.project = conv_bn(hidden, cout, 1, 1, 1, None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.dw(self.expand(x)))
-        return x + out if self.use_res else out
-
-
 class SandglassK(SandglassBlock):
     """`SandglassBlock` with k x k depthwise convs (its own are 3x3) and an explicit bottleneck width."""
 
@@ -343,7 +328,8 @@ class MobileNetCandidate(ClassifierMixin, nn.Module):
                 s = stride if j == 0 else 1
                 if st.block == "mbconv":
                     hidden = cfg.channels(cin, cfg.expansions)[st.expansion]
-                    blocks.append(MBConv(cin, narrow, st.kernel, s, hidden, act_layer))
+                    blocks.append(InvertedResidual(cin, narrow, s, hidden / cin, act_layer, kernel=st.kernel,
+                                                   hidden=hidden))
                     cin = narrow
                 else:
                     blocks.append(SandglassK(cin, wide, st.kernel, s, narrow, act_layer))
