@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from slimkit.data import create_dataset, make_loaders
-from slimkit.models import create_model
+from slimkit.models import create_model, load_weights
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.report import markdown_table
-from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
 
 HERE = Path(__file__).parent
 SHAPE = (1, 28, 28)
@@ -53,7 +53,7 @@ def _train(label: str, name: str, kwargs: dict[str, Any], loaders: Any, args: ar
     cache = HERE / "cache" / "blocks" / f"{label}_{args.limit}_{args.epochs}ep.safetensors"
     t0 = time.perf_counter()
     if cache.is_file():
-        load_weights(model, cache)
+        load_weights(model, cache, strict=True)
         train_s = json.loads(cache.with_suffix(".json").read_text())["train_s"]
     else:
         cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, seed=0)

@@ -24,10 +24,11 @@ from torch import nn
 
 import slimkit
 from slimkit.data import create_dataset, make_loaders
+from slimkit.models import load_weights
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.prune import ChexCallback, PruneConfig, Pruner
 from slimkit.report import markdown_table
-from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
 
 HERE = Path(__file__).parent
 
@@ -95,7 +96,8 @@ def baseline(args, loaders, info):
     path = HERE / "cache" / f"{args.model}_{info.name}_{args.epochs}ep_{args.limit}{recipe}.safetensors"
     model = slimkit.create_model(args.model, num_classes=info.num_classes, in_chans=info.in_chans)
     if path.is_file():
-        return load_weights(model, path)
+        load_weights(model, path, strict=True)
+        return model
     Trainer(model, _recipe(args), loaders.train, loaders.val).fit()
     save_weights(model, path)
     return model

@@ -3,6 +3,7 @@
 The public surface is short and lazily imported, so `import slimkit` stays cheap:
 
     model = slimkit.create_model("resnet20", num_classes=10, in_chans=1)
+    slimkit.load_weights(model, "my_weights.safetensors")  # or .pt/.pth; returns what was loaded / replaced
     report = slimkit.profile(model, (1, 28, 28))
     small = slimkit.prune(model, torch.randn(1, 1, 28, 28), macs_target=0.5)
 """
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "slimkit.models:create_model",
     "list_models": "slimkit.models:list_models",
+    "load_weights": "slimkit.models:load_weights",  # a user's weights file into a created model
     "create_dataset": "slimkit.data:create_dataset",
     "list_datasets": "slimkit.data:list_datasets",
     "profile": "slimkit.profile",  # a callable module: slimkit.profile(model, size)

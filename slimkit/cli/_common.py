@@ -25,6 +25,8 @@ console = Console(quiet=not is_main_process())  # under torchrun, rank 0 prints 
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML file of options (command-line options win).")
 MODEL_ARG_OPTION = typer.Option(None, "--model-arg", help="Extra model argument KEY=VALUE (repeatable).")
+WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="Your trained weights for the model: .safetensors or a "
+                              "PyTorch state dict (.pt/.pth/.bin/.ckpt, read with weights_only=True).")
 
 
 def one_of(names: Iterable[str], default: str | None = None) -> str:

@@ -13,7 +13,11 @@ from slimkit.report import rich_table
 
 
 def compress_cmd(
-    model: str = typer.Option(None, "--model", "-m", help="Model name (default resnet20)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name (default resnet20), timm:<name>, "
+                              "torchvision:<name>, or your own path/to/net.py:function."),
+    weights: str = typer.Option(None, "--weights", "-w", help="Your trained weights for --model (.safetensors or a "
+                                "PyTorch state dict): the baseline, used as it is (a classifier replaced for another "
+                                "class count is fine-tuned for --baseline-epochs first)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits)."),
     data_root: str = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset."),
     baseline: str = typer.Option(None, "--baseline", help="A `slimkit train` run folder to start from."),
@@ -41,7 +45,8 @@ def compress_cmd(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Prune a model to a MACs / params / latency budget, fine-tune it, export it and report measured gains."""
-    cli = dict(model=model, data=data, data_root=data_root, baseline=baseline, baseline_epochs=baseline_epochs,
+    cli = dict(model=model, weights=weights, data=data, data_root=data_root, baseline=baseline,
+               baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                global_pruning=global_pruning, round_to=round_to, latency_aware=latency_aware,
                ignored_layers=ignore or None, distill=distill,
@@ -53,6 +58,7 @@ def compress_cmd(
     rows = [{"metric": k, "baseline": b[k], "pruned": p[k], "baseline / pruned": b[k] / p[k] if p[k] else None}
             for k in b if k != "model"]
     console.print(rich_table(rows, title=f"slimkit compress: {s['model']} on {s['data']}"))
+    console.print(f"baseline: {s['baseline_source']}")
     console.print(f"MACs x{s['macs_reduction']:.2f} fewer, params x{s['params_reduction']:.2f} fewer, onnxruntime "
                   f"batch-1 x{s['speedup_onnxruntime_b1']:.2f} faster; accuracy {s['baseline']['test_acc']:.4f} -> "
                   f"{s['pruned']['test_acc']:.4f}. Report: {s['out']}/report.html")

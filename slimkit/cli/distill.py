@@ -17,8 +17,8 @@ distill_app = typer.Typer(help="Knowledge distillation: train a student from a t
                           no_args_is_help=False, invoke_without_command=True)
 
 TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher model name (default resnet56).")
-TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="Teacher weights: a `slimkit train` run folder or a "
-                            ".safetensors file.")
+TEACHER_CKPT = typer.Option(None, "--teacher-ckpt", help="Teacher: a slimkit run folder, or a weights file that "
+                            "fits the data.")
 TEACHER_ARG = typer.Option(None, "--teacher-arg", help="Extra teacher model argument KEY=VALUE (repeatable).")
 DATA = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits).")
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset.")
@@ -28,9 +28,15 @@ LIMIT = typer.Option(None, "--limit", help="Use a class-balanced subset of N tra
 @distill_app.callback()
 def distill_cmd(
     ctx: typer.Context,
-    student: str = typer.Option(None, "--student", help="Student model name (default resnet20)."),
+    student: str = typer.Option(None, "--student", help="Student model name (default resnet20), timm:<name>, "
+                                "torchvision:<name>, or your own path/to/net.py:function."),
+    weights: str = typer.Option(None, "--weights", "-w", help="The student starts from these weights "
+                                "(.safetensors or a PyTorch state dict)."),
     teacher: str = TEACHER,
     teacher_ckpt: str = TEACHER_CKPT,
+    teacher_weights: str = typer.Option(None, "--teacher-weights", help="Your trained weights for --teacher "
+                                        "(instead of --teacher-ckpt); a classifier replaced for another class count "
+                                        "is fine-tuned for --teacher-epochs first."),
     teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Epochs of a teacher trained here when no "
                                        "--teacher-ckpt is given (default 10)."),
     method: str = typer.Option(None, "--method", help=f"{one_of(list_distillers(), 'kd')}."),
@@ -58,7 +64,8 @@ def distill_cmd(
         return
     opts = {**parse_kv(option), **{k: v for k, v in dict(temperature=temperature, alpha=alpha, store=store).items()
                                    if v is not None}}
-    cli = dict(student=student, teacher=teacher, teacher_ckpt=teacher_ckpt, teacher_epochs=teacher_epochs,
+    cli = dict(student=student, weights=weights, teacher=teacher, teacher_ckpt=teacher_ckpt,
+               teacher_weights=teacher_weights, teacher_epochs=teacher_epochs,
                method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
                teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None)

@@ -1,4 +1,4 @@
-"""`slimkit export`: a model (optionally with trained weights) to ONNX, checked against PyTorch."""
+"""`slimkit export`: a run folder, or a model with your weights, to ONNX, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -9,36 +9,40 @@ import typer
 
 from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size
 from slimkit.config import load_yaml
+from slimkit.errors import ConfigError
 from slimkit.export import export_onnx
-from slimkit.jobs._common import load_run_model
-from slimkit.models import create_model, model_info
+from slimkit.jobs._common import inspect_model
 from slimkit.report import rich_table
-from slimkit.train import load_weights
 
 
 def export_cmd(
-    model: str = typer.Argument(..., help="Model name, or a run folder written by `slimkit train`/`compress`."),
+    target: str = typer.Argument(None, help="A run folder written by `slimkit train` / `compress` / `distill`, or a "
+                                 "model name (same as --model)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name, timm:<name>, torchvision:<name>, or your own "
+                              "path/to/net.py:function."),
+    weights: str = typer.Option(None, "--weights", "-w", "--checkpoint", help="Your trained weights for the model: "
+                                ".safetensors or a PyTorch state dict (read with weights_only=True)."),
     out: Path = typer.Option(Path("model.onnx"), "--out", "-o", help="ONNX file to write."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights (.safetensors) for a model name."),
     input_size: str = typer.Option(None, "--input-size", help="C,H,W (default: the model's or run's own)."),
-    num_classes: int = typer.Option(10, "--num-classes", help="Classifier outputs for a model name."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs for a model name (default: the "
+                                    "weights file's; without weights 10, or 1000 at 224)."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |onnxruntime - torch| difference."),
     model_arg: list[str] = MODEL_ARG_OPTION,
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Export to ONNX and report the onnxruntime-vs-PyTorch difference."""
     opts = load_yaml(config) if config else {}
-    input_size = input_size or opts.get("input_size")
-    checkpoint = checkpoint or opts.get("checkpoint")
-    model_arg = list(model_arg or []) + [f"{k}={v}" for k, v in opts.get("model_kwargs", {}).items()]
-    if Path(model).is_dir():
-        net, spec = load_run_model(model)
-        size = parse_size(input_size) or tuple(spec["input_size"])
-    else:
-        size = parse_size(input_size) or tuple(model_info(model)["input_size"])
-        net = create_model(model, num_classes=num_classes, in_chans=size[0], **parse_kv(model_arg))
-        if checkpoint:
-            load_weights(net, checkpoint)
+    if target and model:
+        raise ConfigError(f"give the model once: a run folder / model name ({target!r}) or --model ({model!r})")
+    name = target or model or opts.get("model")
+    if not name:
+        raise ConfigError("name what to export: a run folder (slimkit export runs/x) or a model with its weights "
+                          "(slimkit export --model timm:resnet18 --weights w.safetensors)")
+    kwargs = {**opts.get("model_kwargs", {}), **parse_kv(model_arg)}
+    net, size = inspect_model(name, weights=weights or opts.get("weights") or opts.get("checkpoint"),
+                              num_classes=num_classes or opts.get("num_classes"),
+                              input_size=parse_size(input_size or opts.get("input_size")), kwargs=kwargs,
+                              console=console)
     res = export_onnx(net, out, torch.randn(1, *size), atol=atol)
     console.print(rich_table([{"onnx": str(res.path), "opset": res.opset, "exporter": res.exporter,
                                "max |diff|": f"{res.max_abs_diff:.2e}"}], title="export"))

@@ -7,20 +7,21 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, WEIGHTS_OPTION, console, parse_kv, parse_size
 from slimkit.config import load_yaml
 from slimkit.fileio import atomic_write
-from slimkit.jobs._common import load_run_model
-from slimkit.models import create_model, model_info
+from slimkit.jobs._common import inspect_model
 from slimkit.profile import measure_latency, profile
 from slimkit.report import format_count, rich_table
 
 
 def profile_cmd(
-    model: str = typer.Argument(..., help="Model name (see `slimkit models`), timm:<name> / torchvision:<name>, or a "
-                                "run folder of `slimkit train` / `distill` / `compress`."),
-    input_size: str = typer.Option(None, "--input-size", help="C,H,W (default: the model's own)."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (default 10; 1000 at 224)."),
+    model: str = typer.Argument(..., help="Model name (see `slimkit models`), timm:<name> / torchvision:<name>, your "
+                                "own path/to/net.py:function, or a slimkit run folder."),
+    weights: str = WEIGHTS_OPTION,
+    input_size: str = typer.Option(None, "--input-size", help="C,H,W (default: the model's or run's own)."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (default: the weights file's; "
+                                    "without weights 10, or 1000 at 224)."),
     latency: bool = typer.Option(False, "--latency", help="Also measure latency (batch 1 and 32)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Latency backend: torch or onnxruntime."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for latency (default: all)."),
@@ -31,16 +32,10 @@ def profile_cmd(
 ) -> None:
     """Count MACs and parameters (per layer and per op kind) and optionally measure latency."""
     opts = load_yaml(config) if config else {}
-    size = parse_size(input_size or opts.get("input_size"))
-    if Path(model).is_dir():  # a run folder: its trained (or pruned) model at its input size
-        net, spec = load_run_model(model)
-        size = size or tuple(spec["input_size"])
-    else:
-        if size is None:
-            size = tuple(model_info(model)["input_size"]) if ":" not in model else (3, 224, 224)
-        classes = num_classes or opts.get("num_classes") or (1000 if size[1] >= 224 else 10)
-        net = create_model(model, num_classes=classes, in_chans=size[0], **{**opts.get("model_kwargs", {}),
-                                                                              **parse_kv(model_arg)})
+    net, size = inspect_model(model, weights=weights or opts.get("weights"),
+                              num_classes=num_classes or opts.get("num_classes"),
+                              input_size=parse_size(input_size or opts.get("input_size")),
+                              kwargs={**opts.get("model_kwargs", {}), **parse_kv(model_arg)}, console=console)
     report = profile(net, size)
     console.print(report.table(top))
     data = report.to_dict()

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, job_config, parse_kv
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, WEIGHTS_OPTION, console, job_config, parse_kv
 from slimkit.jobs.train import TrainJobConfig, run
 from slimkit.report import summary_table
 from slimkit.train import TrainConfig
 
 
 def train_cmd(
-    model: str = typer.Option(None, "--model", "-m", help="Model name (default resnet20)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name (default resnet20), timm:<name>, "
+                              "torchvision:<name>, or your own path/to/net.py:function."),
+    weights: str = WEIGHTS_OPTION,
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits)."),
     data_root: str = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Training epochs (default 10)."),
@@ -33,7 +35,8 @@ def train_cmd(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Train a model and test it; Ctrl-C checkpoints, --resume continues exactly."""
-    cli = dict(model=model, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
+    cli = dict(model=model, weights=weights, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size,
+               lr=lr,
                optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, label_smoothing=label_smoothing,
                seed=seed, limit=limit, val_fraction=val_fraction, augment=augment, out=out,
                model_kwargs=parse_kv(model_arg) or None)

@@ -12,20 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 from torch import nn
 
 from slimkit.config import config_changes, to_dict
 from slimkit.data import DataSplits, create_dataset
-from slimkit.errors import CheckpointError
+from slimkit.errors import CheckpointError, ConfigError
 from slimkit.fileio import atomic_write
-from slimkit.models import create_model
+from slimkit.models import LoadReport, create_model, is_file_spec, load_weights, model_info
+from slimkit.models._user import copy_model_file, resolve_model_name
 from slimkit.prune.io import load as load_pruned
 from slimkit.prune.io import read_record
-from slimkit.train import load_weights, seeded
+from slimkit.train import seeded
 from slimkit.train.distributed import is_main_process
 
-__all__ = ["build_data", "build_model", "write_model_spec", "load_run_model", "write_json", "write_config",
-           "prepare_run", "read_run_config"]
+__all__ = ["build_data", "build_model", "load_user_weights", "model_with_weights", "write_model_spec",
+           "record_model_spec", "load_run_model", "inspect_model", "write_json", "write_config", "prepare_run",
+           "read_run_config"]
 
 MODEL_SPEC = "model.json"
 CONFIG = "config.yaml"
@@ -37,10 +40,33 @@ def build_data(name: str, root: str | None, *, seed: int, val_fraction: float, l
 
 
 def build_model(name: str, splits: DataSplits, kwargs: dict[str, Any], seed: int) -> nn.Module:
-    """A registered (or timm:/torchvision:) model sized for the dataset's classes and channels, its weights
-    initialised from `seed` (so one seed gives one model, whatever ran before)."""
+    """A registered (or timm:/torchvision:, or net.py:build) model sized for the dataset's classes and channels, its
+    weights initialised from `seed` (so one seed gives one model, whatever ran before)."""
     with seeded(seed):
         return create_model(name, num_classes=splits.info.num_classes, in_chans=splits.info.in_chans, **kwargs)
+
+
+def load_user_weights(model: nn.Module, weights: str, console: Console | None = None) -> LoadReport:
+    """Load a user's weights file into `model` and print what was loaded, replaced (transfer learning), adapted."""
+    report = load_weights(model, weights)
+    console = console or Console(stderr=True, quiet=not is_main_process())
+    console.print(report.describe(), markup=False, highlight=False, soft_wrap=True)
+    return report
+
+
+def model_with_weights(name: str, weights: str | None, num_classes: int | None, in_chans: int,
+                       kwargs: dict[str, Any], console: Console | None = None) -> tuple[nn.Module, LoadReport | None]:
+    """A model with the user's weights for inspection (profile, export): without `num_classes` it takes the class
+    count of the file's classifier, so nothing is replaced; a first conv of other channels is adapted and said so."""
+    model = create_model(name, num_classes=num_classes or 10, in_chans=in_chans, **kwargs)
+    if not weights:
+        return model, None
+    report = load_weights(model, weights)
+    if report.head_replaced and num_classes is None and report.file_classes:
+        model = create_model(name, num_classes=report.file_classes, in_chans=in_chans, **kwargs)
+        report = load_weights(model, weights)
+    (console or Console(stderr=True)).print(report.describe(), markup=False, highlight=False, soft_wrap=True)
+    return model, report
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -87,12 +113,20 @@ def write_model_spec(run_dir: Path, name: str, kwargs: dict[str, Any], splits: D
                      data: str | None = None, data_root: str | None = None) -> Path:
     """How to rebuild the model of a run (so `load_run_model` needs only the folder), and what it was trained on."""
     info = splits.info
-    return write_json(run_dir / MODEL_SPEC, {
+    return record_model_spec(run_dir, {
         "data": data, "data_root": data_root,
         "model": name, "kwargs": kwargs, "num_classes": info.num_classes, "in_chans": info.in_chans,
         "input_size": [info.in_chans, *info.image_size], "dataset": info.name,
         "mean": list(info.mean), "std": list(info.std),
     })
+
+
+def record_model_spec(run_dir: Path, spec: dict[str, Any]) -> Path:
+    """Write model.json; a model from the user's file (`net.py:build`) is recorded as a copy kept in the run folder
+    (`model_src/net.py:build`, relative to it), so the run reloads after the user's file moved or changed."""
+    recorded = copy_model_file(spec["model"], run_dir)
+    extra = {"model_origin": str(spec.get("model_origin") or spec["model"])} if recorded != spec["model"] else {}
+    return write_json(run_dir / MODEL_SPEC, {**spec, "model": recorded, **extra})
 
 
 def read_model_spec(run_dir: str | Path) -> dict[str, Any]:
@@ -112,8 +146,10 @@ def read_model_spec(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_run_model(run_dir: str | Path, weights: str = "model.safetensors") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained (or pruned) model from a run folder: (model with weights, its spec)."""
+    """Rebuild a trained (or pruned) model from a run folder: (model with weights, its spec). The spec's model name
+    is usable from anywhere (a model file's copy in the run folder is named by its path)."""
     spec = read_model_spec(run_dir)
+    spec = {**spec, "model": resolve_model_name(spec["model"], run_dir)}
     path = Path(run_dir) / weights
     if not path.is_file():
         raise CheckpointError(f"{run_dir} holds no trained model ({weights} missing): the run did not finish; "
@@ -121,5 +157,24 @@ def load_run_model(run_dir: str | Path, weights: str = "model.safetensors") -> t
     if read_record(path) is not None:  # a pruned model (a compress run): rebuilt from its pruning record
         return load_pruned(path), spec
     model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
-    load_weights(model, path)
+    load_weights(model, path, strict=True)
     return model, spec
+
+
+def inspect_model(target: str, *, weights: str | None = None, num_classes: int | None = None,
+                  input_size: tuple[int, ...] | None = None, kwargs: dict[str, Any] | None = None,
+                  console: Console | None = None) -> tuple[nn.Module, tuple[int, ...]]:
+    """The model `slimkit profile` / `export` work on, and its input size: a run folder (rebuilt with its weights
+    and input size), or a model name with the user's weights (class count taken from the file unless given)."""
+    if Path(target).is_dir():
+        if weights:
+            raise ConfigError(f"{target} is a run folder: it brings its own weights, drop --weights (or name a model "
+                              "with --model)")
+        model, spec = load_run_model(target)
+        return model, tuple(input_size or spec["input_size"])
+    registered = ":" not in target and not is_file_spec(target) and not target.endswith(".py")
+    size = tuple(input_size or (model_info(target)["input_size"] if registered else (3, 224, 224)))
+    if num_classes is None and not weights:
+        num_classes = 1000 if size[1] >= 224 else 10
+    model, _ = model_with_weights(target, weights, num_classes, size[0], dict(kwargs or {}), console)
+    return model, size

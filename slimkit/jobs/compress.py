@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,21 +29,22 @@ from slimkit.errors import CheckpointError, ConfigError
 from slimkit.export import export_onnx
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import (
-    MODEL_SPEC,
     build_data,
     build_model,
     load_run_model,
     prepare_run,
     read_model_spec,
+    record_model_spec,
     write_json,
+    write_model_spec,
 )
-from slimkit.models import create_model
+from slimkit.models import create_model, load_weights
 from slimkit.profile import count_macs, count_params, measure_latency
 from slimkit.prune import ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
 from slimkit.report import plot_bars, plot_scatter, write_html
-from slimkit.train import TrainConfig, Trainer, evaluate, seeded
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
 from slimkit.train.distributed import is_main_process
 
 __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
@@ -53,7 +55,9 @@ RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches")  # options a resumed 
 
 @dataclass(frozen=True)
 class CompressConfig:
-    model: str = "resnet20"  # registered model name (or timm:/torchvision:)
+    model: str = "resnet20"  # registered model name, timm:<name> / torchvision:<name>, or path/to/net.py:build
+    weights: str | None = None  # the user's trained weights for `model`: the baseline (its head fine-tuned first
+    # for baseline_epochs when it was replaced for another class count)
     data: str | None = None  # dataset name, .npz file or image folder (default: the baseline's, else digits)
     data_root: str | None = None  # where the dataset's files are
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
@@ -123,7 +127,39 @@ class CompressConfig:
         return given
 
 
+def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Console) -> None:
+    """The baseline is the user's model + weights, as they are; only a replaced head is first fine-tuned."""
+    data = cfg.data
+    splits = build_data(data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                        augment=True)
+    model = build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)
+    report = load_weights(model, cfg.weights)
+    if report.head_replaced:  # the train job loads (and reports) the weights itself
+        console.print(f"[bold]1/5 baseline[/]: fine-tuning {escape(cfg.model)} from {escape(cfg.weights)} on "
+                      f"{escape(data)} for {cfg.baseline_epochs} epochs (its classifier was replaced)")
+        job = train_job.TrainJobConfig(model=cfg.model, weights=cfg.weights, data=data, data_root=cfg.data_root,
+                                       model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
+                                       limit=cfg.limit, out=str(run_dir),
+                                       train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
+                                                         seed=cfg.seed, lr=cfg.finetune_lr))
+        train_job.run(job, resume=resume)
+        return
+    console.print(f"[bold]1/5 baseline[/]: {escape(cfg.model)} with the weights of {escape(cfg.weights)} (no "
+                  "training)")
+    console.print(report.describe(), markup=False, highlight=False, soft_wrap=True)
+    write_model_spec(run_dir, cfg.model, dict(cfg.model_kwargs), splits, data, cfg.data_root)
+    save_weights(model, run_dir / "model.safetensors")
+    write_json(run_dir / "summary.json", {"model": cfg.model, "weights": report.brief(), "epochs": 0})
+
+
 def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) -> tuple[nn.Module, dict[str, Any]]:
+    if cfg.weights:
+        run_dir = out / "baseline"
+        if resume and (run_dir / "summary.json").is_file():
+            console.print(f"[bold]1/5 baseline[/]: already prepared in {escape(str(run_dir))}")
+        else:
+            _from_weights(cfg, run_dir, resume, console)
+        return load_run_model(run_dir)
     if cfg.baseline:
         console.print(f"[bold]1/5 baseline[/]: loading {escape(cfg.baseline)}")
         return load_run_model(cfg.baseline)
@@ -177,7 +213,8 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
                tables={"before / after": rows}, figures=figs,
                notes=[f"budget {summary['budget']}, importance {summary['importance']}, "
                       f"distill {summary['distill']}; MACs x{summary['macs_reduction']:.2f}, "
-                      f"onnxruntime batch-1 speed-up x{summary['speedup_onnxruntime_b1']:.2f}"])
+                      f"onnxruntime batch-1 speed-up x{summary['speedup_onnxruntime_b1']:.2f}",
+                      f"baseline: {summary['baseline_source']}"])
 
 
 def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
@@ -218,9 +255,9 @@ def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exampl
     key, value = _fraction(budget, "chex")
     amount = {"ratio": {"sparsity": value}, "macs_target": {"macs_target": value}}.get(
         key, {"sparsity": 1.0 - value**0.5})
-    with seeded(cfg.seed):
-        model = create_model(spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"],
-                             **spec["kwargs"])
+    with seeded(cfg.seed):  # from scratch, or from the user's own weights
+        model = copy.deepcopy(base) if cfg.weights else create_model(
+            spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
     steps = cfg.baseline_epochs * len(loaders.train)
     chex = ChexCallback(model, example, **amount, ramp_steps=int(0.75 * steps),
                         interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
@@ -254,6 +291,12 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
         raise ConfigError("method 'iterative' takes a --macs or --params fraction")
     if cfg.method in ("iterative", "chex"):
         _fraction(cfg.budget(), cfg.method)
+    if cfg.weights and cfg.baseline:
+        raise ConfigError("give either --weights (your model's weights file, with --model) or --baseline (a slimkit "
+                          "run folder), not both")
+    if cfg.weights and not cfg.data:
+        raise ConfigError("--weights: name the data your model is for (--data NAME or a folder / .npz, with "
+                          "--data-root where needed): its accuracy is measured, and it is fine-tuned, on that data")
     spec = None
     if cfg.baseline:
         spec = read_model_spec(cfg.baseline)
@@ -265,12 +308,27 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     splits = build_data(data or "digits", root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
                         augment=True)
     if spec is None:
-        build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)  # the name, its arguments, the data fit
+        model = build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)  # the name, arguments, data fit
+        if cfg.weights:
+            load_weights(model, cfg.weights)  # and the user's weights fit it
     elif (splits.info.in_chans, *splits.info.image_size) != tuple(spec["input_size"]):
         raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
                           f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
                           "data the baseline was trained on")
     return splits, spec
+
+
+def _source(cfg: CompressConfig, out: Path) -> str:
+    """Where the baseline came from, in words (for the report)."""
+    if cfg.baseline:
+        return f"run folder {cfg.baseline}"
+    if not cfg.weights:
+        return f"trained here for {cfg.baseline_epochs} epochs"
+    done = json.loads((out / "baseline" / "summary.json").read_text())
+    if done.get("epochs"):
+        return (f"weights {cfg.weights}, classifier replaced (other class count) and fine-tuned for {done['epochs']} "
+                "epochs")
+    return f"weights {cfg.weights}, as they are (no training)"
 
 
 def run(cfg: CompressConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
@@ -308,7 +366,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         console.print("[bold]3/5 fine-tune[/]: skipped (--finetune-epochs 0)")
     save_pruned(pruned, out / "model.safetensors", model_name=spec["model"], model_kwargs=record_kwargs)
     data_used = {"data": cfg.data, "data_root": cfg.data_root} if cfg.data else {}
-    write_json(out / MODEL_SPEC, {**spec, **data_used})  # a run folder: export, profile, --baseline, --teacher-ckpt
+    record_model_spec(out, {**spec, **data_used})  # a run folder: export, profile, --baseline, --teacher-ckpt
     console.print("[bold]4/5 export[/]: ONNX with onnxruntime parity check")
     with console.status("exporting model.onnx and checking it against PyTorch"):
         onnx = export_onnx(pruned, out / "model.onnx", example)
@@ -327,8 +385,9 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
             rows.append({**row, **_latency(model, shape, cfg.latency_batches, step)})
     b, p = rows
     summary = {
-        "model": spec["model"], "data": splits.info.name, "budget": budget, "importance": cfg.importance,
-        "distill": cfg.distill, "baseline": b, "pruned": p, "acc_after_prune_before_finetune": acc_pruned,
+        "model": spec["model"], "data": splits.info.name, "baseline_source": _source(cfg, out), "budget": budget,
+        "importance": cfg.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
+        "acc_after_prune_before_finetune": acc_pruned,
         "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
         "onnx_max_abs_diff": onnx.max_abs_diff, "out": str(out),
         **{f"speedup_{k.removesuffix('_ms')}": b[k] / p[k] for k in b if k.endswith("_ms")},

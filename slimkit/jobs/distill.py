@@ -25,12 +25,21 @@ from slimkit.distill import linear_probe, write_logit_store
 from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, method_traits
 from slimkit.errors import ConfigError
 from slimkit.jobs import train as train_job
-from slimkit.jobs._common import build_data, build_model, load_run_model, prepare_run, write_json, write_model_spec
+from slimkit.jobs._common import (
+    build_data,
+    build_model,
+    load_run_model,
+    load_user_weights,
+    prepare_run,
+    write_json,
+    write_model_spec,
+)
 from slimkit.jobs.train import RESUMABLE_OPTIONS
+from slimkit.models import load_weights
 from slimkit.profile import count_macs, count_params
 from slimkit.prune import load as load_pruned
 from slimkit.prune.io import read_record
-from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights, seeded
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
 from slimkit.train.distributed import is_main_process
 
 __all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "store_logits", "RESUMABLE_OPTIONS"]
@@ -38,9 +47,12 @@ __all__ = ["DistillJobConfig", "StoreLogitsConfig", "load_teacher", "run", "stor
 
 @dataclass(frozen=True)
 class DistillJobConfig:
-    student: str = "resnet20"  # registered model name (or timm:/torchvision:)
+    student: str = "resnet20"  # registered model name, timm:<name> / torchvision:<name>, or path/to/net.py:build
+    weights: str | None = None  # the student starts from these weights (.safetensors or a PyTorch state dict)
     teacher: str | None = "resnet56"  # teacher model name; None for teacher-free methods (none, tfkd, stored)
-    teacher_ckpt: str | None = None  # a `slimkit train` run folder or a .safetensors file; None: train one here
+    teacher_ckpt: str | None = None  # a slimkit run folder or a .safetensors file; None: train one here
+    teacher_weights: str | None = None  # or: the user's weights file for `teacher`, used as they are (a classifier
+    # replaced for another class count is first fine-tuned for teacher_epochs)
     teacher_epochs: int = 10  # epochs of the teacher trained here when teacher_ckpt is None
     method: str = "kd"  # a registered method: `slimkit.distill.list_distillers()` (kd, feature, stored, seed, ...)
     data: str = "digits"  # dataset name, .npz file or image folder
@@ -72,7 +84,7 @@ class DistillJobConfig:
 @dataclass(frozen=True)
 class StoreLogitsConfig:
     teacher: str = "resnet56"  # teacher model name
-    teacher_ckpt: str | None = None  # a `slimkit train` run folder or a .safetensors file (required)
+    teacher_ckpt: str | None = None  # a slimkit run folder or a weights file (required)
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)
     data: str = "digits"
     data_root: str | None = None
@@ -86,11 +98,12 @@ class StoreLogitsConfig:
     out: str = "runs/logits"
 
 
-def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[str, Any]) -> nn.Module:
-    """A frozen teacher from a `slimkit train` / `distill` run folder, a `slimkit compress` run folder or pruned
-    .safetensors (rebuilt from its pruning record), or a .safetensors file of `name` built for the data."""
+def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[str, Any],
+                 console: Console | None = None) -> nn.Module:
+    """A frozen teacher from a slimkit run folder (`train`, `distill`, or `compress`: rebuilt from its pruning
+    record), pruned .safetensors, or a weights file of `name` built for the data (its classifier must fit)."""
     if ckpt is None:
-        raise ConfigError("the teacher needs weights: --teacher-ckpt <run folder or .safetensors>")
+        raise ConfigError("the teacher needs weights: --teacher-ckpt <run folder or weights file>")
     path = Path(ckpt)
     pruned = path / "model.safetensors" if path.is_dir() else path
     if pruned.is_file() and read_record(pruned) is not None:  # a pruned model: its record names the original
@@ -107,7 +120,10 @@ def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[s
                               f"{splits.info.in_chans}: distil on the teacher's data")
         return freeze(model)
     model = build_model(name, splits, kwargs, seed=0)  # the weights come from the file
-    load_weights(model, path)
+    if load_user_weights(model, str(path), console).head_replaced:
+        raise ConfigError(f"the teacher's classifier in {path} predicts another number of classes than the data has "
+                          f"({splits.info.num_classes}): pass it as --teacher-weights to fine-tune its classifier "
+                          "for --teacher-epochs first")
     return freeze(model)
 
 
@@ -115,12 +131,22 @@ def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool,
     assert cfg.teacher is not None
     if cfg.teacher_ckpt is not None:
         console.print(f"[bold]teacher[/]: {escape(cfg.teacher)} from {escape(cfg.teacher_ckpt)}")
-        return load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+        return load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs, console)
+    if cfg.teacher_weights is not None:
+        teacher = build_model(cfg.teacher, splits, cfg.teacher_kwargs, seed=0)  # the weights come from the file
+        report = load_weights(teacher, cfg.teacher_weights)
+        if not report.head_replaced:
+            console.print(f"[bold]teacher[/]: {escape(cfg.teacher)} with the weights of "
+                          f"{escape(cfg.teacher_weights)}")
+            console.print(report.describe(), markup=False, highlight=False, soft_wrap=True)
+            return freeze(teacher)
     run_dir = out / "teacher"
     if not (resume and (run_dir / "summary.json").is_file()):
-        console.print(f"[bold]teacher[/]: training {escape(cfg.teacher)} on {escape(cfg.data)} for "
+        start = f" from {cfg.teacher_weights} (its classifier was replaced)" if cfg.teacher_weights else ""
+        console.print(f"[bold]teacher[/]: training {escape(cfg.teacher)}{escape(start)} on {escape(cfg.data)} for "
                       f"{cfg.teacher_epochs} epochs")
-        job = train_job.TrainJobConfig(model=cfg.teacher, data=cfg.data, data_root=cfg.data_root,
+        job = train_job.TrainJobConfig(model=cfg.teacher, weights=cfg.teacher_weights, data=cfg.data,
+                                       data_root=cfg.data_root,
                                        model_kwargs=dict(cfg.teacher_kwargs), val_fraction=cfg.val_fraction,
                                        limit=cfg.limit, augment=cfg.augment, out=str(run_dir),
                                        train=replace(cfg.train, epochs=cfg.teacher_epochs))
@@ -171,17 +197,24 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     console = console or Console(stderr=True, quiet=not is_main_process())
     if cfg.method not in list_distillers():
         raise ConfigError(f"unknown distillation method {cfg.method!r}: use one of {list_distillers()}")
+    if cfg.teacher_ckpt and cfg.teacher_weights:
+        raise ConfigError("give the teacher either --teacher-ckpt (a run folder or ready weights) or "
+                          "--teacher-weights (weights to start from), not both")
     out = Path(cfg.out)
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
     traits = method_traits(cfg.method)
     wants_teacher = traits["teacher"] or (traits["store"] and cfg.options.store is None)  # a store to build here
-    build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)  # fail on a bad name before any work
+    student = build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)  # fail on a bad name first
+    if cfg.weights:
+        load_weights(student, cfg.weights)  # ... and on weights that do not fit
     if wants_teacher and cfg.teacher:
         if cfg.teacher_ckpt is None:
-            build_model(cfg.teacher, splits, cfg.teacher_kwargs, cfg.train.seed)
+            teacher = build_model(cfg.teacher, splits, cfg.teacher_kwargs, cfg.train.seed)
+            if cfg.teacher_weights:
+                load_weights(teacher, cfg.teacher_weights)
         else:
-            load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+            load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs, Console(quiet=True))
     prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     teacher = _teacher(cfg, splits, out, resume, console) if wants_teacher and cfg.teacher else None
     opts, store_forwards, store_s = _store_for(cfg, splits, teacher, out, console) if traits["store"] \
@@ -197,6 +230,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
                           "longer (--teacher-epochs) or with a lower --lr, or pass a better --teacher-ckpt[/]")
     with seeded(cfg.train.seed):  # the student and any module the method adds (adapter, head) start from the seed
         student = build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)
+        weights = load_user_weights(student, cfg.weights, console) if cfg.weights else None
         task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
     train_set = with_index(splits.train) if task.needs_index else splits.train
     loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed)
@@ -216,6 +250,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
         "student_params": count_params(task.student), "student_macs": count_macs(task.student, shape),
         "options": to_dict(opts), "out": str(out),
     }
+    if weights is not None:
+        summary["weights"] = weights.brief()
     if task.supervised:
         summary["test_acc"] = evaluate(task.student, loaders.test,
                                        progress="student: test set" if cfg.train.progress else None)["acc"]
@@ -235,7 +271,7 @@ def store_logits(cfg: StoreLogitsConfig, console: Console | None = None) -> dict
     console = console or Console(stderr=True, quiet=not is_main_process())
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
                         augment=cfg.augment)
-    teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs)
+    teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs, console)
     t0 = time.perf_counter()
     write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size)
     summary = {"store": cfg.out, "images": len(splits.train), "epochs": cfg.epochs, "topk": cfg.topk,

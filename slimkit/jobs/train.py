@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slimkit.data import make_loaders
-from slimkit.jobs._common import build_data, build_model, prepare_run, write_json, write_model_spec
+from slimkit.jobs._common import build_data, build_model, load_user_weights, prepare_run, write_json, write_model_spec
 from slimkit.profile import count_macs, count_params
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
 from slimkit.train.trainer import RESUMABLE
@@ -19,7 +19,8 @@ RESUMABLE_OPTIONS = tuple(f"train.{k}" for k in RESUMABLE)  # options a resumed 
 
 @dataclass(frozen=True)
 class TrainJobConfig:
-    model: str = "resnet20"  # registered name, or timm:<name> / torchvision:<name>
+    model: str = "resnet20"  # registered name, timm:<name> / torchvision:<name>, or path/to/net.py:build
+    weights: str | None = None  # start from these weights (.safetensors or a PyTorch state dict file)
     data: str = "digits"  # dataset name (see `slimkit.data.list_datasets()`), a .npz file or an image folder
     data_root: str | None = None  # where the dataset's files are (default: the dataset's own location)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments, e.g. {"small_input": True}
@@ -36,6 +37,7 @@ def run(cfg: TrainJobConfig, resume: bool = False) -> dict[str, Any]:
     splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
                         limit=cfg.limit, augment=cfg.augment)
     model = build_model(cfg.model, splits, cfg.model_kwargs, cfg.train.seed)
+    report = load_user_weights(model, cfg.weights) if cfg.weights else None
     loaders = make_loaders(splits, cfg.train.batch_size, seed=cfg.train.seed)
     prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     trainer = Trainer(model, cfg.train, loaders.train, loaders.val if len(splits.val) else None, out_dir=out)
@@ -51,6 +53,8 @@ def run(cfg: TrainJobConfig, resume: bool = False) -> dict[str, Any]:
         "macs": count_macs(model, shape), "input_size": list(shape), "train_time_s": round(result.wall_time_s, 1),
         "out": str(out),
     }
+    if report is not None:
+        summary["weights"] = report.brief()
     if trainer.dist.is_main:  # under torchrun only rank 0 writes
         save_weights(model, out / "model.safetensors")
         write_json(out / "summary.json", summary)

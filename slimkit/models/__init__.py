@@ -2,7 +2,8 @@
 
 Every family module in this package (files not starting with `_`) is imported on first lookup, so adding a family
 is adding a file. `create_model("timm:<name>")` and `create_model("torchvision:<name>")` pass through to those
-libraries (optional extras).
+libraries (optional extras); `create_model("path/to/net.py:build")` builds a user's own architecture from a file.
+`load_weights(model, path)` loads a user's trained weights (safetensors or a PyTorch state dict) into a model.
 
 Every slimkit model follows one interface (timm's): `forward_features(x)` -> feature map or tokens,
 `forward_head(x, pre_logits=False)` -> logits (or the pooled embedding), `get_classifier()` -> the final layer,
@@ -18,9 +19,12 @@ from typing import Any
 from torch import nn
 
 from slimkit.errors import ModelError
+from slimkit.models._user import is_file_spec
+from slimkit.models._weights import LoadReport, load_weights, read_state_dict
 from slimkit.registry import MODELS
 
-__all__ = ["create_model", "list_models", "model_info"]
+__all__ = ["create_model", "list_models", "model_info", "load_weights", "read_state_dict", "LoadReport",
+           "is_file_spec"]
 
 _loaded = False
 
@@ -36,7 +40,12 @@ def _load_families() -> None:
 
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name, or a `timm:<name>` / `torchvision:<name>` model (never downloads weights)."""
+    """Build a registered model by name, a `timm:<name>` / `torchvision:<name>` model (never downloads weights), or
+    a user's model from a Python file, `path/to/net.py:build` (a function or class returning an nn.Module)."""
+    if is_file_spec(name) or name.endswith(".py"):
+        from slimkit.models._user import create_from_file
+
+        return create_from_file(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if ":" in name:
         from slimkit.models._external import create_external
 

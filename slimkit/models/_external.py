@@ -80,14 +80,14 @@ def create_external(spec: str, num_classes: int = 10, in_chans: int = 3, **kwarg
     lib, _, name = spec.partition(":")
     if kwargs.pop("pretrained", False):
         raise ConfigError(
-            f"{spec}: slimkit never downloads weights. Build it without pretrained and load your own checkpoint "
-            "(a .safetensors file) instead"
+            f"{spec}: slimkit never downloads weights. Build it without pretrained and load your own weights "
+            "instead (--weights PATH, or slimkit.load_weights(model, path))"
         )
     loading = sorted(k for k in kwargs if k in _LOADING_KWARGS.get(lib, ()))
     if loading:
         raise ConfigError(f"{spec}: model argument(s) {loading} would load weights through the library (a pickle "
                           "for timm's checkpoint_path); slimkit builds models with random weights and loads "
-                          ".safetensors files itself: drop them")
+                          "weights itself: drop them and pass --weights PATH (slimkit.load_weights(model, path))")
     if lib == "timm":
         timm = _import("timm")
         if not timm.is_model(name):

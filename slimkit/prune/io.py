@@ -18,9 +18,10 @@ from torch import nn
 
 from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write
-from slimkit.models import create_model
+from slimkit.models import create_model, load_weights
+from slimkit.models._user import copy_model_file, resolve_model_name
 from slimkit.prune.surgery import apply_plan
-from slimkit.train import load_weights, save_weights
+from slimkit.train import save_weights
 
 __all__ = ["save", "load", "record_path", "read_record", "replay"]
 
@@ -34,11 +35,12 @@ def record_path(path: str | Path) -> Path:
 
 def save(model: nn.Module, path: str | Path, *, model_name: str | None = None,
          model_kwargs: dict[str, Any] | None = None) -> Path:
-    """Write weights and the pruning record (`model.slimkit_pruning`, set by `slimkit.prune.prune`)."""
+    """Write weights and the pruning record (`model.slimkit_pruning`, set by `slimkit.prune.prune`). A model from a
+    user's file (`net.py:build`) gets a copy of that file beside the record, so it reloads wherever the file goes."""
     path = Path(path)
     record = dict(getattr(model, "slimkit_pruning", None) or {"version": 1, "steps": []})
     if model_name is not None:
-        record["model"] = {"name": model_name, "kwargs": model_kwargs or {}}
+        record["model"] = {"name": copy_model_file(model_name, path.parent), "kwargs": model_kwargs or {}}
     text = json.dumps(record)
     atomic_write(record_path(path), text)
     save_weights(model, path, metadata={_META_KEY: text})  # last: the weights carry their own record
@@ -87,7 +89,7 @@ def load(path: str | Path, model_or_name: nn.Module | str | None = None, **model
     record = read_record(path)
     if record is None:
         raise CheckpointError(f"{path} holds no pruning record (and {rp.name} is missing): save pruned models with "
-                              "slimkit.prune.save; unpruned weights load with slimkit.train.load_weights")
+                              "slimkit.prune.save; unpruned weights load with slimkit.load_weights")
     if isinstance(model_or_name, nn.Module):
         model = model_or_name
     else:
@@ -95,10 +97,11 @@ def load(path: str | Path, model_or_name: nn.Module | str | None = None, **model
         name = model_or_name or spec.get("name")
         if not name:
             raise CheckpointError(f"{rp} does not name the original model: pass it, e.g. load(path, 'resnet20', ...)")
-        model = create_model(name, **{**spec.get("kwargs", {}), **model_kwargs})
+        model = create_model(resolve_model_name(name, path.parent), **{**spec.get("kwargs", {}), **model_kwargs})
     try:
         replay(model, record)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"the record {rp.name} does not fit {type(model).__name__}: {e}. Build the same "
                               "original model (name, num_classes, in_chans) it was pruned from") from None
-    return load_weights(model, path)
+    load_weights(model, path, strict=True)
+    return model

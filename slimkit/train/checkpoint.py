@@ -21,8 +21,9 @@ from torch import nn
 
 from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write, commit_files, read_manifest
+from slimkit.models import load_weights
 
-__all__ = ["save_weights", "load_weights", "optimizer_to_flat", "optimizer_from_flat", "rng_state", "set_rng_state",
+__all__ = ["save_weights", "optimizer_to_flat", "optimizer_from_flat", "rng_state", "set_rng_state",
            "write_checkpoint", "read_checkpoint", "checkpoint_files", "tensor_to_json", "tensor_from_json"]
 
 
@@ -41,29 +42,6 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     """The model's state dict as safetensors, written atomically (whole or not at all)."""
     sd = _contiguous(model.state_dict())
     return atomic_write(path, lambda tmp: save_file(sd, str(tmp), metadata=metadata))
-
-
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
-    """Load a safetensors state dict; a shape or key mismatch names the tensors and says what to check."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found")
-    try:
-        sd = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    own = model.state_dict()
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-           if k in own and own[k].shape != v.shape]
-    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if bad or (strict and (missing or extra)):
-        parts = bad[:3] + ([f"missing {missing[:3]}"] if missing else [])
-        parts += [f"unexpected {extra[:3]}"] if extra else []
-        detail = "; ".join(parts)
-        raise CheckpointError(f"{path} does not match {type(model).__name__} ({detail}). Was it saved from another "
-                              "model or a pruned one? Pruned models reload with slimkit.load")
-    model.load_state_dict(sd, strict=strict)
-    return model
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -151,7 +129,7 @@ def checkpoint_files(directory: str | Path) -> tuple[dict[str, Any], dict[str, P
 def read_checkpoint(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, optimizer and RNG state; return the JSON state."""
     state, paths = checkpoint_files(directory)
-    load_weights(model, paths["model.safetensors"])
+    load_weights(model, paths["model.safetensors"], strict=True)
     optimizer_from_flat(opt, load_file(str(paths["optimizer.safetensors"])), state["optimizer"])
     set_rng_state(state["rng"])
     return state

@@ -112,7 +112,8 @@ def test_temperature_schedule_and_setter():
 
 def test_the_temperature_is_saved_and_reloaded_with_the_weights(tmp_path):
     """A model trained to temperature 1 must not come back at the constructor's 30 (its outputs would change)."""
-    from slimkit.train.checkpoint import load_weights, save_weights
+    from slimkit.models import load_weights
+    from slimkit.train.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = nn.Sequential(DynamicConv2d(3, 4, 3), nn.ReLU(), DynamicConv2d(4, 4, 1)).eval()
