@@ -27,6 +27,13 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML file of options 
 MODEL_ARG_OPTION = typer.Option(None, "--model-arg", help="Extra model argument KEY=VALUE (repeatable).")
 WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="Your trained weights for the model: .safetensors or a "
                               "PyTorch state dict (.pt/.pth/.bin/.ckpt, read with weights_only=True).")
+INPUT_SIZE_OPTION = typer.Option(None, "--input-size", help="Bring images to this size: 224, H,W or C,H,W (C=3 "
+                                 "repeats grey images to RGB). Training: random-resized-crop + flip; evaluation: "
+                                 "resize + centre crop. Default: native size.")
+NORM_OPTION = typer.Option(None, "--norm", help="auto (default): the model's own mean/std (timm pretrained config, "
+                           "torchvision: ImageNet), else the dataset's; dataset: always the train-split statistics.")
+WORKERS_OPTION = typer.Option(None, "--workers", help="DataLoader worker processes (default: 2 for decoded or "
+                              "resized images, 0 for in-memory images at native size).")
 
 
 def one_of(names: Iterable[str], default: str | None = None) -> str:

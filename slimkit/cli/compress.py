@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, job_config, one_of, parse_kv
+from slimkit.cli._common import (
+    CONFIG_OPTION,
+    INPUT_SIZE_OPTION,
+    MODEL_ARG_OPTION,
+    NORM_OPTION,
+    WORKERS_OPTION,
+    console,
+    job_config,
+    one_of,
+    parse_kv,
+)
 from slimkit.jobs.compress import CompressConfig, run
 from slimkit.prune import list_importances
 from slimkit.report import rich_table
@@ -38,6 +48,9 @@ def compress_cmd(
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
     finetune_lr: float = typer.Option(None, "--finetune-lr", help="Fine-tuning learning rate (default 0.01)."),
     limit: int = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images."),
+    input_size: str = INPUT_SIZE_OPTION,
+    norm: str = NORM_OPTION,
+    workers: int = WORKERS_OPTION,
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/compress)."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished stages; continue an interrupted one."),
@@ -51,6 +64,7 @@ def compress_cmd(
                global_pruning=global_pruning, round_to=round_to, latency_aware=latency_aware,
                ignored_layers=ignore or None, distill=distill,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
+               input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)
     cfg = job_config(CompressConfig, config, cli, resume=resume)
     s = run(cfg, resume=resume)

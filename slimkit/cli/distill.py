@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, console, job_config, one_of, parse_kv
+from slimkit.cli._common import (
+    CONFIG_OPTION,
+    INPUT_SIZE_OPTION,
+    NORM_OPTION,
+    WORKERS_OPTION,
+    console,
+    job_config,
+    one_of,
+    parse_kv,
+)
 from slimkit.distill.tasks import DistillOptions, list_distillers
 from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
 from slimkit.report import summary_table
@@ -53,6 +62,9 @@ def distill_cmd(
     option: list[str] = typer.Option(None, "--option", help="Method option KEY=VALUE (repeatable), e.g. "
                                      "--option queue_size=1024 or --option margin_kind=arcface."),
     limit: int = LIMIT,
+    input_size: str = INPUT_SIZE_OPTION,
+    norm: str = NORM_OPTION,
+    workers: int = WORKERS_OPTION,
     student_arg: list[str] = typer.Option(None, "--student-arg", help="Extra student argument KEY=VALUE."),
     teacher_arg: list[str] = TEACHER_ARG,
     out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/distill)."),
@@ -68,7 +80,8 @@ def distill_cmd(
                teacher_weights=teacher_weights, teacher_epochs=teacher_epochs,
                method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
-               teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None)
+               teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None, input_size=input_size, norm=norm,
+               workers=workers)
     cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": DistillOptions},
                      resume=resume)
     summary = run(cfg, resume=resume)
@@ -83,6 +96,9 @@ def store_logits_cmd(
     data: str = DATA,
     data_root: str = DATA_ROOT,
     limit: int = LIMIT,
+    input_size: str = INPUT_SIZE_OPTION,
+    norm: str = NORM_OPTION,
+    workers: int = WORKERS_OPTION,
     seed: int = typer.Option(None, "--seed", help="The student run's seed (fixes the replayed augmentation)."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Augmentation epochs to store (default 10)."),
     topk: int = typer.Option(None, "--topk", help="Logits kept per image (default 10)."),
@@ -94,7 +110,8 @@ def store_logits_cmd(
 ) -> None:
     """Run the teacher once per augmentation epoch and store its top-k logits (resumable; extends a store)."""
     cli = dict(teacher=teacher, teacher_ckpt=teacher_ckpt, teacher_kwargs=parse_kv(teacher_arg) or None, data=data,
-               data_root=data_root, limit=limit, seed=seed, epochs=epochs, topk=topk, augment=augment, out=out)
+               data_root=data_root, limit=limit, seed=seed, epochs=epochs, topk=topk, augment=augment, out=out,
+               input_size=input_size, norm=norm, workers=workers)
     summary = store_logits(job_config(StoreLogitsConfig, config, cli))
     console.print(summary_table(summary, title="slimkit distill store-logits"))
 

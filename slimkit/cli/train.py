@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, WEIGHTS_OPTION, console, job_config, parse_kv
+from slimkit.cli._common import (
+    CONFIG_OPTION,
+    INPUT_SIZE_OPTION,
+    MODEL_ARG_OPTION,
+    NORM_OPTION,
+    WEIGHTS_OPTION,
+    WORKERS_OPTION,
+    console,
+    job_config,
+    parse_kv,
+)
 from slimkit.jobs.train import TrainJobConfig, run
 from slimkit.report import summary_table
 from slimkit.train import TrainConfig
@@ -29,6 +39,9 @@ def train_cmd(
     limit: int = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images."),
     val_fraction: float = typer.Option(None, "--val-fraction", help="Share of train held out (default 0.1)."),
     augment: bool = typer.Option(None, "--augment/--no-augment", help="Training augmentation (default on)."),
+    input_size: str = INPUT_SIZE_OPTION,
+    norm: str = NORM_OPTION,
+    workers: int = WORKERS_OPTION,
     out: str = typer.Option(None, "--out", "-o", help="Run folder (default runs/train)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoint."),
     model_arg: list[str] = MODEL_ARG_OPTION,
@@ -39,6 +52,7 @@ def train_cmd(
                lr=lr,
                optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, label_smoothing=label_smoothing,
                seed=seed, limit=limit, val_fraction=val_fraction, augment=augment, out=out,
+               input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)
     cfg = job_config(TrainJobConfig, config, cli, {"train": TrainConfig}, resume=resume)
     summary = run(cfg, resume=resume)

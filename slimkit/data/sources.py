@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from slimkit.data.cifar import read_cifar
+from slimkit.data.files import ImageFiles, scan_images
 from slimkit.data.idx import read_idx
 from slimkit.errors import CorruptDataError, DataError, DataNotFoundError
 from slimkit.registry import DATASETS
@@ -27,12 +28,13 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 @dataclass(frozen=True)
 class RawData:
-    """Images as uint8 N x C x H x W arrays; `test` may be None (then split off the train set)."""
+    """Images as uint8 N x C x H x W arrays (or lazily decoded `ImageFiles`); `test` may be None (then split off the
+    train set)."""
 
     name: str
-    x_train: np.ndarray
+    x_train: np.ndarray | ImageFiles
     y_train: np.ndarray
-    x_test: np.ndarray | None
+    x_test: np.ndarray | ImageFiles | None
     y_test: np.ndarray | None
     class_names: list[str]
     flip: bool  # is a horizontal flip label-preserving for this data?
@@ -220,40 +222,39 @@ def npz(root: str | Path | None = None) -> RawData:
 
 @DATASETS.register("folder")
 def folder(root: str | Path | None = None, image_size: int | None = None) -> RawData:
-    """Class-per-subfolder images (PIL); `train/` and `test/` subfolders are used when present."""
+    """Class-per-subfolder images, decoded lazily (`ImageFiles`); `train/` and `test/` subfolders are used when
+    present. Every file's header is opened here, so a file that is not an image fails before training."""
     if root is None or not Path(root).is_dir():
         raise DataNotFoundError(f"image folder {str(root)!r} not found: pass it as --data-root (root=)")
     root = Path(root)
-    if (root / "train").is_dir():
-        xtr, ytr, names = _read_folder(root / "train", image_size, None)
-        xte, yte, _ = _read_folder(root / "test", image_size, names) if (root / "test").is_dir() else (None, None, 0)
-    else:
-        xtr, ytr, names = _read_folder(root, image_size, None)
-        xte = yte = None
+    splits = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
+    names = _class_names(splits[0])
+    listed = [_list_folder(d, names) for d in splits if d.is_dir()]
+    sizes, grey = scan_images([p for paths, _ in listed for p in paths])
+    mode, start, out = "L" if grey else "RGB", 0, []
+    for paths, labels in listed:
+        hw = np.asarray(sizes[start:start + len(paths)], dtype=np.int64).reshape(-1, 2)
+        start += len(paths)
+        fixed = (int(image_size), int(image_size)) if image_size else None
+        out += [ImageFiles(np.asarray([str(p) for p in paths]), hw, mode, fixed), labels]
+    xtr, ytr, xte, yte = out if len(out) == 4 else (*out, None, None)
     return RawData(root.name, xtr, ytr, xte, yte, names, flip=True)
 
 
-def _read_folder(root: Path, size: int | None, names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image, UnidentifiedImageError
-
-    classes = names or sorted(p.name for p in root.iterdir() if p.is_dir())
+def _class_names(root: Path) -> list[str]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise DataError(f"{root}: found {len(classes)} class subfolder(s); an image folder needs one per class (>= 2)")
-    images, labels, mode, hw = [], [], None, None
+    return classes
+
+
+def _list_folder(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    paths, labels = [], []
     for label, cls in enumerate(classes):
-        files = sorted(p for p in (root / cls).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    mode = mode or ("L" if im.mode in ("L", "1", "I;16") else "RGB")
-                    im = im.convert(mode)
-                    hw = hw or ((size, size) if size else im.size[::-1])
-                    if im.size[::-1] != hw:
-                        im = im.resize(hw[::-1])
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as e:
-                raise CorruptDataError(f"{f}: not a readable image ({e}); remove it or fix it") from None
-            labels.append(label)
-    if not images:
+        files = sorted(p for p in (root / cls).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
+            if (root / cls).is_dir() else []
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class subfolders")
-    return _to_nchw(np.stack(images), str(root)), np.asarray(labels, dtype=np.int64), classes
+    return paths, np.asarray(labels, dtype=np.int64)

@@ -51,19 +51,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_AUGMENTATION_KEYS = ("seed", "augment", "pad", "flip")
+_AUGMENTATION_KEYS = ("seed", "augment", "pad", "flip", "view")
 
 
 def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
     """What must not change between writing and using a store: length, augmentation settings, image/label hash."""
     base = getattr(dataset, "ds", dataset)  # unwrap `with_index`
     info: dict[str, Any] = {"len": len(dataset)}  # type: ignore[arg-type]
-    for name in _AUGMENTATION_KEYS:
+    for name in ("seed", "augment", "pad", "flip"):
         if hasattr(base, name):
             info[name] = getattr(base, name)
+    if getattr(base, "view", None) is not None:  # resized views: size, crop and channels must match too
+        info["view"] = f"{base.view.describe()} chans={base.in_chans}"
     images, labels = getattr(base, "images", None), getattr(base, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        h = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes())
+    if isinstance(labels, torch.Tensor) and (isinstance(images, torch.Tensor) or hasattr(images, "fingerprint")):
+        # in-memory pixels are hashed; lazily decoded files by their names and sizes
+        h = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes() if isinstance(images, torch.Tensor)
+                           else images.fingerprint().encode())
         h.update(labels.detach().cpu().contiguous().numpy().tobytes())
         info["sha256"] = h.hexdigest()
     return info

@@ -8,6 +8,7 @@ folder's `config.yaml` (except options that are safe to change); then it writes 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ from rich.console import Console
 from torch import nn
 
 from slimkit.config import config_changes, to_dict
-from slimkit.data import DataSplits, create_dataset
+from slimkit.data import DatasetInfo, DataSplits, create_dataset
 from slimkit.errors import CheckpointError, ConfigError
 from slimkit.fileio import atomic_write
-from slimkit.models import LoadReport, create_model, is_file_spec, load_weights, model_info
+from slimkit.models import LoadReport, create_model, is_file_spec, load_weights, model_data_config, model_info
 from slimkit.models._user import copy_model_file, resolve_model_name
 from slimkit.prune.io import load as load_pruned
 from slimkit.prune.io import read_record
@@ -27,16 +28,58 @@ from slimkit.train import seeded
 from slimkit.train.distributed import is_main_process
 
 __all__ = ["build_data", "build_model", "load_user_weights", "model_with_weights", "write_model_spec",
-           "record_model_spec", "load_run_model", "inspect_model", "write_json", "write_config", "prepare_run",
-           "read_run_config"]
+           "record_model_spec", "read_model_spec", "load_run_model", "inspect_model", "write_json", "write_config",
+           "prepare_run", "read_run_config", "view_spec", "data_summary"]
 
 MODEL_SPEC = "model.json"
 CONFIG = "config.yaml"
 
 
 def build_data(name: str, root: str | None, *, seed: int, val_fraction: float, limit: int | None,
-               augment: bool) -> DataSplits:
-    return create_dataset(name, root, seed=seed, val_fraction=val_fraction, limit=limit, augment=augment)
+               augment: bool, input_size: Any = None, model: str | None = None, norm: str = "auto",
+               like: dict[str, Any] | None = None) -> DataSplits:
+    """The job's data at `input_size` (None: native size), normalised with `model`'s own mean / std when it has
+    them (timm / torchvision; `norm="dataset"` forces the train-split statistics). `like`, a run's model.json,
+    fixes the input size, view and normalisation the run was trained with (compressing / distilling from it)."""
+    if norm not in ("auto", "dataset"):
+        raise ConfigError(f"norm must be 'auto' (the model's own mean / std, else the dataset's) or 'dataset', got "
+                          f"{norm!r}")
+    view = (like or {}).get("view") or {}
+    kw: dict[str, Any] = {"input_size": input_size or view.get("input_size")}
+    if view:
+        kw.update(crop_pct=view["crop_pct"], scale=tuple(view["scale"]), interpolation=view["interpolation"])
+    cfg = model_data_config(model) if model and norm == "auto" else None
+    if like is not None and like.get("mean") is not None:
+        kw.update(mean=like["mean"], std=like["std"])
+        source = like.get("norm") or "dataset"
+    elif cfg is not None:
+        kw.update(mean=cfg["mean"], std=cfg["std"])
+        if not view:
+            kw.update(crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"])
+        source = cfg["source"]
+    else:
+        source = "dataset"
+    splits = create_dataset(name, root, seed=seed, val_fraction=val_fraction, limit=limit, augment=augment, **kw)
+    return replace(splits, info=replace(splits.info, norm=source))
+
+
+def data_summary(info: DatasetInfo, loaders: Any) -> dict[str, Any]:
+    """What the data fed the model, for summaries: channel conversion, normalisation source, view, workers."""
+    out: dict[str, Any] = {"norm": info.norm, "workers": loaders.train.num_workers}
+    if info.view is not None:
+        out["view"] = info.view.describe()
+    if info.source_chans is not None and info.source_chans != info.in_chans:
+        out["channels"] = f"{info.source_chans}-channel images converted to {info.in_chans} channels"
+    return out
+
+
+def view_spec(info: DatasetInfo) -> dict[str, Any] | None:
+    """The resize / crop settings of `info` as JSON (None: native size), as model.json records them."""
+    v = info.view
+    if v is None:
+        return None
+    return {"input_size": [info.in_chans, *v.size], "crop_pct": v.crop_pct, "scale": list(v.scale),
+            "interpolation": v.interpolation}
 
 
 def build_model(name: str, splits: DataSplits, kwargs: dict[str, Any], seed: int) -> nn.Module:
@@ -117,7 +160,8 @@ def write_model_spec(run_dir: Path, name: str, kwargs: dict[str, Any], splits: D
         "data": data, "data_root": data_root,
         "model": name, "kwargs": kwargs, "num_classes": info.num_classes, "in_chans": info.in_chans,
         "input_size": [info.in_chans, *info.image_size], "dataset": info.name,
-        "mean": list(info.mean), "std": list(info.std),
+        "mean": list(info.mean), "std": list(info.std), "norm": info.norm, "view": view_spec(info),
+        "source_chans": info.source_chans,
     })
 
 

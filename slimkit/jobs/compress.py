@@ -31,6 +31,7 @@ from slimkit.jobs import train as train_job
 from slimkit.jobs._common import (
     build_data,
     build_model,
+    data_summary,
     load_run_model,
     prepare_run,
     read_model_spec,
@@ -50,7 +51,7 @@ from slimkit.train.distributed import is_main_process
 __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
 
 _METHODS = ("oneshot", "iterative", "chex")
-RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches")  # options a resumed run may change
+RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches", "workers")  # options a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class CompressConfig:
     batch_size: int = 128
     limit: int | None = None  # class-balanced subset of training images
     val_fraction: float = 0.1
+    input_size: tuple[int, ...] | None = None  # SIZE, (H, W) or (C, H, W) (default: the baseline's; else native)
+    norm: str = "auto"  # auto: the model's own mean / std (timm / torchvision) else the dataset's; or dataset
+    workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
     seed: int = 0
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
     out: str = "runs/compress"
@@ -172,7 +176,8 @@ def _baseline(cfg: CompressConfig, out: Path, resume: bool, console: Console) ->
                   "epochs")
     job = train_job.TrainJobConfig(model=cfg.model, data=data, data_root=cfg.data_root,
                                    model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
-                                   limit=cfg.limit, out=str(run_dir),
+                                   limit=cfg.limit, out=str(run_dir), input_size=cfg.input_size,
+                                   norm=cfg.norm, workers=cfg.workers,
                                    train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
                                                      seed=cfg.seed))
     train_job.run(job, resume=resume)
@@ -306,7 +311,8 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     data, root = (cfg.data, cfg.data_root) if cfg.data or spec is None else (spec.get("data") or "digits",
                                                                               spec.get("data_root"))
     splits = build_data(data or "digits", root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
-                        augment=True)
+                        augment=True, input_size=cfg.input_size, model=cfg.model if spec is None else None,
+                        norm=cfg.norm, like=spec)
     if spec is None:
         model = build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)  # the name, arguments, data fit
         if cfg.weights:
@@ -339,7 +345,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     splits, _ = _validate(cfg)
     prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     base, spec = _baseline(cfg, out, resume, console)
-    loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed)
+    loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed, num_workers=cfg.workers)
     shape = (splits.info.in_chans, *splits.info.image_size)
     example = torch.randn(1, *shape)
     pruned_path = out / "pruned.safetensors"  # the weights carry their pruning record: one file, one unit
@@ -389,7 +395,8 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         "importance": cfg.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
         "acc_after_prune_before_finetune": acc_pruned,
         "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
-        "onnx_max_abs_diff": onnx.max_abs_diff, "out": str(out),
+        "onnx_max_abs_diff": onnx.max_abs_diff, "input_size": list(shape), **data_summary(splits.info, loaders),
+        "out": str(out),
         **{f"speedup_{k.removesuffix('_ms')}": b[k] / p[k] for k in b if k.endswith("_ms")},
     }
     _report(out, rows, _kept_channels(base, pruned), summary)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from slimkit.config import to_dict
-from slimkit.data import DataSplits, make_loaders, with_index
+from slimkit.data import DataSplits, default_workers, make_loaders, with_index
 from slimkit.distill import linear_probe, write_logit_store
 from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, method_traits
 from slimkit.errors import ConfigError
@@ -28,9 +28,11 @@ from slimkit.jobs import train as train_job
 from slimkit.jobs._common import (
     build_data,
     build_model,
+    data_summary,
     load_run_model,
     load_user_weights,
     prepare_run,
+    read_model_spec,
     write_json,
     write_model_spec,
 )
@@ -65,6 +67,9 @@ class DistillJobConfig:
     limit: int | None = None  # class-balanced subset of training images
     val_fraction: float = 0.1  # share of the training set held out for validation
     augment: bool = True  # random crop (+ flip) on the training set
+    input_size: tuple[int, ...] | None = None  # SIZE, (H, W) or (C, H, W) (default: the teacher run's; else native)
+    norm: str = "auto"  # auto: the teacher's (else the student's) own mean / std, else the dataset's; or dataset
+    workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
     probe_limit: int | None = 5000  # seed: training images used to fit the linear probe (None: all)
     out: str = "runs/distill"  # run folder
     train: TrainConfig = field(default_factory=TrainConfig)  # the student's training
@@ -91,6 +96,9 @@ class StoreLogitsConfig:
     limit: int | None = None  # must match the student's run (the store checks the dataset fingerprint)
     val_fraction: float = 0.1
     augment: bool = True
+    input_size: tuple[int, ...] | None = None  # as the student's run (default: the teacher run's; else native)
+    norm: str = "auto"  # as the student's run
+    workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
     seed: int = 0  # the training seed of the student's run (it fixes the augmentation replayed from the store)
     epochs: int = 10  # augmentation epochs to store (>= the student's epochs)
     topk: int = 10
@@ -127,6 +135,16 @@ def load_teacher(name: str, ckpt: str | None, splits: DataSplits, kwargs: dict[s
     return freeze(model)
 
 
+def _data(cfg: DistillJobConfig | StoreLogitsConfig, seed: int, teacher: str | None, ckpt: str | None,
+          student: str | None) -> DataSplits:
+    """One dataset for teacher and student (they see the same batches): at the teacher run's input size and
+    normalisation when the teacher is a run folder, else normalised as the teacher's (or the student's) model."""
+    like = read_model_spec(ckpt) if teacher and ckpt and (Path(ckpt) / "model.json").is_file() else None
+    return build_data(cfg.data, cfg.data_root, seed=seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
+                      augment=cfg.augment, input_size=cfg.input_size, model=teacher or student, norm=cfg.norm,
+                      like=like)
+
+
 def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool, console: Console) -> nn.Module:
     assert cfg.teacher is not None
     if cfg.teacher_ckpt is not None:
@@ -149,6 +167,7 @@ def _teacher(cfg: DistillJobConfig, splits: DataSplits, out: Path, resume: bool,
                                        data_root=cfg.data_root,
                                        model_kwargs=dict(cfg.teacher_kwargs), val_fraction=cfg.val_fraction,
                                        limit=cfg.limit, augment=cfg.augment, out=str(run_dir),
+                                       input_size=cfg.input_size, norm=cfg.norm, workers=cfg.workers,
                                        train=replace(cfg.train, epochs=cfg.teacher_epochs))
         train_job.run(job, resume=resume)
     return freeze(load_run_model(run_dir)[0])
@@ -186,7 +205,8 @@ def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | N
                   + ("the un-augmented images" if clean else f"{epochs} augmentation epochs"))
     t0 = time.perf_counter()
     write_logit_store(teacher, images, out / "logits", epochs, cfg.topk,
-                      batch_size=max(cfg.train.batch_size, 256), progress=cfg.train.progress)
+                      batch_size=max(cfg.train.batch_size, 256), progress=cfg.train.progress,
+                      num_workers=default_workers(images) if cfg.workers is None else cfg.workers)
     opts = replace(cfg.options, store=str(out / "logits"), cycle_store=cfg.options.cycle_store or
                    epochs < cfg.train.epochs)
     return opts, epochs * len(splits.train), time.perf_counter() - t0
@@ -201,10 +221,9 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
         raise ConfigError("give the teacher either --teacher-ckpt (a run folder or ready weights) or "
                           "--teacher-weights (weights to start from), not both")
     out = Path(cfg.out)
-    splits = build_data(cfg.data, cfg.data_root, seed=cfg.train.seed, val_fraction=cfg.val_fraction,
-                        limit=cfg.limit, augment=cfg.augment)
     traits = method_traits(cfg.method)
     wants_teacher = traits["teacher"] or (traits["store"] and cfg.options.store is None)  # a store to build here
+    splits = _data(cfg, cfg.train.seed, cfg.teacher if wants_teacher else None, cfg.teacher_ckpt, cfg.student)
     student = build_model(cfg.student, splits, cfg.student_kwargs, cfg.train.seed)  # fail on a bad name first
     if cfg.weights:
         load_weights(student, cfg.weights)  # ... and on weights that do not fit
@@ -222,7 +241,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
     shape = (splits.info.in_chans, *splits.info.image_size)
     teacher_acc = None
     if teacher is not None and traits["supervised"]:  # an embedding teacher (SEED) has no accuracy to check
-        teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size).test,
+        teacher_acc = evaluate(teacher, make_loaders(splits, cfg.train.batch_size, num_workers=cfg.workers).test,
                                progress="teacher: test set" if cfg.train.progress else None)["acc"]
         if teacher_acc < 2.0 / splits.info.num_classes:
             console.print(f"[yellow]warning: the teacher's test accuracy is {teacher_acc:.3f}, near chance "
@@ -233,7 +252,8 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
         weights = load_user_weights(student, cfg.weights, console) if cfg.weights else None
         task = create_distill_task(cfg.method, student, teacher, opts, example=torch.randn(2, *shape))
     train_set = with_index(splits.train) if task.needs_index else splits.train
-    loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed)
+    loaders = make_loaders(replace(splits, train=train_set), cfg.train.batch_size, seed=cfg.train.seed,
+                           num_workers=cfg.workers)
     val = loaders.val if task.supervised and len(splits.val) else None
     write_model_spec(out, cfg.student, cfg.student_kwargs, splits, cfg.data, cfg.data_root)
     console.print(f"[bold]student[/]: {escape(cfg.student)} with {cfg.method} for {cfg.train.epochs} epochs")
@@ -248,7 +268,7 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
         "teacher_forward_passes": int(task.teacher_forwards_per_image * result.epochs_run * len(splits.train))
         + store_forwards,
         "student_params": count_params(task.student), "student_macs": count_macs(task.student, shape),
-        "options": to_dict(opts), "out": str(out),
+        "options": to_dict(opts), "input_size": list(shape), **data_summary(splits.info, loaders), "out": str(out),
     }
     if weights is not None:
         summary["weights"] = weights.brief()
@@ -269,11 +289,11 @@ def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = N
 def store_logits(cfg: StoreLogitsConfig, console: Console | None = None) -> dict[str, Any]:
     """Write (or resume / extend) a logit store of the teacher's top-k over `epochs` augmented passes."""
     console = console or Console(stderr=True, quiet=not is_main_process())
-    splits = build_data(cfg.data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
-                        augment=cfg.augment)
+    splits = _data(cfg, cfg.seed, cfg.teacher, cfg.teacher_ckpt, None)
     teacher = load_teacher(cfg.teacher, cfg.teacher_ckpt, splits, cfg.teacher_kwargs, console)
     t0 = time.perf_counter()
-    write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size)
+    write_logit_store(teacher, splits.train, cfg.out, cfg.epochs, cfg.topk, batch_size=cfg.batch_size,
+                      num_workers=default_workers(splits.train) if cfg.workers is None else cfg.workers)
     summary = {"store": cfg.out, "images": len(splits.train), "epochs": cfg.epochs, "topk": cfg.topk,
                "teacher": cfg.teacher, "data": splits.info.name, "seconds": round(time.perf_counter() - t0, 1),
                "bytes": sum(p.stat().st_size for p in Path(cfg.out).iterdir() if p.is_file())}

@@ -23,8 +23,8 @@ from slimkit.models._user import is_file_spec
 from slimkit.models._weights import LoadReport, load_weights, read_state_dict
 from slimkit.registry import MODELS
 
-__all__ = ["create_model", "list_models", "model_info", "load_weights", "read_state_dict", "LoadReport",
-           "is_file_spec"]
+__all__ = ["create_model", "list_models", "model_data_config", "model_info", "load_weights", "read_state_dict",
+           "LoadReport", "is_file_spec"]
 
 _loaded = False
 
@@ -68,3 +68,14 @@ def model_info(name: str) -> dict[str, Any]:
     """Registry metadata of a model (e.g. its default `input_size`, `paper`, `family`)."""
     _load_families()
     return MODELS.meta(name)
+
+
+def model_data_config(name: str) -> dict[str, Any] | None:
+    """How a model expects its input (mean, std, crop_pct, interpolation, input_size, source), when it has its own:
+    timm models from their pretrained config, torchvision classifiers from their weights' transforms (both read
+    offline). None for slimkit's models, which are trained here on the dataset's own statistics."""
+    if ":" not in name:
+        return None
+    from slimkit.models._external import external_data_config
+
+    return external_data_config(name)

@@ -10,7 +10,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError, MissingDependencyError, ModelError, UnknownNameError
 
-__all__ = ["create_external", "list_external"]
+__all__ = ["create_external", "external_data_config", "list_external"]
 
 
 def _import(lib: str) -> Any:
@@ -102,3 +102,31 @@ def create_external(spec: str, num_classes: int = 10, in_chans: int = 3, **kwarg
             _replace_first_conv(model, in_chans)
         return _TorchvisionAdapter(model, num_classes)
     raise ConfigError(f"unknown model library {lib!r} in {spec!r}: use 'timm:<name>' or 'torchvision:<name>'")
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def external_data_config(spec: str) -> dict[str, Any] | None:
+    """The input preprocessing a timm / torchvision model was trained with (read offline, no download): mean, std
+    (0..1 scale, RGB), crop_pct, interpolation, input_size. None for an unknown library or model."""
+    lib, _, name = spec.partition(":")
+    if lib == "timm":
+        cfg = _import("timm").models.get_pretrained_cfg(name)
+        if cfg is None:
+            return None
+        return {"mean": tuple(cfg.mean), "std": tuple(cfg.std), "crop_pct": float(cfg.crop_pct),
+                "interpolation": cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bilinear",
+                "input_size": tuple(cfg.input_size), "source": f"timm pretrained_cfg of {name}"}
+    if lib == "torchvision":
+        tv = _import("torchvision")
+        try:
+            t = tv.models.get_model_weights(name).DEFAULT.transforms()
+        except (ValueError, KeyError, AttributeError):  # no published weights: ImageNet's defaults
+            return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875, "interpolation": "bilinear",
+                    "input_size": (3, 224, 224), "source": "ImageNet (torchvision default)"}
+        crop, resize = t.crop_size[0], t.resize_size[0]
+        return {"mean": tuple(t.mean), "std": tuple(t.std), "crop_pct": crop / resize,
+                "interpolation": t.interpolation.value, "input_size": (3, crop, crop),
+                "source": f"torchvision {name} weights' transforms"}
+    return None

@@ -43,3 +43,25 @@ def test_a_run_folder_cannot_smuggle_a_checkpoint_path(tmp_path):
     (tmp_path / "evil.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="checkpoint_path"):
         load_run_model(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "vit_tiny_patch16_224"])
+def test_timm_data_config_is_the_models_pretrained_cfg(name):
+    timm = pytest.importorskip("timm")
+    from slimkit.models import model_data_config
+
+    cfg = model_data_config(f"timm:{name}")
+    ref = timm.create_model(name, pretrained=False).pretrained_cfg  # random init: the config is still there
+    assert cfg["mean"] == tuple(ref["mean"]) and cfg["std"] == tuple(ref["std"])
+    assert cfg["crop_pct"] == ref["crop_pct"] and cfg["interpolation"] == ref["interpolation"]
+    assert tuple(cfg["input_size"]) == tuple(ref["input_size"])
+
+
+def test_torchvision_data_config_and_none_for_slimkit_models():
+    pytest.importorskip("torchvision")
+    from slimkit.models import model_data_config
+
+    cfg = model_data_config("torchvision:resnet18")  # weights' transforms: resize 256, crop 224, ImageNet mean/std
+    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
+    assert cfg["crop_pct"] == pytest.approx(224 / 256) and cfg["input_size"] == (3, 224, 224)
+    assert model_data_config("resnet20") is None
