@@ -42,7 +42,7 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per channel, on the 0..1 scale: the model's own, or computed on the train split
     std: tuple[float, ...]
     view: View | None = None  # resize / crop settings (None: images at their native size)
-    norm: str = "dataset"  # where mean / std come from: "dataset" (train-split statistics) or "given" (the model's)
+    norm: str = "dataset"  # where mean / std come from: "dataset" (train-split statistics), else "given" or the source
     source_chans: int | None = None  # channels of the stored images (differs from in_chans when converted)
 
 
