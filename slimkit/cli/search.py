@@ -9,6 +9,7 @@ import typer
 from slimkit.cli._common import CONFIG_OPTION, console, job_config, one_of, parse_kv
 from slimkit.jobs.search import SearchJobConfig, run
 from slimkit.nas import list_strategies
+from slimkit.registry import SPACES
 from slimkit.report import rich_table
 
 
@@ -32,7 +33,8 @@ def search_cmd(
                                          "'latency_ms[pixel3] <= 10' (repeatable)."),
     executor: str = typer.Option(None, "--executor", help="local, process or ray."),
     workers: int = typer.Option(None, "--workers", help="Parallel trials for process / ray (default 2)."),
-    space: str = typer.Option(None, "--space", help="Training search: the space (default nb201)."),
+    space: str = typer.Option(None, "--space", help=f"Training search: the space, "
+                             f"{one_of(SPACES.list(), 'nb201')}."),
     space_arg: list[str] = typer.Option(None, "--space-arg", help="Training search: build option KEY=VALUE."),
     data: str = typer.Option(None, "--data", "-d", help="Training search: dataset (default fashion-mnist)."),
     data_root: str = typer.Option(None, "--data-root", help="Training search: folder holding the dataset."),

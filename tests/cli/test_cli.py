@@ -117,10 +117,12 @@ def test_option_help_lists_every_registered_name():
     from slimkit.distill import list_distillers
     from slimkit.nas import list_strategies
     from slimkit.prune import list_importances
+    from slimkit.registry import SPACES
 
     for cmd, option, names in (("compress", "--importance", list_importances()),
                                ("distill", "--method", list_distillers()),
-                               ("search", "--strategy", list_strategies())):
+                               ("search", "--strategy", list_strategies()),
+                               ("search", "--space", SPACES.list())):
         text = _option_help(cmd, option)
         assert names and all(n in text.replace(",", " ").split() for n in names), (cmd, option, text)
     assert "css" in _option_help("compress", "--importance")
