@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,14 +134,11 @@ class Pruner:
                                                      round_to=self.config.channel_round)
             self.scores = latency_weighted_scores(self.scores, self.latency_costs)
 
-    def step(self, ratio: float, interactive: bool = False) -> Iterator[tuple[Group, list[int]]] | dict:
-        """Kept channel indices per group at `ratio`; with `interactive=True`, yields (group, keep) pairs."""
+    def step(self, ratio: float) -> dict[int, list[int]]:
+        """Kept channel indices per group id at `ratio` (the groups are `self.groups`; nothing is cut here)."""
         counts = keep_counts(self.groups, self.scores, ratio, self.config)
-        keep = {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
+        return {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
                 for g in self.groups}
-        if interactive:
-            return ((g, keep[g.id]) for g in self.groups)
-        return keep
 
     def apply(self, ratio: float) -> nn.Module:
         """A pruned copy at `ratio` (the original model is left as it was)."""
