@@ -33,11 +33,11 @@ from torch import nn
 
 from slimkit.layers import SqueezeExcite
 from slimkit.layers.channels import make_divisible
-from slimkit.layers.conv import conv_bn
+from slimkit.layers.conv import InvertedResidual, conv_bn
 from slimkit.models._base import ClassifierMixin, init_mobile_weights
 from slimkit.registry import MODELS
 
-__all__ = ["MobileNetV3", "MobileNetV3Block", "build_mobilenetv3"]
+__all__ = ["MobileNetV3", "build_mobilenetv3"]
 
 # kernel, expansion size, output channels, SE, activation ("RE" / "HS"), stride
 _LARGE = (
@@ -78,24 +78,6 @@ _ARCHS: dict[str, tuple[tuple[tuple[int, int, int, bool, str, int], ...], int, i
 _ACTS: dict[str, Callable[[], nn.Module]] = {"RE": nn.ReLU, "HS": nn.Hardswish}
 
 
-class MobileNetV3Block(nn.Module):
-    """bneck: 1x1 expansion (skipped when expansion size == input size) -> k x k depthwise -> attention (SE) ->
-    linear 1x1 projection, with a residual when the stride is 1 and the width is unchanged."""
-
-    def __init__(self, cin: int, hidden: int, cout: int, kernel: int, stride: int, act_layer: Callable[..., nn.Module],
-                 attn_layer: Callable[[int], nn.Module] | None = None) -> None:
-        super().__init__()
-        self.use_res = stride == 1 and cin == cout
-        self.expand = conv_bn(cin, hidden, 1, 1, 1, act_layer) if hidden != cin else nn.Identity()
-        self.dw = conv_bn(hidden, hidden, kernel, stride, hidden, act_layer)
-        self.attn = attn_layer(hidden) if attn_layer is not None else nn.Identity()
-        self.project = conv_bn(hidden, cout, 1, 1, 1, None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.attn(self.dw(self.expand(x))))
-        return x + out if self.use_res else out
-
-
 class MobileNetV3(ClassifierMixin, nn.Module):
     def __init__(self, arch: str = "large", width: float = 1.0, num_classes: int = 10, in_chans: int = 3,
                  small_input: bool = False, act_layer: Callable[..., nn.Module] | None = None,
@@ -114,8 +96,9 @@ class MobileNetV3(ClassifierMixin, nn.Module):
                 stride = 1 if small_input else s
             cout = make_divisible(c * width)
             hidden = make_divisible(cin * exp / table_in)  # the expansion *ratio* applies to the scaled input
-            layers.append(MobileNetV3Block(cin, hidden, cout, k, stride,
-                                           act_layer if act_layer is not None else _ACTS[act], se if use_se else None))
+            # bneck: the inverted residual with a k x k depthwise conv and SE after it
+            layers.append(InvertedResidual(cin, cout, stride, hidden / cin, act_layer or _ACTS[act],
+                                           se if use_se else None, kernel=k, hidden=hidden))
             cin, table_in = cout, c
         layers.append(conv_bn(cin, make_divisible(last * width), 1, 1, 1, nn.Hardswish))
         self.features = nn.Sequential(*layers)

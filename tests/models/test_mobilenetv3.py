@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from slimkit.layers import SqueezeExcite
+from slimkit.layers.conv import InvertedResidual
 from slimkit.models import create_model
 from slimkit.models.mobilenetv2 import make_divisible
-from slimkit.models.mobilenetv3 import _LARGE, _SMALL, MobileNetV3Block
+from slimkit.models.mobilenetv3 import _LARGE, _SMALL
 from slimkit.profile import count_macs, count_params
 
 # Table 3 (MAdds in millions, params in millions). Measured (224x224, 1000 classes): Large 1.0 216.6M / 5.48M
@@ -23,7 +24,7 @@ PAPER = {
 
 
 def _blocks(m):
-    return [b for b in m.modules() if isinstance(b, MobileNetV3Block)]
+    return [b for b in m.modules() if isinstance(b, InvertedResidual)]
 
 
 @pytest.mark.parametrize("name", PAPER)
