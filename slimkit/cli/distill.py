@@ -54,6 +54,8 @@ def distill_cmd(
     epochs: int = typer.Option(None, "--epochs", "-e", help="Student training epochs (default 10)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default 128)."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 0.1)."),
+    optimizer: str = typer.Option(None, "--optimizer", help="sgd or adamw (default sgd; ViTs train with adamw)."),
+    weight_decay: float = typer.Option(None, "--weight-decay", help="Weight decay (default 5e-4)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default 0)."),
     temperature: float = typer.Option(None, "--temperature", "-T", help="Softening temperature (method default)."),
     alpha: float = typer.Option(None, "--alpha", help="Weight of the distillation term (method default)."),
@@ -78,7 +80,8 @@ def distill_cmd(
                                    if v is not None}}
     cli = dict(student=student, weights=weights, teacher=teacher, teacher_ckpt=teacher_ckpt,
                teacher_weights=teacher_weights, teacher_epochs=teacher_epochs,
-               method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+               method=method, data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
+               optimizer=optimizer, weight_decay=weight_decay, seed=seed,
                topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
                teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None, input_size=input_size, norm=norm,
                workers=workers)

@@ -16,6 +16,7 @@ embedding, evaluated by linear probe) and `store` (reads teacher logits from a `
 | proxyless | head     | yes    | student embedding through the teacher's frozen classifier (margin option) |
 | seed      | live     | no     | SEED: similarity distributions over [own teacher embedding, queue]         |
 | stored    | on disk  | yes    | TinyViT sparse top-k KD read from a `LogitStore`                           |
+| minivit   | live     | yes    | MiniViT: logit KD + last-layer q/k/v and MLP-hidden relation KD (ViTs)   |
 | simclr    | -        | no     | SimCLR NT-Xent on two random views: SEED's teacher-free baseline          |
 """
 
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
 from slimkit.distill.losses import kd_loss, kd_loss_fn, tfkd_loss
 from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
+from slimkit.distill.relation import LastLayerTaps, relation_kd_loss
 from slimkit.distill.seed import SeedLoss, SeedStudent
 from slimkit.distill.ssl import SimCLRLoss
 from slimkit.distill.store import LogitStore
@@ -60,11 +62,14 @@ class DistillOptions:
     store: str | None = None  # stored: the LogitStore folder
     cycle_store: bool = False  # stored: train longer than the store, replaying its epochs in turn (epoch mod E)
     store_views: str = "replay"  # stored: replay the stored augmentation, "fresh" ones (targets approx.) or "clean"
+    attn_relation_weight: float = 1.0  # minivit: weight of the last layer's q/k/v relation KD
+    hidden_relation_weight: float = 1.0  # minivit: weight of the last layer's MLP hidden-state relation KD
     proj_dim: int = 128  # simclr: projection head width
     ssl_temperature: float = 0.2  # simclr: NT-Xent temperature
 
 
-_DEFAULTS = {"kd": (4.0, 0.9), "feature": (4.0, 0.5), "tfkd": (20.0, 0.1), "stored": (1.0, 1.0)}
+_DEFAULTS = {"kd": (4.0, 0.9), "feature": (4.0, 0.5), "tfkd": (20.0, 0.1), "stored": (1.0, 1.0),
+             "minivit": (1.0, 1.0)}
 
 
 @dataclass
@@ -249,6 +254,32 @@ def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha, cycle=opts.cycle_store,
                         views=opts.store_views)
     return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
+
+
+@DISTILLERS.register("minivit", teacher=True)
+def _minivit(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+             example: torch.Tensor | None = None) -> DistillTask:
+    """MiniViT's distillation (soft logits at T=1 by default, plus relations of the last layer's q, k, v and MLP
+    hidden states, `slimkit.distill.relation`), for a (multiplexed) ViT student of a ViT teacher."""
+    teacher = _need_teacher("minivit", teacher)
+    _check_classes(student, teacher)
+    temperature, alpha = _defaults("minivit", opts)
+    s_taps, t_taps = LastLayerTaps(student), LastLayerTaps(teacher)
+    heads = t_taps.num_heads
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            t = teacher(batch[0])
+        s = model(batch[0])
+        loss = kd_loss(s, t, batch[1], temperature=temperature, alpha=alpha)
+        if opts.attn_relation_weight:
+            pairs = zip(s_taps.qkv_parts(), t_taps.qkv_parts(), strict=True)
+            loss = loss + opts.attn_relation_weight * sum(relation_kd_loss(a, b, heads) for a, b in pairs) / 3
+        if opts.hidden_relation_weight:
+            loss = loss + opts.hidden_relation_weight * relation_kd_loss(s_taps.hidden, t_taps.hidden, heads)
+        return loss, s
+
+    return DistillTask(student, loss_fn, student)
 
 
 def create_distill_task(method: str, student: nn.Module, teacher: nn.Module | None = None,

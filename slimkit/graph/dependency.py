@@ -389,7 +389,18 @@ class _Builder(_LayoutOps, _ParamOps):
             return self._split_call(node, first)
         if (node.op == "call_method" and t in ("permute", "transpose")) or t in (torch.permute, torch.transpose):
             return self._permute(node, first)
+        if t is nn.functional.pad:
+            return self._pad(node, first)
         return self._unknown(node, f"operation '{name}'")
+
+    def _pad(self, node: fx.Node, x: ChannelInfo) -> Any:
+        """F.pad of other dimensions (a window's zero padding) keeps the channels; padding them is not modelled."""
+        pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        nd = len(self._shape(node.args[0]))
+        k = nd - 1 - x.dim  # pad lists (before, after) pairs from the last dimension backwards
+        if not isinstance(pad, (list, tuple)) or (2 * k + 1 < len(pad) and (pad[2 * k], pad[2 * k + 1]) != (0, 0)):
+            return self._unknown(node, "padding of the channel dimension")
+        return x
 
     def _reduce(self, node: fx.Node, x: Any) -> Any:
         if not isinstance(x, ChannelInfo):

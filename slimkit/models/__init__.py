@@ -8,6 +8,10 @@ libraries (optional extras); `create_model("path/to/net.py:build")` builds a use
 Every slimkit model follows one interface (timm's): `forward_features(x)` -> feature map or tokens,
 `forward_head(x, pre_logits=False)` -> logits (or the pooled embedding), `get_classifier()` -> the final layer,
 `num_features` (embedding width) and `num_classes`.
+
+`multiplex(model, share=2)` (MiniViT weight multiplexing) turns a ViT-style model into one whose consecutive blocks
+share their weights; `create_model(name, multiplex=2)` builds a model that way (from the CLI:
+`--model-arg multiplex=2`), and a run folder records it, so the model reloads by name.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from torch import nn
 from slimkit.errors import ModelError
 from slimkit.models._user import is_file_spec
 from slimkit.models._weights import LoadReport, load_weights, read_state_dict
+from slimkit.models.minivit import multiplex
+from slimkit.models.minivit import multiplex as _multiplex
 from slimkit.registry import MODELS
 
 __all__ = ["create_model", "list_models", "model_data_config", "model_info", "load_weights", "read_state_dict",
-           "LoadReport", "is_file_spec"]
+           "LoadReport", "is_file_spec", "multiplex"]
 
 _loaded = False
 
@@ -39,9 +45,13 @@ def _load_families() -> None:
     _loaded = True
 
 
-def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, multiplex: int | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Build a registered model by name, a `timm:<name>` / `torchvision:<name>` model (never downloads weights), or
-    a user's model from a Python file, `path/to/net.py:build` (a function or class returning an nn.Module)."""
+    a user's model from a Python file, `path/to/net.py:build` (a function or class returning an nn.Module).
+    `multiplex=k`: share the weights of every k consecutive transformer blocks (MiniViT, `multiplex()`)."""
+    if multiplex is not None:
+        return _multiplex(create_model(name, num_classes, in_chans, **kwargs), share=multiplex)
     if is_file_spec(name) or name.endswith(".py"):
         from slimkit.models._user import create_from_file
 

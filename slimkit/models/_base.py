@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassifierMixin", "init_mobile_weights"]
+__all__ = ["ClassifierMixin", "init_mobile_weights", "init_vit_weights"]
 
 
 class ClassifierMixin:
@@ -39,5 +39,14 @@ def init_mobile_weights(model: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_vit_weights(model: nn.Module) -> None:
+    """The transformer families' init: linears truncated-normal (std 0.02) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

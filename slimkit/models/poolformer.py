@@ -20,7 +20,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.layers.poolformer import PatchEmbed, PoolFormerBlock
-from slimkit.models._base import ClassifierMixin
+from slimkit.models._base import ClassifierMixin, init_vit_weights
 from slimkit.registry import MODELS
 
 __all__ = ["PoolFormer", "build_poolformer"]
@@ -48,10 +48,7 @@ class PoolFormer(ClassifierMixin, nn.Module):
         self.norm = nn.GroupNorm(1, dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_vit_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.features(x))

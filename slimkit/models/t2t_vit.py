@@ -20,7 +20,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.layers.tokens import T2T_SPLITS, T2T_SPLITS_SMALL, Block, T2TModule, sinusoid_position_embedding
-from slimkit.models._base import ClassifierMixin
+from slimkit.models._base import ClassifierMixin, init_vit_weights
 from slimkit.registry import MODELS
 
 __all__ = ["T2TViT", "build_t2t_vit"]
@@ -48,11 +48,7 @@ class T2TViT(ClassifierMixin, nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_vit_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> N x (1 + tokens) x embed_dim, class token first, after the final LayerNorm."""

@@ -133,3 +133,21 @@ def test_grouped_conv_reads_its_input_as_tiles():
     (out,) = [grp for grp in g.group_of("1") if grp is not inp]
     assert out.size == 3 and {(m.module, m.role, m.tile, m.repeat) for m in out.members} == {
         ("1", "out", 2, 1), ("3", "in", 2, 16)}
+
+
+class _Pad(nn.Module):
+    """conv -> zero padding of H and W (or of the channels) -> conv."""
+
+    def __init__(self, pad):
+        super().__init__()
+        self.a, self.b, self.pad = nn.Conv2d(3, 8, 1), nn.Conv2d(8 + sum(pad[4:6]), 4, 1), pad
+
+    def forward(self, x):
+        return self.b(nn.functional.pad(self.a(x), self.pad))
+
+
+def test_padding_other_dimensions_keeps_the_channels_padding_them_blocks():
+    g = build_dependency_graph(_Pad((1, 2, 0, 1)), torch.randn(1, 3, 5, 5))  # W and H padded: a.out feeds b.in
+    assert [(m.module, m.role) for m in g.group_of("a")[0].members] == [("a", "out"), ("b", "in")]
+    g = build_dependency_graph(_Pad((0, 0, 0, 0, 1, 0)), torch.randn(1, 3, 5, 5))  # one zero channel in front
+    assert not g.group_of("a") and any("padding of the channel" in why for _, why in g.blocked)
