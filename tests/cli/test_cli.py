@@ -126,3 +126,26 @@ def test_option_help_lists_every_registered_name():
         text = _option_help(cmd, option)
         assert names and all(n in text.replace(",", " ").split() for n in names), (cmd, option, text)
     assert "css" in _option_help("compress", "--importance")
+
+
+def test_train_a_multiplexed_vit_by_model_arg_then_export_and_reload(capsys, tmp_path):
+    """`--model-arg multiplex=2` trains a MiniViT (pairs of blocks share one attention and MLP), counted once."""
+    from slimkit.jobs._common import load_run_model
+    from slimkit.models import create_model, multiplex
+    from slimkit.profile import count_params
+
+    out = tmp_path / "mini"
+    code, _, err = run(capsys, "train", "--model", "t2t_vit_7", "--model-arg", "small_input=true", "--model-arg",
+                       "multiplex=2", "--data", "digits", "--limit", "100", "--epochs", "1", "--optimizer", "adamw",
+                       "--lr", "1e-3", "--out", str(out))
+    assert code == 0, err
+    unshared = create_model("t2t_vit_7", num_classes=10, in_chans=1, small_input=True)
+    hand = count_params(multiplex(unshared, share=2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["params"] == hand < 0.7 * count_params(unshared)
+    back, spec = load_run_model(out)
+    assert spec["kwargs"]["multiplex"] == 2 and count_params(back) == hand
+    assert [b.depth for b in back.blocks] == [2, 2, 2, 1]  # t2t_vit_7: 7 blocks in groups of 2
+    code, text, err = run(capsys, "export", str(out), "--out", str(tmp_path / "mini.onnx"))
+    assert code == 0, err
+    assert (tmp_path / "mini.onnx").is_file() and "max |diff|" in text

@@ -140,8 +140,8 @@ def test_create_model_multiplex_argument_rebuilds_by_name(tmp_path):
     mini = create_model("t2t_vit_7", multiplex=3, **KW).eval()
     assert count_params(mini) == count_params(multiplex(create_model("t2t_vit_7", **KW), share=3))
     save_weights(mini, tmp_path / "model.safetensors")  # a run folder: the spec names the model and its arguments
-    (tmp_path / "model.json").write_text(
-        '{"model": "t2t_vit_7", "kwargs": {"small_input": true, "multiplex": 3}, "num_classes": 10, "in_chans": 1}')
+    (tmp_path / "model.json").write_text('{"model": "t2t_vit_7", "kwargs": {"small_input": true, "multiplex": 3}, '
+                                         '"num_classes": 10, "in_chans": 1, "input_size": [1, 28, 28]}')
     back, _ = load_run_model(tmp_path)
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
