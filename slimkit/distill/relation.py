@@ -21,7 +21,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from slimkit.errors import DistillError
-from slimkit.registry import LOSSES
 
 __all__ = ["LastLayerTaps", "relation", "relation_kd_loss"]
 
@@ -35,7 +34,6 @@ def relation(x: torch.Tensor, heads: int) -> torch.Tensor:
     return torch.log_softmax(x @ x.transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
 
 
-@LOSSES.register("relation_kd")
 def relation_kd_loss(student: torch.Tensor, teacher: torch.Tensor, heads: int) -> torch.Tensor:
     """KL(teacher relation || student relation) summed over each row's N entries, averaged over batch, heads, rows."""
     if student.shape[:2] != teacher.shape[:2]:

@@ -256,7 +256,7 @@ def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("minivit", teacher=True)
+@DISTILLERS.register("minivit", teacher=True, vit=True)
 def _minivit(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
              example: torch.Tensor | None = None) -> DistillTask:
     """MiniViT's distillation (soft logits at T=1 by default, plus relations of the last layer's q, k, v and MLP
@@ -299,7 +299,8 @@ def needs_teacher(method: str) -> bool:
 
 def method_traits(method: str) -> dict[str, bool]:
     """What a job needs to know of `method` before building its task, from its registration: `teacher` (runs a live
-    teacher), `supervised` (trained with labels) and `store` (reads teacher logits from a `LogitStore`)."""
+    teacher), `supervised` (trained with labels), `store` (reads teacher logits from a `LogitStore`) and `vit` (its
+    student and teacher must be ViT-style models)."""
     meta = DISTILLERS.meta(method)
     return {"teacher": bool(meta.get("teacher", False)), "supervised": bool(meta.get("supervised", True)),
-            "store": bool(meta.get("store", False))}
+            "store": bool(meta.get("store", False)), "vit": bool(meta.get("vit", False))}

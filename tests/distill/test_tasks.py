@@ -161,7 +161,14 @@ def test_every_registered_method_trains_a_step_and_its_traits_match_its_task(met
     from slimkit.distill.tasks import method_traits
 
     traits = method_traits(method)
-    student, teacher = _pair()
+    if traits["vit"]:  # a tiny timm DeiT pair for methods that read transformer internals
+        pytest.importorskip("timm")
+        vit = dict(img_size=8, patch_size=2, embed_dim=16, depth=2, num_heads=2)
+        torch.manual_seed(0)
+        student, teacher = (create_model("timm:deit_tiny_patch16_224", num_classes=5, in_chans=1, **vit)
+                            for _ in range(2))
+    else:
+        student, teacher = _pair()
     x, y = _batch()
     opts = DistillOptions(queue_size=8)
     if traits["store"]:
