@@ -46,6 +46,7 @@ def _bisect(make, target_macs, x, hi=0.95):
 
 
 LATENCY = {"ort_b1_ms": (1, None), "ort_b32_ms": (32, None), "ort_b1_1thread_ms": (1, 1)}  # (batch, threads)
+UNIFORM = {"allocation": "uniform"}  # the rows measured before the latency allocation became the default
 
 
 def _latency(model, x):
@@ -114,16 +115,18 @@ def accuracy_table(args):
     rows = [{"method": "unpruned", "k": 1, "test_acc": evaluate(base, loaders.test)["acc"], "MACs": base_macs,
              "params": count_params(base), **base_lat}]
     @functools.cache
-    def latency_pruner() -> Pruner:  # costs measured once, reused by bisection (and only if that row runs)
-        return Pruner(base, (x,), PruneConfig(ratio=0.5, global_pruning=True, latency_aware=True, round_to="auto"))
+    def latency_pruner() -> Pruner:  # costs estimated once, reused by bisection (and only if that row runs)
+        return Pruner(base, (x,), PruneConfig(ratio=0.5, allocation="global_latency", round_to="auto"))
     block = channel_multiple()
     methods = {
-        "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1"),
-        "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8),
-        f"slimkit l1 round_to=auto ({block})": lambda r: slimkit.prune(base, x, ratio=r, round_to="auto"),
+        "slimkit l1": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", **UNIFORM),
+        "slimkit l1 round_to=8": lambda r: slimkit.prune(base, x, ratio=r, importance="l1", round_to=8, **UNIFORM),
+        f"slimkit l1 round_to=auto ({block})": lambda r: slimkit.prune(base, x, ratio=r, round_to="auto",
+                                                                        **UNIFORM),
+        f"slimkit l1 default ({block})": lambda r: slimkit.prune(base, x, ratio=r),
         f"slimkit l1 latency-aware round_to=auto ({block})": lambda r: latency_pruner().apply(r),
-        "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib),
-        "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib),
+        "slimkit taylor": lambda r: slimkit.prune(base, x, ratio=r, importance="taylor", data=calib, **UNIFORM),
+        "slimkit di": lambda r: slimkit.prune(base, x, ratio=r, importance="di", data=calib, **UNIFORM),
         "torch-pruning magnitude": lambda r: tp_prune(base, x, r, "magnitude", calib),
         "torch-pruning taylor": lambda r: tp_prune(base, x, r, "taylor", calib),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from slimkit.cli._common import (
     CONFIG_OPTION,
@@ -38,11 +39,11 @@ def compress_cmd(
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
     method: str = typer.Option(None, "--method", help="oneshot (default), iterative or chex."),
     importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}."),
-    global_pruning: bool = typer.Option(None, "--global/--local", help="Rank channels across layers."),
-    round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), or auto: "
-                                  "this CPU's vector block (16 on AVX-512), for real speed-ups."),
-    latency_aware: bool = typer.Option(None, "--latency-aware/--no-latency-aware", help="With --global: rank "
-                                       "channels by importance per measured onnxruntime millisecond."),
+    allocation: str = typer.Option(None, "--allocation", help="How the cut is spread over layers: latency "
+                                   "(default: by time per MAC on this CPU, whole vector blocks), uniform (the old "
+                                   "default), global (by importance), global_latency (importance per ns)."),
+    round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), auto (this "
+                                  "CPU's vector block, 16 on AVX-512) or 1 (none); default: the allocation's."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
@@ -61,7 +62,7 @@ def compress_cmd(
     cli = dict(model=model, weights=weights, data=data, data_root=data_root, baseline=baseline,
                baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
-               global_pruning=global_pruning, round_to=round_to, latency_aware=latency_aware,
+               allocation=allocation, round_to=round_to,
                ignored_layers=ignore or None, distill=distill,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
                input_size=input_size, norm=norm, workers=workers,
@@ -73,9 +74,10 @@ def compress_cmd(
             for k in b if k != "model"]
     console.print(rich_table(rows, title=f"slimkit compress: {s['model']} on {s['data']}"))
     console.print(f"baseline: {s['baseline_source']}")
-    console.print(f"MACs x{s['macs_reduction']:.2f} fewer, params x{s['params_reduction']:.2f} fewer, onnxruntime "
-                  f"batch-1 x{s['speedup_onnxruntime_b1']:.2f} faster; accuracy {s['baseline']['test_acc']:.4f} -> "
-                  f"{s['pruned']['test_acc']:.4f}. Report: {s['out']}/report.html")
+    console.print(f"MACs x{s['macs_reduction']:.2f} fewer, params x{s['params_reduction']:.2f} fewer; accuracy "
+                  f"{s['baseline']['test_acc']:.4f} -> {s['pruned']['test_acc']:.4f}. Report: {s['out']}/report.html")
+    for line in s["speed_verdict"]:
+        console.print(escape(line))
 
 
 def register(app: typer.Typer) -> None:

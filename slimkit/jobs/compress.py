@@ -40,8 +40,10 @@ from slimkit.jobs._common import (
     write_model_spec,
 )
 from slimkit.models import create_model, load_weights
-from slimkit.profile import count_macs, count_params, measure_latency
-from slimkit.prune import ChexCallback, create_importance, iterative_prune, prune
+from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
+from slimkit.profile.cpu_cost import cost_breakdown
+from slimkit.profile.verdict import speed_verdict
+from slimkit.prune import ALLOCATIONS, ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
 from slimkit.report import plot_bars, plot_scatter, write_html
@@ -70,9 +72,8 @@ class CompressConfig:
     params: float | None = None  # parameters to keep (fraction, or absolute if > 1)
     latency_ms: float | None = None  # onnxruntime batch-1 latency to reach, ms
     ratio: float | None = None  # or: share of channels to remove
-    global_pruning: bool = False  # rank channels across layers
+    allocation: str = "latency"  # how the cut is spread over layers (slimkit.prune.ALLOCATIONS; uniform: the old)
     round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this; auto: the CPU's block
-    latency_aware: bool = False  # with global_pruning: rank channels by importance per measured millisecond
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
     distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
@@ -106,6 +107,10 @@ class CompressConfig:
             ("latency_batches", all(b >= 1 for b in self.latency_batches),
              f"must be >= 1, got {list(self.latency_batches)}"),
             ("method", self.method in _METHODS, f"must be one of {', '.join(_METHODS)}, got {self.method!r}"),
+            ("allocation", self.allocation in ALLOCATIONS,
+             f"must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"),
+            ("allocation", self.method != "chex" or self.allocation == "latency",
+             "applies to oneshot and iterative: method chex allocates channels itself (globally, by importance)"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -217,16 +222,14 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
     write_html(out / "report.html", f"slimkit compress: {summary['model']} on {summary['data']}",
                tables={"before / after": rows}, figures=figs,
                notes=[f"budget {summary['budget']}, importance {summary['importance']}, "
-                      f"distill {summary['distill']}; MACs x{summary['macs_reduction']:.2f}, "
-                      f"onnxruntime batch-1 speed-up x{summary['speedup_onnxruntime_b1']:.2f}",
-                      f"baseline: {summary['baseline_source']}"])
+                      f"distill {summary['distill']}", f"baseline: {summary['baseline_source']}",
+                      *summary["speed_verdict"]])
 
 
 def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
              budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
     return prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                 global_pruning=cfg.global_pruning, latency_aware=cfg.latency_aware, data=calib, seed=cfg.seed,
-                 **budget)
+                 allocation=cfg.allocation, data=calib, seed=cfg.seed, **budget)
 
 
 def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
@@ -249,7 +252,7 @@ def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, e
     return iterative_prune(base, example, steps=steps, finetune=finetune if cfg.finetune_epochs else None,
                            importance=cfg.importance,
                            ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                           global_pruning=cfg.global_pruning, data=calib, **{key: value})
+                           allocation=cfg.allocation, data=calib, **{key: value})
 
 
 def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
@@ -289,9 +292,6 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     """Check every input before any work (and before the run folder is touched): names, the baseline folder, the
     data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
     create_importance(cfg.importance)
-    if cfg.latency_aware and (cfg.method != "oneshot" or not cfg.global_pruning):
-        raise ConfigError("--latency-aware allocates channels in one global ranking: use it with --global and "
-                          f"--method oneshot (got method {cfg.method!r}, global {cfg.global_pruning})")
     if cfg.method == "iterative" and "ratio" in cfg.budget():
         raise ConfigError("method 'iterative' takes a --macs or --params fraction")
     if cfg.method in ("iterative", "chex"):
@@ -399,5 +399,9 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         "out": str(out),
         **{f"speedup_{k.removesuffix('_ms')}": b[k] / p[k] for k in b if k.endswith("_ms")},
     }
+    summary["speed_verdict"] = speed_verdict(
+        summary["macs_reduction"], {f"onnxruntime batch {n}": summary[f"speedup_onnxruntime_b{n}"]
+                                    for n in cfg.latency_batches}, cost_breakdown(base, (example,)),
+        cost_breakdown(pruned, (example,)), channel_multiple())
     _report(out, rows, _kept_channels(base, pruned), summary)
     return summary

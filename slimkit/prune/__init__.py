@@ -7,13 +7,13 @@ from slimkit.prune.chex import ChexCallback, ramp
 from slimkit.prune.importance import ImportanceContext, create_importance, list_importances
 from slimkit.prune.io import load, replay, save
 from slimkit.prune.iterative import iterative_prune, keep_schedule
-from slimkit.prune.pruner import PruneConfig, Pruner, keep_counts, module_plan, prune
+from slimkit.prune.pruner import ALLOCATIONS, PruneConfig, Pruner, keep_counts, module_plan, prune
 from slimkit.prune.surgery import SURGERY, apply_plan
 
 __all__ = [
-    "ChexCallback", "ImportanceContext", "PruneConfig", "Pruner", "SURGERY", "apply_plan", "create_importance",
-    "iterative_prune", "keep_counts", "keep_schedule", "list_importances", "load", "module_plan", "prune", "ramp",
-    "replay", "save",
+    "ALLOCATIONS", "ChexCallback", "ImportanceContext", "PruneConfig", "Pruner", "SURGERY", "apply_plan",
+    "create_importance", "iterative_prune", "keep_counts", "keep_schedule", "list_importances", "load", "module_plan",
+    "prune", "ramp", "replay", "save",
 ]
 
 make_callable(__name__, prune)  # `slimkit.prune(model, x, ...)` calls `slimkit.prune.prune`

@@ -58,7 +58,7 @@ class ChexCallback(Callback):
         if macs_target is not None:  # a copy to cut and count (its weights unused); the trained model is never cut
             self._skeleton = copy.deepcopy(model).eval()
             self._base_macs = count_macs(self._skeleton, inputs)
-        self.alloc = PruneConfig(ratio=0.0, global_pruning=True, round_to=round_to)  # validates round_to
+        self.alloc = PruneConfig(ratio=0.0, allocation="global", round_to=round_to)  # validates round_to
         self.score = create_importance(importance)
         self.ctx = ImportanceContext(data=data, seed=seed)
         self.gen = torch.Generator().manual_seed(seed)

@@ -32,7 +32,7 @@ def keep_schedule(step: int, steps: int, final_keep: float, kind: Literal["linea
 def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, macs_target: float | None = None,
                     params_target: float | None = None, schedule: Literal["linear", "geometric"] = "geometric",
                     finetune: Callable[[nn.Module, int], None] | None = None, importance: str = "l1",
-                    ignored_layers: Sequence[str] = (), round_to: int | str | None = None, global_pruning: bool = False,
+                    ignored_layers: Sequence[str] = (), allocation: str = "latency", round_to: int | str | None = None,
                     data: Any = None) -> nn.Module:
     """Prune `steps` times towards a MACs or params fraction of the *original* model, calling `finetune(model,
     step)` after each step (e.g. a few epochs with `slimkit.train.Trainer`). Returns the final pruned copy."""
@@ -46,8 +46,8 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
     for step in range(1, steps + 1):
         target = keep_schedule(step, steps, float(final), schedule) * original
         key = "macs_target" if macs_target is not None else "params_target"
-        cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), round_to=round_to,
-                          global_pruning=global_pruning, **{key: target})
+        cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), allocation=allocation,
+                          round_to=round_to, **{key: target})
         current = Pruner(current, inputs, cfg, data=data).run()
         if finetune is not None:
             finetune(current, step)

@@ -2,14 +2,21 @@
 
 Budgets: a channel `ratio`, or a MACs / params target (a fraction of the original when <= 1, else an absolute
 count) met by bisection over the ratio, or a measured latency target in milliseconds (onnxruntime, this machine).
+
+Allocation (how the cut is spread over the channel groups): "latency" (the default) cuts each group in proportion
+to the time per MAC it gives back on this CPU (`slimkit.prune.latency`) and keeps channel counts in whole vector
+blocks, so latency falls about as fast as MACs; "uniform" cuts the same share everywhere (slimkit's default before
+0.2, unrounded); "global" removes the lowest-scored channels across groups; "global_latency" the lowest-scored per
+estimated nanosecond.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -19,11 +26,14 @@ from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.prune.importance import ImportanceContext, create_importance
-from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
+from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
 from slimkit.prune.surgery import apply_plan
 
-__all__ = ["PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
+__all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
+
+ALLOCATIONS = ("latency", "uniform", "global", "global_latency")
+_BY_LATENCY = ("latency", "global_latency")  # allocations that count whole blocks unless round_to says otherwise
 
 
 @dataclass(frozen=True)
@@ -34,11 +44,10 @@ class PruneConfig:
     params_target: float | None = None  # parameters to keep, same convention
     latency_target: float | None = None  # onnxruntime batch-1 latency to reach, milliseconds
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are never pruned
-    round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this (8), or "auto": the CPU's block
-    global_pruning: bool = False  # rank channels across groups instead of the same ratio in each
+    allocation: str = "latency"  # how the cut is spread over groups: latency, uniform, global, global_latency
+    round_to: int | Literal["auto"] | None = None  # counts in multiples of this (8) or "auto" (the CPU's block);
+    # None: the allocation's own ("auto" for latency and global_latency, unrounded for uniform and global)
     max_group_ratio: float = 0.9  # never remove more than this share of one group
-    latency_aware: bool = False  # global ranking weighted by each group's measured latency per channel (onnxruntime)
-    latency_batch: int = 1  # batch size at which latency_aware measures
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,15 +66,17 @@ class PruneConfig:
                               f"got {self.round_to!r}")
         if isinstance(self.round_to, int) and self.round_to < 1:
             raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
-        if self.latency_aware and not self.global_pruning:
-            raise ConfigError("latency_aware allocation ranks channels across layers: set global_pruning=True too")
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
 
     @property
     def channel_round(self) -> int | None:
-        """`round_to` as a number: 'auto' is the channel block of this machine's kernels (16 on AVX-512)."""
-        return channel_multiple() if self.round_to == "auto" else self.round_to  # type: ignore[return-value]
+        """`round_to` as a number: 'auto' is the channel block of this machine's kernels (16 on AVX-512); None
+        resolves by allocation (the latency allocations count whole blocks)."""
+        r = self.round_to if self.round_to is not None else ("auto" if self.allocation in _BY_LATENCY else None)
+        return channel_multiple() if r == "auto" else r  # type: ignore[return-value]
 
 
 def _round_keep(keep: int, size: int, round_to: int | None) -> int:
@@ -76,12 +87,23 @@ def _round_keep(keep: int, size: int, round_to: int | None) -> int:
     return int(min(size, max(1, keep)))
 
 
-def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio: float, cfg: PruneConfig
-                ) -> dict[int, int]:
-    """How many channels each group keeps at `ratio` (local: the same share everywhere; global: lowest scores)."""
+def unit_multiple(g: Group, multiple: int | None) -> int | None:
+    """`multiple` channels in units of group `g`: a unit that spans several channels of every layer it touches (an
+    attention head of 64) needs fewer units per vector block (one head is a whole block of 8 or 16)."""
+    unit = min((m.repeat for m in g.members if m.role in ("in", "out")), default=1)
+    return multiple // math.gcd(multiple, unit) if multiple else multiple
+
+
+def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio: float, cfg: PruneConfig,
+                weights: dict[int, float] | None = None) -> dict[int, int]:
+    """How many channels each group keeps at `ratio`: uniform, the same share everywhere; latency, `ratio` times the
+    group's weight (`slimkit.prune.latency.latency_weights`; 1 where none is given); global and global_latency, the
+    lowest `scores` across groups."""
     cap, multiple = cfg.max_group_ratio, cfg.channel_round
-    if not cfg.global_pruning:
-        return {g.id: _round_keep(g.size - math.floor(min(ratio, cap) * g.size), g.size, multiple) for g in groups}
+    if cfg.allocation in ("uniform", "latency"):
+        w = weights if cfg.allocation == "latency" and weights else {}
+        return {g.id: _round_keep(g.size - math.floor(min(ratio * w.get(g.id, 1.0), cap) * g.size), g.size,
+                                  unit_multiple(g, multiple)) for g in groups}
     total = sum(g.size for g in groups)
     removable = sorted((float(s), g.id) for g in groups for s in scores[g.id])
     removed = {g.id: 0 for g in groups}
@@ -93,7 +115,8 @@ def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio:
         if removed[gid] + 1 <= math.floor(cap * size[gid]):
             removed[gid] += 1
             budget -= 1
-    return {gid: _round_keep(size[gid] - r, size[gid], multiple) for gid, r in removed.items()}
+    unit = {g.id: unit_multiple(g, multiple) for g in groups}
+    return {gid: _round_keep(size[gid] - r, size[gid], unit[gid]) for gid, r in removed.items()}
 
 
 @dataclass
@@ -121,22 +144,20 @@ class Pruner:
         ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
         score = create_importance(self.config.importance)
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
-        self.latency_costs: dict[int, float] | None = None
-        if self.config.latency_aware:
-            shape = tuple(self.example_inputs[0].shape[1:])
-            batch = self.config.latency_batch
-
-            def ort_ms(m: nn.Module) -> float:
-                return measure_latency(m, shape, backend="onnxruntime", batch=batch, repeats=20,
-                                       min_time_s=0.2).median_ms
-
-            self.latency_costs = group_latency_costs(self.model, self.groups, ort_ms, plan_fn=module_plan,
-                                                     round_to=self.config.channel_round)
-            self.scores = latency_weighted_scores(self.scores, self.latency_costs)
+        self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
+        self.latency: LatencyModel | None = None
+        if self.config.allocation in _BY_LATENCY:
+            self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs)
+            costs = self.latency.group_costs({g.id: unit_multiple(g, self.config.channel_round) or 1
+                                              for g in self.groups})
+            if self.config.allocation == "latency":
+                self.weights = latency_weights(costs, {g.id: g.size for g in self.groups})
+            else:
+                self.scores = latency_weighted_scores(self.scores, {g: t for g, (t, _) in costs.items()})
 
     def step(self, ratio: float) -> dict[int, list[int]]:
         """Kept channel indices per group id at `ratio` (the groups are `self.groups`; nothing is cut here)."""
-        counts = keep_counts(self.groups, self.scores, ratio, self.config)
+        counts = keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
         return {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
                 for g in self.groups}
 
@@ -189,19 +210,35 @@ class Pruner:
 
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,
           macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
-          ignored_layers: Sequence[str | nn.Module] = (), round_to: int | str | None = None,
-          global_pruning: bool = False, latency_aware: bool = False, data: Any = None,
-          loss_fn: Callable[..., Any] | None = None, seed: int = 0) -> nn.Module:
+          ignored_layers: Sequence[str | nn.Module] = (), allocation: str = "latency",
+          round_to: int | str | None = None, data: Any = None, loss_fn: Callable[..., Any] | None = None,
+          seed: int = 0) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
 
     The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
-    `latency_aware=True` (with `global_pruning=True`) ranks channels by importance per measured millisecond;
-    `round_to="auto"` keeps channel counts at multiples of this CPU's vector block (`slimkit.profile.channel_multiple`).
+    By default (`allocation="latency"`) each group is cut in proportion to the time per MAC it gives back on this
+    CPU and keeps whole vector blocks of channels (`slimkit.profile.channel_multiple`), so latency falls about as
+    fast as MACs. `allocation="uniform"` is slimkit's earlier default (the same share of every group, unrounded);
+    "global" ranks channels across groups by importance, "global_latency" by importance per estimated nanosecond.
+    A `ratio` is the share of channels removed (with allocation "latency", on average over channels: groups that
+    give back more time per MAC lose more). `round_to` overrides the rounding (an int, "auto", or 1 for none); when
+    whole blocks cannot meet the budget
+    (a small model of one-block groups), the default prunes unrounded, with a warning.
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
-                      latency_target=latency_target, ignored_layers=ignored, round_to=round_to,
-                      global_pruning=global_pruning, latency_aware=latency_aware, seed=seed)
-    return Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn).run()
+                      latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
+                      round_to=round_to, seed=seed)
+    pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
+    try:
+        return pruner.run()
+    except BudgetError:
+        if round_to is not None or allocation not in _BY_LATENCY:
+            raise
+    warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
+                  "one block cannot shrink); pruning without rounding, so latency may fall more slowly than MACs",
+                  stacklevel=2)
+    pruner.config = replace(cfg, round_to=1)
+    return pruner.run()

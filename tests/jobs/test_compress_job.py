@@ -30,6 +30,9 @@ def test_compress_end_to_end_with_distillation(tmp_path):
     assert json.loads((out / "report.json").read_text())["pruned"]["params"] == s["pruned"]["params"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "baseline" in html
+    speed = s["speed_verdict"]  # the measured speed-up stated beside the MACs reduction, in the report too
+    assert speed[0].startswith("onnxruntime batch 1: ") and f"x{s['macs_reduction']:.2f} fewer MACs" in speed[0]
+    assert speed[0] in html
 
 
 def test_resume_skips_finished_stages(tmp_path):
@@ -85,8 +88,10 @@ def test_baseline_run_brings_its_data_and_mismatch_is_refused(tmp_path):
                            out=str(tmp_path / "e")))
 
 
-def test_latency_aware_needs_global_oneshot(tmp_path):
-    with pytest.raises(ConfigError, match="--global"):
-        run(_cfg(tmp_path, latency_aware=True))
-    with pytest.raises(ConfigError, match="oneshot"):
-        run(_cfg(tmp_path, latency_aware=True, global_pruning=True, method="iterative"))
+def test_allocation_is_checked_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="allocation must be one of latency, uniform, global, global_latency"):
+        run(_cfg(tmp_path, allocation="fastest"))
+    with pytest.raises(ConfigError, match="method chex allocates") as e:
+        run(_cfg(tmp_path, allocation="uniform", method="chex"))
+    assert e.value.option == "allocation"  # the CLI names --allocation
+    assert not (tmp_path / "run").exists()  # refused before the run folder was written

@@ -84,8 +84,8 @@ class Shared(nn.Module):
 
 
 @pytest.mark.parametrize("cls", [Residual, Concat, SplitDepthwiseSE, ChannelsLast, Shared])
-@pytest.mark.parametrize("global_pruning", [False, True])
-def test_pruned_equals_masked_reference(cls, global_pruning):
+@pytest.mark.parametrize("allocation", ["latency", "global"])
+def test_pruned_equals_masked_reference(cls, allocation):
     torch.manual_seed(0)
     model = cls()
     for m in model.modules():  # non-trivial BN statistics
@@ -95,7 +95,7 @@ def test_pruned_equals_masked_reference(cls, global_pruning):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
     x = torch.randn(2, 3, 4, 4)
-    pruned, pruner = assert_prune_matches_reference(model, x, 0.5, global_pruning=global_pruning)
+    pruned, pruner = assert_prune_matches_reference(model, x, 0.5, allocation=allocation, round_to=1)
     assert count_macs(pruned, x) < count_macs(model, x)
     assert pruned(x).shape == model(x).shape
 
@@ -107,14 +107,14 @@ def test_residual_group_and_hand_param_count():
     # the residual stream couples stem, b (both produce it), a and fc (both consume it)
     assert ["a.0:in", "b.0:out", "b.1:norm", "fc:in", "stem.0:out", "stem.1:norm"] in names
     assert ["a.0:out", "a.1:norm", "b.0:in"] in names
-    pruned = prune(model, torch.randn(1, 3, 4, 4), ratio=0.5)
+    pruned = prune(model, torch.randn(1, 3, 4, 4), ratio=0.5, allocation="uniform")  # the same share everywhere
     c = 4  # 8 channels -> 4 in both groups
     expected = 3 * c * 9 + 2 * c + c * c * 9 + 2 * c + c * c * 9 + 2 * c + c * 5 + 5
     assert count_params(pruned) == expected
 
 
 def test_concat_offsets_follow_segments():
-    pruned = prune(Concat(), torch.randn(1, 3, 4, 4), ratio=0.5)
+    pruned = prune(Concat(), torch.randn(1, 3, 4, 4), ratio=0.5, allocation="uniform")
     assert pruned.a[0].out_channels == 3 and pruned.b[0].out_channels == 5 and pruned.c[0].in_channels == 8
 
 
@@ -127,6 +127,6 @@ def test_split_depthwise_and_flatten_bookkeeping():
 
 def test_layernorm_over_channels_is_pruned_consistently():
     model = ChannelsLast(ln=True)
-    pruned = prune(model, torch.randn(1, 3, 4, 4), ratio=0.5)
+    pruned = prune(model, torch.randn(1, 3, 4, 4), ratio=0.5, allocation="uniform")
     assert pruned.ln.normalized_shape == (4,) and pruned.ln.weight.shape == (4,) and pruned.fc1.in_features == 4
     assert pruned(torch.randn(2, 3, 4, 4)).shape == (2, 5)

@@ -47,7 +47,7 @@ def test_di_prunes_a_model_with_data():
     torch.manual_seed(0)
     model = create_model("convnet_small", in_chans=1)
     data = [(torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))) for _ in range(2)]
-    pruned = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, importance="di", data=data)
+    pruned = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, importance="di", data=data, allocation="uniform")
     assert pruned.features[0].out_channels == 8 and pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(PruneError, match="two classes"):
         prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, importance="di",

@@ -91,12 +91,12 @@ class Shuffled(nn.Module):
 
 
 @pytest.mark.parametrize("cls", [Grouped, ConcatIntoGroups, Straddling, Multiplier, Shuffled])
-@pytest.mark.parametrize("global_pruning", [False, True])
-def test_pruned_equals_masked_reference(cls, global_pruning):
+@pytest.mark.parametrize("allocation", ["latency", "global"])
+def test_pruned_equals_masked_reference(cls, allocation):
     torch.manual_seed(0)
     model = _randomise_bn(cls())
     x = torch.randn(2, 3, 6, 6)
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5, global_pruning=global_pruning)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation=allocation)
     for m in pruned.modules():
         if isinstance(m, nn.Conv2d):  # still a valid conv: equal groups on both sides
             assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0

@@ -10,6 +10,7 @@ from torch import nn
 from slimkit.graph import build_dependency_graph
 from slimkit.layers.tokens import Block
 from slimkit.prune import PruneConfig, Pruner, prune
+from slimkit.prune.pruner import unit_multiple
 
 from .reference import assert_prune_matches_reference
 
@@ -40,12 +41,15 @@ def test_head_group_members():
     assert grp.size == HEADS
     got = {(m.module, m.role, m.repeat, m.tile) for m in grp.members}
     assert got == {("block.attn.qkv", "out", 4, 3), ("block.attn", "heads", 1, 1), ("block.attn.proj", "in", 4, 1)}
+    # rounding to vector blocks counts channels: a head of 4 is half a block of 8, a quarter of 16
+    assert (unit_multiple(grp, 8), unit_multiple(grp, 16), unit_multiple(grp, 2), unit_multiple(grp, None)) == (
+        2, 4, 1, None)
 
 
-@pytest.mark.parametrize("global_pruning", [False, True])
-def test_pruned_heads_equal_masked_reference(global_pruning):
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_pruned_heads_equal_masked_reference(allocation):
     model, x = _net()
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5, global_pruning=global_pruning, ignored_layers=KEEP_STREAM)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation=allocation, ignored_layers=KEEP_STREAM)
     attn = pruned.block.attn
     assert attn.num_heads == 2 and attn.head_dim == 4 and attn.scale == 4 ** -0.5
     assert attn.qkv.out_features == 3 * 2 * 4 and attn.proj.in_features == 2 * 4
@@ -83,7 +87,7 @@ def test_zero_head_prunes_away_exactly_and_nothing_pruned_is_identical():
             a.qkv.weight[t * DIM + 8: t * DIM + 12] = 0
             a.qkv.bias[t * DIM + 8: t * DIM + 12] = 0
         a.proj.weight[:, 8:12] = 0
-    pruned = prune(model, x, ratio=0.25, ignored_layers=["emb", "block.mlp.fc1"])
+    pruned = prune(model, x, ratio=0.25, ignored_layers=["emb", "block.mlp.fc1"], allocation="uniform")
     assert pruned.block.attn.num_heads == 3
     torch.testing.assert_close(pruned(x), model(x), atol=1e-6, rtol=0)
 
@@ -118,7 +122,7 @@ def test_multihead_attention_module_is_left_whole():
     torch.manual_seed(0)
     model = WithMHA().eval()
     x = torch.randn(2, 5, 6)
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
     assert pruned.mha.in_proj_weight.shape == (24, 8) and pruned.emb.out_features == 8 and pruned.fc1.out_features == 6
 
 
@@ -133,7 +137,8 @@ def test_timm_vit_heads_are_pruned():
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(prune(model, x, ratio=0.0)(x), model(x), atol=1e-5, rtol=0)
     # the embedding stream runs through LayerNorms (not exact when cut): kept whole for the exact comparison
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5, ignored_layers=("patch_embed.proj",))
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform",
+                                               ignored_layers=("patch_embed.proj",))
     attn = pruned.blocks[0].attn
     assert attn.num_heads == 2 and attn.attn_dim == 128 and attn.qkv.out_features == 3 * 128
     assert attn.scale == 64 ** -0.5

@@ -2,60 +2,86 @@ import pytest
 import torch
 from torch import nn
 
-from slimkit.errors import ConfigError
-from slimkit.prune import PruneConfig, Pruner
-from slimkit.prune.latency import group_latency_costs, latency_weighted_scores
-from slimkit.prune.pruner import module_plan
+from slimkit.errors import BudgetError, ConfigError
+from slimkit.profile import channel_multiple, count_macs
+from slimkit.profile.cpu_cost import CpuRates
+from slimkit.prune import PruneConfig, Pruner, prune
+from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
+
+UNIT = CpuRates(block=1, dense_macs_per_ns=1.0, depthwise_macs_per_ns=0.25, stem_macs_per_ns=1.0,
+                linear_macs_per_ns=1.0, bytes_per_ns=1e9, op_ns=0.0, elementwise_ns={})
 
 
 class _Net(nn.Module):
-    def __init__(self) -> None:
+    """Stem, an inverted residual (1x1 expand, depthwise 3x3, 1x1 project, skip), head."""
+
+    def __init__(self, c: int = 16, e: int = 32) -> None:
         super().__init__()
-        self.a = nn.Conv2d(3, 16, 3, padding=1)
-        self.b = nn.Conv2d(16, 16, 3, padding=1)
-        self.c = nn.Conv2d(16, 8, 1)
-        self.fc = nn.Linear(8, 2)
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.expand = nn.Conv2d(c, e, 1)
+        self.dw = nn.Conv2d(e, e, 3, padding=1, groups=e)
+        self.project = nn.Conv2d(e, c, 1)
+        self.fc = nn.Linear(c, 2)
 
     def forward(self, x):
-        x = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        x = torch.relu(self.stem(x))
+        x = x + self.project(torch.relu(self.dw(torch.relu(self.expand(x)))))
         return self.fc(x.mean((2, 3)))
 
 
-def _fake_ms(m: nn.Module) -> float:
-    """A stand-in 'latency': 0.1 ms per output channel of b (only b's group costs time)."""
-    return 0.1 * m.b.out_channels
+def _pruner(model, x, **cfg):
+    return Pruner(model, (x,), PruneConfig(ratio=0.1, **cfg))
 
 
-def test_costs_are_time_saved_per_removed_channel():
+def test_latency_model_macs_equal_the_count_of_the_pruned_model():
     torch.manual_seed(0)
-    model = _Net()
-    graph_groups = Pruner(model, (torch.randn(1, 3, 8, 8),), PruneConfig(ratio=0.1)).groups
-    costs = group_latency_costs(model, graph_groups, _fake_ms, share=0.5, plan_fn=module_plan)
-    by_producer = {g.producers[0].module: costs[g.id] for g in graph_groups}
-    assert by_producer["b"] == pytest.approx(0.1)  # 8 of 16 channels removed save 0.8 ms
-    assert by_producer["a"] == pytest.approx(0.0) and by_producer["c"] == pytest.approx(0.0)
-    assert model.b.out_channels == 16  # measured on copies
+    model, x = _Net().eval(), torch.randn(1, 3, 8, 8)
+    p = _pruner(model, x, allocation="uniform")
+    lat = LatencyModel.build(model, p.groups, (x,), UNIT)
+    assert lat.macs() == count_macs(model, x)
+    for ratio in (0.25, 0.5):
+        keep = p.step(ratio)
+        counts = {g: len(k) for g, k in keep.items()}
+        assert lat.macs(counts) == pytest.approx(count_macs(p.apply(ratio), x))
 
 
-def test_costs_follow_round_to():
+def test_latency_model_time_by_hand():
     torch.manual_seed(0)
-    model = _Net()
-    groups = Pruner(model, (torch.randn(1, 3, 8, 8),), PruneConfig(ratio=0.1)).groups
-    by_producer = {g.producers[0].module: g for g in groups}
+    model, x = _Net().eval(), torch.randn(1, 3, 8, 8)
+    p = _pruner(model, x, allocation="uniform")
+    lat = LatencyModel.build(model, p.groups, (x,), UNIT)
+    # 64 pixels; dense and linear layers at 1 MAC/ns, the depthwise one at 0.25 MAC/ns (4 ns per MAC)
+    dense = 64 * (16 * 3 * 9 + 32 * 16 + 16 * 32) + 2 * 16
+    assert lat.time_ns() == pytest.approx(dense + 4 * 64 * 32 * 9)
+    dw_group = next(g.id for g in p.groups if any(m.module == "dw" for m in g.members))
+    half = 64 * (16 * 3 * 9 + 16 * 16 + 16 * 16) + 2 * 16 + 4 * 64 * 16 * 9
+    assert lat.time_ns({dw_group: 16}) == pytest.approx(half)
 
-    def step_ms(m: nn.Module) -> float:  # time steps at multiples of 8 channels, as a blocked kernel's does
-        return 0.4 * -(-m.b.out_channels // 8)
 
-    share = 0.3  # 4 of 16 channels: no block boundary crossed, so nothing measured as saved
-    plain = group_latency_costs(model, groups, step_ms, share=share, plan_fn=module_plan)
-    rounded = group_latency_costs(model, groups, step_ms, share=share, plan_fn=module_plan, round_to=8)
-    b, c = by_producer["b"].id, by_producer["c"].id
-    assert plain[b] == pytest.approx(0.0)
-    assert rounded[b] == pytest.approx(0.4 / 8)  # cut to 8 kept: one block (0.4 ms) saved by 8 channels
-    assert rounded[c] == 0.0  # a group of exactly one block cannot shrink
-    odd = group_latency_costs(model, groups, lambda m: 0.4 * -(-m.b.out_channels // 12), share=0.5,
-                              plan_fn=module_plan, round_to=12)  # 16 channels: the only smaller count kept is 12
-    assert odd[b] == pytest.approx(0.4 / 4)
+def test_group_costs_and_weights_cut_the_slow_group_more():
+    torch.manual_seed(0)
+    model, x = _Net().eval(), torch.randn(1, 3, 8, 8)
+    p = _pruner(model, x, allocation="uniform")
+    lat = LatencyModel.build(model, p.groups, (x,), UNIT)
+    costs = lat.group_costs()
+    sizes = {g.id: g.size for g in p.groups}
+    by = {("dw" if any(m.module == "dw" for m in g.members) else "stream"): g.id for g in p.groups}
+    (t_dw, m_dw), (t_s, m_s) = costs[by["dw"]], costs[by["stream"]]
+    assert t_dw / m_dw > t_s / m_s  # the depthwise group returns more ns per MAC removed
+    w = latency_weights(costs, sizes)
+    assert w[by["dw"]] > 1 > w[by["stream"]]
+    assert sum(sizes[g] * w[g] for g in w) == pytest.approx(sum(sizes.values()))  # the average cut is kept
+
+
+def test_latency_weights_by_hand():
+    costs = {0: (2.0, 1.0), 1: (1.0, 1.0), 2: (0.0, 1.0), 3: (1.0, 0.0)}
+    sizes = {0: 1, 1: 1, 2: 1, 3: 1}
+    # mean ns per MAC = (2 + 1 + 0 + 1) / 3; relative: 1.5, 0.75, none (low bound), no MACs (high bound)
+    raw = {0: 1.5, 1: 0.75, 2: 0.25, 3: 4.0}
+    norm = sum(raw.values()) / 4
+    w = latency_weights(costs, sizes)
+    for g in raw:
+        assert w[g] == pytest.approx(raw[g] / norm)
 
 
 def test_weighted_scores_by_hand():
@@ -66,16 +92,60 @@ def test_weighted_scores_by_hand():
     torch.testing.assert_close(out[1], torch.tensor([5.0, 15.0]))
 
 
-def test_latency_aware_global_pruning_cuts_the_costly_group(monkeypatch):
-    import slimkit.prune.pruner as pruner_mod
+def test_round_to_follows_the_allocation():
+    assert PruneConfig(ratio=0.5).channel_round == channel_multiple()  # default: latency, whole vector blocks
+    assert PruneConfig(ratio=0.5, allocation="global_latency").channel_round == channel_multiple()
+    assert PruneConfig(ratio=0.5, allocation="uniform").channel_round is None  # the old default
+    assert PruneConfig(ratio=0.5, round_to=1).channel_round == 1
+    with pytest.raises(ConfigError, match="allocation must be one of"):
+        PruneConfig(ratio=0.5, allocation="fastest")
 
-    monkeypatch.setattr(pruner_mod, "measure_latency", lambda m, *a, **k: type("R", (), {"median_ms": _fake_ms(m)}))
+
+def _cut_out_channels(model: nn.Module, pruned: nn.Module) -> dict[str, int]:
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return {n: m.out_channels for n, m in pruned.named_modules()
+            if isinstance(m, nn.Conv2d) and m.out_channels != before[n]}
+
+
+def test_default_prune_keeps_whole_vector_blocks():
     torch.manual_seed(0)
-    model = _Net()
-    x = (torch.randn(1, 3, 8, 8),)
-    small = Pruner(model, x, PruneConfig(ratio=0.25, global_pruning=True, latency_aware=True)).run()
-    plain = Pruner(model, x, PruneConfig(ratio=0.25, global_pruning=True)).run()
-    assert small.b.out_channels < plain.b.out_channels
-    assert small.b.out_channels == 16 - 10  # the whole 10-channel budget (25% of 40) came from b
-    with pytest.raises(ConfigError, match="global_pruning"):
-        PruneConfig(ratio=0.2, latency_aware=True)
+    model, x = _Net(32, 64).eval(), torch.randn(1, 3, 8, 8)
+    cut = _cut_out_channels(model, prune(model, x, macs_target=0.5))
+    assert cut and all(c % channel_multiple() == 0 for c in cut.values()), cut
+    old = _cut_out_channels(model, prune(model, x, macs_target=0.5, allocation="uniform"))
+    assert any(c % channel_multiple() for c in old.values()), old  # the old default: partial blocks
+
+
+def test_default_prune_falls_back_to_unrounded_counts_when_blocks_cannot_meet_the_budget():
+    torch.manual_seed(0)
+    block = channel_multiple()
+    model, x = _Net(block, block).eval(), torch.randn(1, 3, 8, 8)  # every group is one block: none can shrink
+    with pytest.warns(UserWarning, match="whole blocks"):
+        pruned = prune(model, x, macs_target=0.6)
+    assert count_macs(pruned, x) <= 0.6 * count_macs(model, x)
+    with pytest.raises(BudgetError):
+        prune(model, x, macs_target=0.6, round_to="auto")  # an explicit rounding is kept, and fails plainly
+
+
+@pytest.mark.slow
+def test_default_prune_on_mobilenet_v2_keeps_blocks_and_its_time_falls_as_fast_as_its_macs():
+    """The default call on MobileNetV2 keeps every cut channel count a multiple of this CPU's block, and by the
+    CPU cost model its time falls at least as fast as its MACs (the old uniform cut's does not)."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    pruned = prune(model, x, macs_target=0.5)
+    old = prune(model, x, macs_target=0.5, allocation="uniform")
+    cut = _cut_out_channels(model, pruned)
+    assert cut and all(c % channel_multiple() == 0 for c in cut.values()), cut
+    p = Pruner(model, (x,), PruneConfig(ratio=0.1))
+    base_t, base_m = LatencyModel.build(model, p.groups, (x,)).time_ns(), count_macs(model, x)
+
+    def speedup_per_mac(m: nn.Module) -> float:
+        q = Pruner(m, (x,), PruneConfig(ratio=0.1))
+        return base_t / LatencyModel.build(m, q.groups, (x,)).time_ns() / (base_m / count_macs(m, x))
+
+    assert count_macs(pruned, x) <= 0.5 * base_m
+    assert speedup_per_mac(pruned) > speedup_per_mac(old)
+    assert speedup_per_mac(pruned) >= 0.85

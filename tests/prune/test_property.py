@@ -11,6 +11,7 @@ from slimkit.errors import PruneError
 from slimkit.graph import build_dependency_graph
 from slimkit.layers.micro import ChannelShuffle
 from slimkit.profile import count_macs
+from slimkit.prune import ALLOCATIONS
 
 from .reference import assert_prune_matches_reference
 
@@ -72,10 +73,10 @@ class Net(nn.Module):
                    min_size=1, max_size=5),
     widths=st.lists(st.integers(2, 12), min_size=6, max_size=6),
     ratio=st.floats(0.1, 0.8),
-    global_pruning=st.booleans(),
+    allocation=st.sampled_from(ALLOCATIONS),
     seed=st.integers(0, 1000),
 )
-def test_random_block_models_prune_to_the_masked_reference(kinds, widths, ratio, global_pruning, seed):
+def test_random_block_models_prune_to_the_masked_reference(kinds, widths, ratio, allocation, seed):
     torch.manual_seed(seed)
     model = Net(kinds, widths[: len(kinds) + 1]).eval()
     x = torch.randn(2, 2, 5, 5)
@@ -83,6 +84,6 @@ def test_random_block_models_prune_to_the_masked_reference(kinds, widths, ratio,
         with pytest.raises(PruneError, match="no prunable channel group"):
             assert_prune_matches_reference(model, x, ratio)
         return
-    pruned, _ = assert_prune_matches_reference(model, x, ratio, global_pruning=global_pruning)
+    pruned, _ = assert_prune_matches_reference(model, x, ratio, allocation=allocation)
     assert pruned(x).shape == (2, 3)
     assert count_macs(pruned, x) <= count_macs(model, x)

@@ -35,5 +35,5 @@ def test_css_prunes_with_calibration_data():
     torch.manual_seed(0)
     model = create_model("convnet_small", in_chans=1)
     data = [(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))]
-    pruned = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, importance="css", data=data)
+    pruned = prune(model, torch.randn(1, 1, 8, 8), ratio=0.5, importance="css", data=data, allocation="uniform")
     assert pruned.features[0].out_channels == 8 and pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
