@@ -27,6 +27,7 @@ _LAZY = {
     "profile": "slimkit.profile",  # a callable module: slimkit.profile(model, size)
     "measure_latency": "slimkit.profile:measure_latency",
     "export_onnx": "slimkit.export:export_onnx",
+    "quantize_int8": "slimkit.quantize:quantize_int8",
     "Trainer": "slimkit.train:Trainer",
     "TrainConfig": "slimkit.train:TrainConfig",
     "prune": "slimkit.prune",  # a callable module: slimkit.prune(model, x, ...), slimkit.prune.save(...)

@@ -18,6 +18,7 @@ from slimkit.cli._common import (
     one_of,
     parse_kv,
 )
+from slimkit.cli.quantize import print_int8
 from slimkit.jobs.compress import CompressConfig, run
 from slimkit.prune import list_importances
 from slimkit.report import rich_table
@@ -48,6 +49,8 @@ def compress_cmd(
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
     finetune_lr: float = typer.Option(None, "--finetune-lr", help="Fine-tuning learning rate (default 0.01)."),
+    quantize: str = typer.Option(None, "--quantize", help="int8: also quantize the exported model (onnxruntime "
+                                 "QDQ, calibrated on training images; layers that cost accuracy stay float)."),
     limit: int = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images."),
     input_size: str = INPUT_SIZE_OPTION,
     norm: str = NORM_OPTION,
@@ -64,8 +67,8 @@ def compress_cmd(
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                allocation=allocation, round_to=round_to,
                ignored_layers=ignore or None, distill=distill,
-               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, limit=limit, seed=seed, out=out,
-               input_size=input_size, norm=norm, workers=workers,
+               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, quantize=quantize, limit=limit, seed=seed,
+               out=out, input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)
     cfg = job_config(CompressConfig, config, cli, resume=resume)
     s = run(cfg, resume=resume)
@@ -78,6 +81,8 @@ def compress_cmd(
                   f"{s['baseline']['test_acc']:.4f} -> {s['pruned']['test_acc']:.4f}. Report: {s['out']}/report.html")
     for line in s["speed_verdict"]:
         console.print(escape(line))
+    if "int8" in s:
+        print_int8(s["int8"])
 
 
 def register(app: typer.Typer) -> None:

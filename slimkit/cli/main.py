@@ -16,7 +16,8 @@ from rich.markup import escape
 from slimkit.errors import SlimkitError
 
 # subcommand modules, in help order
-_COMMANDS: tuple[str, ...] = ("compress", "train", "distill", "search", "oneshot", "profile", "export", "models")
+_COMMANDS: tuple[str, ...] = ("compress", "train", "distill", "search", "oneshot", "profile", "export", "quantize",
+                              "models")
 
 app = typer.Typer(
     name="slimkit",

@@ -39,6 +39,7 @@ from slimkit.jobs._common import (
     write_json,
     write_model_spec,
 )
+from slimkit.jobs.quantize import int8_note, int8_rows, int8_stage, load_int8
 from slimkit.models import create_model, load_weights
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
@@ -46,6 +47,7 @@ from slimkit.profile.verdict import speed_verdict
 from slimkit.prune import ALLOCATIONS, ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
+from slimkit.quantize import Int8Config
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
 from slimkit.train.distributed import is_main_process
@@ -53,7 +55,8 @@ from slimkit.train.distributed import is_main_process
 __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
 
 _METHODS = ("oneshot", "iterative", "chex")
-RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches", "workers")  # options a resumed run may change
+# options a resumed run may change
+RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches", "workers", "quantize", "int8")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class CompressConfig:
     workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
     seed: int = 0
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
+    quantize: Literal["int8"] | None = None  # after export: INT8 ONNX calibrated on training images
+    int8: Int8Config = field(default_factory=Int8Config)  # INT8 options (calibration, tolerance, float layers)
     out: str = "runs/compress"
 
     def __post_init__(self) -> None:
@@ -218,12 +223,13 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
             "accuracy vs MACs": plot_scatter([{**r, "macs_M": r["macs"] / 1e6} for r in rows], "macs_M", "test_acc",
                                              out / "acc_vs_macs.png", label="model", xlabel="MACs (M)",
                                              ylabel="test accuracy")}
+    int8 = summary.get("int8")
     write_json(out / "report.json", summary)
     write_html(out / "report.html", f"slimkit compress: {summary['model']} on {summary['data']}",
-               tables={"before / after": rows}, figures=figs,
+               tables={"before / after": rows, **(int8_rows(int8) if int8 else {})}, figures=figs,
                notes=[f"budget {summary['budget']}, importance {summary['importance']}, "
                       f"distill {summary['distill']}", f"baseline: {summary['baseline_source']}",
-                      *summary["speed_verdict"]])
+                      *summary["speed_verdict"], *([int8_note(int8)] if int8 else [])])
 
 
 def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
@@ -292,6 +298,7 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     """Check every input before any work (and before the run folder is touched): names, the baseline folder, the
     data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
     create_importance(cfg.importance)
+    cfg.int8.check()
     if cfg.method == "iterative" and "ratio" in cfg.budget():
         raise ConfigError("method 'iterative' takes a --macs or --params fraction")
     if cfg.method in ("iterative", "chex"):
@@ -335,6 +342,19 @@ def _source(cfg: CompressConfig, out: Path) -> str:
         return (f"weights {cfg.weights}, classifier replaced (other class count) and fine-tuned for {done['epochs']} "
                 "epochs")
     return f"weights {cfg.weights}, as they are (no training)"
+
+
+def _int8(cfg: CompressConfig, out: Path, spec: dict[str, Any], resume: bool, console: Console) -> dict[str, Any]:
+    """INT8 of the exported model, calibrated on un-augmented training images (same split as training)."""
+    if resume and (done := load_int8(out, cfg.int8)) is not None:
+        console.print("[bold]int8[/]: already quantized")
+        return done
+    console.print("[bold]int8[/]: post-training quantization (onnxruntime QDQ), fp32 vs INT8 on the test set")
+    data, root = (cfg.data, cfg.data_root) if cfg.data else (spec.get("data") or "digits", spec.get("data_root"))
+    splits = build_data(data, root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit, augment=False,
+                        input_size=cfg.input_size, model=cfg.model, norm=cfg.norm, like=spec)
+    return int8_stage(out / "model.onnx", splits, cfg.int8, out, batch_size=cfg.batch_size, seed=cfg.seed,
+                      latency_batches=cfg.latency_batches, console=console)
 
 
 def run(cfg: CompressConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
@@ -403,5 +423,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         summary["macs_reduction"], {f"onnxruntime batch {n}": summary[f"speedup_onnxruntime_b{n}"]
                                     for n in cfg.latency_batches}, cost_breakdown(base, (example,)),
         cost_breakdown(pruned, (example,)), channel_multiple())
+    if cfg.quantize:
+        summary["int8"] = _int8(cfg, out, spec, resume, console)
     _report(out, rows, _kept_channels(base, pruned), summary)
     return summary

@@ -15,7 +15,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ from slimkit.errors import ConfigError, ProfileError
 from slimkit.export import export_onnx, onnx_session
 from slimkit.profile.counting import make_inputs
 
-__all__ = ["LatencyReport", "measure_latency", "median_ci_rel"]
+__all__ = ["LatencyReport", "measure_latency", "median_ci_rel", "compare_onnx_latency"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class LatencyReport:
     batch: int
     threads: int
     ci_rel: float | None = None  # half-width of the median's 95% confidence interval, relative to the median
+    cpu_median_ms: float | None = None  # CPU time of the work per run (compare_onnx_latency), robust to other jobs
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -154,3 +155,48 @@ def measure_latency(model: nn.Module, input_size: Any, *, backend: Literal["torc
     return LatencyReport(float(np.median(arr)), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)),
                          float(arr.mean()), len(times), mem, backend, int(inputs[0].shape[0]), n_threads,
                          ci if math.isfinite(ci) else None)
+
+
+def compare_onnx_latency(paths: Mapping[str, str | Path], input_size: tuple[int, ...], *, batch: int = 1,
+                         threads: int | None = None, rounds: int = 15, block_s: float = 0.2, warmup: int = 3
+                         ) -> dict[str, LatencyReport]:
+    """Latency of several ONNX files on the same random input, timed interleaved in one process so a busy machine
+    slows them alike: `rounds` rounds, each running every model in turn (the order rotates) for `block_s` seconds
+    (at least 3 runs); median / p10 / p90 over all runs. `input_size` is (C, H, W).
+
+    Two clocks: the wall clock (`median_ms`) and the CPU time of the work (`cpu_median_ms`: the calling thread's on
+    one thread, where onnxruntime computes on the caller; the process's on several, with worker threads that sleep
+    instead of spinning). On a machine shared with other jobs the wall clock also counts the time others hold the
+    cores; CPU time does not (memory and cache contention still reach both)."""
+    if batch < 1 or rounds < 1:
+        raise ConfigError(f"batch and rounds must be >= 1 (got {batch}, {rounds})")
+    n_threads = int(threads or torch.get_num_threads())
+    x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
+    cpu_clock = time.thread_time if n_threads == 1 else time.process_time
+    runs = {}
+    for name, path in paths.items():
+        sess = onnx_session(path, threads=n_threads, spinning=False)
+        runs[name] = (lambda s=sess, f={sess.get_inputs()[0].name: x}: s.run(None, f))
+        for _ in range(warmup):
+            runs[name]()
+    names = list(runs)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start, n = time.perf_counter(), 0
+            while n < 3 or time.perf_counter() - start < block_s:
+                t0, c0 = time.perf_counter(), cpu_clock()
+                runs[name]()
+                wall[name].append((time.perf_counter() - t0) * 1e3)
+                cpu[name].append((cpu_clock() - c0) * 1e3)
+                n += 1
+    out = {}
+    for name in names:
+        arr = np.asarray(wall[name])
+        ci = median_ci_rel(wall[name])
+        out[name] = LatencyReport(float(np.median(arr)), float(np.percentile(arr, 10)),
+                                  float(np.percentile(arr, 90)), float(arr.mean()), len(arr), None, "onnxruntime",
+                                  batch, n_threads, ci if math.isfinite(ci) else None,
+                                  cpu_median_ms=float(np.median(cpu[name])))
+    return out

@@ -13,7 +13,7 @@ def run(capsys, *args):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "search", "export"])
+@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "search", "export", "quantize"])
 def test_every_command_has_help(capsys, cmd):
     code, out, _ = run(capsys, cmd, "--help")
     assert code == 0 and "Usage" in out and "--" in out
@@ -83,7 +83,7 @@ def test_compress_cli_runs_and_reports(capsys, tmp_path):
     assert code == 2 and "unknown importance 'l9'" in err
 
 
-@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "search", "export"])
+@pytest.mark.parametrize("cmd", ["compress", "models", "profile", "train", "search", "export", "quantize"])
 def test_every_command_accepts_a_config_file(capsys, cmd):
     code, out, _ = run(capsys, cmd, "--help")
     assert "--config" in out

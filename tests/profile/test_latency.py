@@ -72,3 +72,22 @@ def test_a_slow_model_is_timed_in_seconds_not_minutes():
     r = measure_latency(Slow(), (1, 4, 4), repeats=30, max_time_s=1.0)
     assert time.perf_counter() - t0 < 4.0 and 3 <= r.repeats < 30
     assert r.median_ms >= 250 and r.ci_rel is not None
+
+
+def test_onnx_files_are_timed_interleaved(tmp_path):
+    from slimkit.export import export_onnx
+    from slimkit.profile import compare_onnx_latency
+
+    small = create_model("convnet_tiny", in_chans=1)
+    big = create_model("vgg11", in_chans=1)
+    paths = {"small": tmp_path / "s.onnx", "big": tmp_path / "b.onnx"}
+    export_onnx(small, paths["small"], torch.randn(1, 1, 32, 32))
+    export_onnx(big, paths["big"], torch.randn(1, 1, 32, 32))
+    lat = compare_onnx_latency(paths, (1, 32, 32), batch=2, threads=1, rounds=4, block_s=0.0)
+    assert set(lat) == {"small", "big"}
+    for rep in lat.values():
+        assert rep.repeats == 12 and rep.batch == 2 and rep.threads == 1 and rep.p10_ms <= rep.median_ms <= rep.p90_ms
+        assert 0 < rep.cpu_median_ms <= rep.p90_ms * 1.05  # one thread: CPU time cannot exceed the wall clock
+    assert lat["big"].cpu_median_ms > 3 * lat["small"].cpu_median_ms  # VGG-11 has ~100x the MACs
+    with pytest.raises(ConfigError):
+        compare_onnx_latency(paths, (1, 32, 32), rounds=0)

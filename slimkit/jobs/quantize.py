@@ -1,0 +1,182 @@
+"""`slimkit quantize` and compress's INT8 stage: fp32 ONNX -> INT8 ONNX calibrated on training images, with
+fp32 vs INT8 test accuracy, onnxruntime latency (timed interleaved) and file size side by side.
+
+The source is a run folder of `slimkit train` / `distill` (its model is exported first), of `slimkit compress`
+(its `model.onnx`), or an fp32 `.onnx` file with `--data`. Results: `model.int8.onnx`, `int8.json`, `int8.html` in the
+run folder (for an .onnx file: in a `<name>-int8/` folder beside it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from slimkit.config import load_yaml
+from slimkit.data import DataSplits
+from slimkit.errors import ConfigError
+from slimkit.export import export_onnx, onnx_session
+from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
+from slimkit.profile import compare_onnx_latency
+from slimkit.quantize import Int8Config, quantize_int8
+from slimkit.quantize.data import accuracy, as_batches, onnx_logits
+from slimkit.report import write_html
+
+__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "run"]
+
+INT8_ONNX = "model.int8.onnx"
+INT8_JSON = "int8.json"
+
+
+@dataclass(frozen=True)
+class QuantizeJobConfig:
+    source: str = ""  # run folder (train / distill / compress) or fp32 .onnx file
+    data: str | None = None  # dataset, .npz or image folder (default: the run's own)
+    data_root: str | None = None
+    limit: int | None = None  # class-balanced subset of training images (as the run used)
+    val_fraction: float = 0.1  # held-out share of training images (the tolerance check uses it)
+    seed: int | None = None  # the split of train / validation images (default: the run's own seed, else 0)
+    batch_size: int = 64
+    latency_batches: tuple[int, ...] = (1, 32)  # onnxruntime batch sizes timed for fp32 vs INT8
+    int8: Int8Config = field(default_factory=Int8Config)
+    out: str | None = None  # folder for model.int8.onnx, int8.json, int8.html (default: the source's folder)
+
+
+def _source(cfg: QuantizeJobConfig, out: Path) -> tuple[Path, str, str | None, int | None, int]:
+    """(fp32 ONNX, data, data_root, limit, seed) for the source: an .onnx file, or a run folder whose `model.onnx` is used
+    when it is newer than its weights (else the run's model is exported to `out`)."""
+    src = Path(cfg.source)
+    if src.is_file() and src.suffix == ".onnx":
+        if not cfg.data:
+            raise ConfigError(f"quantizing {src.name} needs images to calibrate on and test with: pass --data "
+                              "(the data the model was trained on, e.g. --data fashion-mnist)")
+        return src, cfg.data, cfg.data_root, cfg.limit, cfg.seed or 0
+    if not src.is_dir():
+        raise ConfigError(f"{cfg.source!r} is neither an .onnx file nor a run folder: pass the --out folder of "
+                          "`slimkit train` / `distill` / `compress`, or an fp32 .onnx file with --data")
+    run_cfg = load_yaml(src / "config.yaml") if (src / "config.yaml").is_file() else {}
+    spec = read_model_spec(src)
+    onnx, weights = src / "model.onnx", src / "model.safetensors"
+    if onnx.is_file() and weights.is_file() and onnx.stat().st_mtime >= weights.stat().st_mtime:
+        fp32 = onnx
+    else:
+        model, _ = load_run_model(src)
+        fp32 = out / "model.onnx"
+        export_onnx(model, fp32, torch.randn(1, *spec["input_size"]))
+    limit = cfg.limit if cfg.limit is not None else run_cfg.get("limit")
+    seed = cfg.seed if cfg.seed is not None else run_cfg.get("seed", (run_cfg.get("train") or {}).get("seed", 0))
+    return fp32, cfg.data or spec.get("data") or "digits", cfg.data_root or spec.get("data_root"), limit, int(seed)
+
+
+def _check_shape(fp32: Path, splits: DataSplits) -> None:
+    dims = onnx_session(fp32).get_inputs()[0].shape
+    want = [splits.info.in_chans, *splits.info.image_size]
+    if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:]) and list(dims[1:]) != want:
+        raise ConfigError(f"{fp32.name} takes inputs of {list(dims[1:])} but the data gives {want}: quantize with "
+                          "the data the model was trained on")
+
+
+def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, batch_size: int = 64, seed: int = 0,
+               latency_batches: tuple[int, ...] = (1, 32), console: Console | None = None) -> dict[str, Any]:
+    """Quantize `fp32` (calibrated on training images, checked on the validation split), then measure fp32 vs
+    INT8 on the test set: accuracy, onnxruntime latency interleaved, size. Writes `out/int8.json`."""
+    console = console or Console(stderr=True)
+    _check_shape(fp32, splits)
+    g = torch.Generator().manual_seed(seed)
+    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=g)
+    calib = list(itertools.islice(iter(train), -(-cfg.calibration_images // batch_size)))
+    held = DataLoader(splits.val, batch_size=batch_size) if len(splits.val) else None
+    console.print(f"INT8: calibrating on {min(cfg.calibration_images, len(splits.train))} training images"
+                  + (f", tolerance {cfg.tolerance} points on {min(cfg.eval_images, len(splits.val))} held-out images"
+                     if held is not None else " (no held-out images: no tolerance check)"))
+    res = quantize_int8(fp32, calib, out / INT8_ONNX, eval_data=held, config=cfg)
+    test = as_batches(DataLoader(splits.test, batch_size=256), None, "test")
+    labels = np.concatenate(test.labels)
+    rows = {name: {"test_acc": accuracy(onnx_logits(onnx_session(p), test), labels), "size_bytes": size}
+            for name, p, size in (("fp32", res.fp32_path, res.fp32_bytes), ("int8", res.int8_path, res.int8_bytes))}
+    shape = (splits.info.in_chans, *splits.info.image_size)
+    console.print(f"INT8: timing fp32 vs INT8 interleaved (onnxruntime, batch {', '.join(map(str, latency_batches))})")
+    for b in latency_batches:
+        lat = compare_onnx_latency({"fp32": res.fp32_path, "int8": res.int8_path}, shape, batch=b)
+        for name in rows:
+            rows[name][f"ort_b{b}_ms"] = lat[name].median_ms
+    f, q = rows["fp32"], rows["int8"]
+    summary = {
+        "fp32": f, "int8": q, "fp32_onnx": str(res.fp32_path), "int8_onnx": str(res.int8_path),
+        "acc_change_points": 100.0 * (q["test_acc"] - f["test_acc"]),
+        **{f"speedup_b{b}": f[f"ort_b{b}_ms"] / q[f"ort_b{b}_ms"] for b in latency_batches},
+        "size_ratio": f["size_bytes"] / q["size_bytes"],
+        "int8_layers": len(res.int8_layers),
+        "float_layers": [vars(x) for x in res.float_layers],
+        "held_out": res.held_out, "settings": res.settings, "seconds": res.seconds,
+        "sensitivity": res.to_dict()["sensitivity"], "steps": [vars(s) for s in res.steps],
+    }
+    return json.loads(write_json(out / INT8_JSON, summary).read_text())  # as a resumed run reads it back
+
+
+def load_int8(out: Path, cfg: Int8Config) -> dict[str, Any] | None:
+    """A finished INT8 stage's summary (for resume) if it was made with the options of `cfg`, else None."""
+    p = out / INT8_JSON
+    if not (p.is_file() and (out / INT8_ONNX).is_file()):
+        return None
+    done = json.loads(p.read_text())
+    same = all(done.get("settings", {}).get(k) == v for k, v in json.loads(json.dumps(asdict(cfg))).items())
+    return done if same else None
+
+
+def int8_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Report tables: fp32 vs INT8 side by side, and the layers kept in float with why."""
+    f, q = s["fp32"], s["int8"]
+    side = [{"metric": k, "fp32": f[k], "int8": q[k],
+             "fp32 / int8": f[k] / q[k] if q[k] and k != "test_acc" else None} for k in f]
+    floats = [{"layer": x["module"], "onnx node": x["node"], "op": x["op_type"], "why": x["reason"],
+               "cost if quantized": x["score"]} for x in s["float_layers"]]
+    if not floats:
+        held = s.get("held_out") or {}
+        why = (f"all-INT8 within {held['tolerance_points']} points on the held-out images"
+               if held.get("tolerance_met") and held.get("int8_all_acc") == held.get("int8_acc") else "none")
+        floats = [{"layer": "(none kept in float)", "why": why}]
+    return {"INT8 vs fp32 (onnxruntime)": side, "layers kept in float": floats}
+
+
+def int8_note(s: dict[str, Any]) -> str:
+    held = s.get("held_out")
+    check = ""
+    if held:
+        met = "met" if held["tolerance_met"] else "NOT met"
+        check = (f"; held-out ({held['images']} images): fp32 {held['fp32_acc']:.4f}, all-INT8 "
+                 f"{held['int8_all_acc']:.4f}, final {held['int8_acc']:.4f} (tolerance {held['tolerance_points']} "
+                 f"points {met})")
+    b = [k for k in s if k.startswith("speedup_b")]
+    speed = ", ".join(f"batch {k.removeprefix('speedup_b')} x{s[k]:.2f}" for k in b)
+    return (f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
+            f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file x{s['size_ratio']:.2f} "
+            f"smaller, {len(s['float_layers'])} layer(s) kept in float{check}")
+
+
+def run(cfg: QuantizeJobConfig, console: Console | None = None) -> dict[str, Any]:
+    """Quantize a run folder's model or an ONNX file; writes model.int8.onnx, int8.json and int8.html."""
+    console = console or Console(stderr=True)
+    if not cfg.source:
+        raise ConfigError("give the run folder or .onnx file to quantize (e.g. `slimkit quantize runs/fm`)")
+    cfg.int8.check()
+    src = Path(cfg.source)
+    out = Path(cfg.out) if cfg.out else (src if src.is_dir() else src.with_name(f"{src.stem}-int8"))
+    out.mkdir(parents=True, exist_ok=True)
+    fp32, data, root, limit, seed = _source(cfg, out)
+    write_config(out / "quantize.yaml", cfg)
+    splits = build_data(data, root, seed=seed, val_fraction=cfg.val_fraction, limit=limit, augment=False)
+    s = int8_stage(fp32, splits, cfg.int8, out, batch_size=cfg.batch_size, seed=seed,
+                   latency_batches=cfg.latency_batches, console=console)
+    s = {**s, "data": splits.info.name, "source": str(src), "out": str(out)}
+    write_json(out / INT8_JSON, s)
+    write_html(out / "int8.html", f"slimkit quantize: {src.name} on {splits.info.name}", tables=int8_rows(s),
+               notes=[int8_note(s)])
+    return s

@@ -1,0 +1,289 @@
+"""INT8 post-training static quantization with onnxruntime's tools, with sensitivity-guided mixed precision.
+
+fp32 ONNX -> `quant_pre_process` (shape inference, graph clean-up) -> calibration on training images (activation
+ranges, computed once and cached) -> `quantize_static` in QDQ format with per-channel weights. With held-out
+labelled images, the INT8 model is compared with fp32; if it loses more than `tolerance` points, the layers whose
+quantization costs the most (`slimkit.quantize.sensitivity`) stay in float, up to `max_float_layers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import platform
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch import nn
+
+from slimkit.errors import ConfigError, ExportError, MissingDependencyError
+from slimkit.export import export_onnx, onnx_session
+from slimkit.profile import has_vnni
+from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_reader, onnx_logits
+from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, weighted_layers
+from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
+
+__all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range"]
+
+_CALIBRATION = ("minmax", "entropy", "percentile")
+_TYPES = ("uint8", "int8")
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"  # how activation ranges are chosen
+    percentile: float = 99.999  # with calibration_method="percentile": the share of values the range covers
+    activations: Literal["uint8", "int8"] = "uint8"  # activation type (onnxruntime's x86 kernels are u8 x s8)
+    weights: Literal["uint8", "int8"] = "int8"
+    per_channel: bool = True  # one scale per output channel of every weight
+    reduce_range: bool | Literal["auto"] = "auto"  # 7-bit weights; auto: on x86 without VNNI (u8s8 saturation)
+    calibration_images: int = 512  # training images used to calibrate activation ranges
+    eval_images: int = 1000  # held-out images for the tolerance check and the sensitivity ranking
+    tolerance: float = 0.5  # accuracy points the INT8 model may lose against fp32 on the held-out images
+    max_float_layers: int = 4  # at most this many weighted layers are kept in float by sensitivity
+    sensitivity: Literal["isolated", "all_but_one"] = "isolated"  # how layers are ranked
+    exclude: tuple[str, ...] = ()  # layers (ONNX node or PyTorch module names) always kept in float
+
+    def check(self) -> None:
+        if self.calibration_method not in _CALIBRATION:
+            raise ConfigError(f"unknown calibration_method {self.calibration_method!r}: use one of "
+                              f"{list(_CALIBRATION)}")
+        if self.activations not in _TYPES or self.weights not in _TYPES:
+            raise ConfigError(f"activations and weights must be one of {list(_TYPES)} (got {self.activations!r}, "
+                              f"{self.weights!r})")
+        if self.sensitivity not in CRITERIA:
+            raise ConfigError(f"unknown sensitivity {self.sensitivity!r}: use one of {list(CRITERIA)}")
+        if self.calibration_images < 1 or self.eval_images < 1 or self.max_float_layers < 0 or self.tolerance < 0:
+            raise ConfigError("calibration_images and eval_images must be >= 1, max_float_layers and tolerance >= 0")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+
+
+@dataclass(frozen=True)
+class FloatLayer:
+    node: str  # ONNX node name
+    module: str  # PyTorch module name (best effort)
+    op_type: str
+    reason: str  # "requested" (Int8Config.exclude) or "sensitivity"
+    score: float | None  # the sensitivity criterion's cost of quantizing it (None when not ranked)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    fp32_path: Path
+    int8_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    int8_layers: tuple[str, ...]  # weighted nodes that run in int8
+    float_layers: tuple[FloatLayer, ...]  # weighted nodes kept in float, and why
+    settings: dict[str, Any]  # the Int8Config used, reduce_range resolved, images used
+    held_out: dict[str, Any] | None  # fp32 / all-INT8 / final accuracy on the held-out images (None: not checked)
+    sensitivity: tuple[LayerScore, ...] = ()  # every weighted layer's cost, costliest first (empty: not ranked)
+    steps: tuple[Step, ...] = ()  # the mixed-precision models tried (float layers -> held-out accuracy)
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase
+
+    @property
+    def compression(self) -> float:
+        return self.fp32_bytes / self.int8_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fp32_path"], d["int8_path"] = str(self.fp32_path), str(self.int8_path)
+        d["sensitivity"] = [{"node": s.layer.node, "module": s.layer.module, "score": s.score}
+                            for s in self.sensitivity]
+        return d
+
+
+def resolve_reduce_range(cfg: Int8Config) -> bool:
+    """7-bit weights when uint8 activations meet int8 weights on an x86 CPU without VNNI: its u8 x s8 kernels
+    (vpmaddubsw) add pairs of products in int16 and can saturate with full 8-bit weights (onnxruntime's advice)."""
+    if cfg.reduce_range != "auto":
+        return bool(cfg.reduce_range)
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return x86 and cfg.activations == "uint8" and cfg.weights == "int8" and not has_vnni()
+
+
+def _ort_quant() -> Any:
+    try:
+        import onnx
+        from onnxruntime import quantization
+    except ImportError:
+        raise MissingDependencyError('INT8 needs onnx and onnxruntime: pip install "slimkit[onnx]"') from None
+    return onnx, quantization
+
+
+def _fp32_onnx(model: nn.Module | str | Path, calib: Batches, out: Path | None) -> tuple[Path, Path]:
+    if isinstance(model, nn.Module):
+        if out is None:
+            raise ConfigError("quantize_int8 of a PyTorch model needs `out`, the INT8 .onnx file to write")
+        fp32 = out.with_name(out.name.removesuffix(".onnx").removesuffix(".int8") + ".fp32.onnx")
+        import torch
+
+        export_onnx(model, fp32, torch.from_numpy(calib.images[0][:1]))
+        return fp32, out
+    fp32 = Path(model)
+    if not fp32.is_file():
+        raise ConfigError(f"no ONNX file at {str(fp32)!r}: pass an .onnx path or a PyTorch model")
+    return fp32, out or fp32.with_name(fp32.name.removesuffix(".onnx") + ".int8.onnx")
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """onnxruntime's quantizer logs advice through the root logger and prints calibration progress; keep both off
+    the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _Quantizer:
+    """Quantizes one pre-processed fp32 model many ways (calibration ranges computed once, then cached)."""
+
+    def __init__(self, fp32: Path, calib: Batches, cfg: Int8Config, work: Path) -> None:
+        onnx, q = _ort_quant()
+        self.q, self.cfg, self.work, self.calib = q, cfg, work, calib
+        self.model = work / "pre.onnx"
+        try:
+            with _quiet():
+                q.quant_pre_process(str(fp32), str(self.model), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw export instead
+            self.model = fp32
+        try:
+            proto = onnx.load(str(self.model))
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(f"cannot read the ONNX model {str(fp32)!r}: {e}") from e
+        self.input_name = proto.graph.input[0].name
+        self.layers = weighted_layers(proto)
+        self.proto = proto
+        self.cache = work / "calibration.json"
+        self.reduce_range = resolve_reduce_range(cfg)
+        self.count = 0
+
+    def resolve(self, names: Iterable[str]) -> set[str]:
+        by_module = {}
+        for layer in self.layers:
+            by_module.setdefault(layer.module, set()).add(layer.node)
+        nodes = {layer.node for layer in self.layers}
+        out: set[str] = set()
+        for name in names:
+            if name in nodes:
+                out.add(name)
+            elif name in by_module:
+                out |= by_module[name]
+            else:
+                raise ConfigError(f"cannot keep {name!r} in float: no such weighted layer; known layers: "
+                                  f"{sorted(by_module)[:20]}")
+        return out
+
+    def __call__(self, out: Path, only: set[str] | None = None, exclude: set[str] = frozenset()) -> Path:
+        q, cfg = self.q, self.cfg
+        qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+        method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                  "percentile": q.CalibrationMethod.Percentile}[cfg.calibration_method]
+        # ranges merged after every reader item, so memory holds one item's intermediate tensors, not all of them
+        extra = {"CalibStridedMinMax": 1, "CalibPercentile": cfg.percentile}
+        exclude = set(exclude) | feeding_activations(self.proto, exclude)  # see feeding_activations
+        try:
+            with _quiet():
+                q.quantize_static(str(self.model), str(out), calibration_reader(self.calib, self.input_name),
+                                  quant_format=q.QuantFormat.QDQ, per_channel=cfg.per_channel,
+                                  reduce_range=self.reduce_range, activation_type=qtype[cfg.activations],
+                                  weight_type=qtype[cfg.weights], nodes_to_quantize=sorted(only) if only else None,
+                                  nodes_to_exclude=sorted(exclude) or None, calibrate_method=method,
+                                  extra_options=extra, calibration_cache_path=str(self.cache))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises bare exceptions from deep inside
+            raise ExportError(f"onnxruntime could not quantize {self.model.name}: {type(e).__name__}: {e}") from e
+        self.count += 1
+        return out
+
+
+def _held_out(eval_data: Any, cfg: Int8Config) -> Batches | None:
+    return None if eval_data is None else as_batches(eval_data, cfg.eval_images, "held-out evaluation")
+
+
+def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out: str | Path | None = None, *,
+                  eval_data: Iterable[Any] | None = None, config: Int8Config | None = None,
+                  **overrides: Any) -> QuantizeResult:
+    """Quantize a PyTorch model or an fp32 ONNX file to INT8 (QDQ, per-channel weights) and write `out`.
+
+    `calibration`: batches of training images (tensors or (images, labels) tuples; `calibration_images` are
+    used). `eval_data`: held-out batches with labels (without labels, agreement with fp32 is the accuracy); when
+    given, the INT8 model is checked against fp32 and the layers that cost the most stay in float until it is
+    within `tolerance` points (at most `max_float_layers`). Options are `Int8Config` fields, given as `config`
+    or keywords. The caller's model is not changed.
+    """
+    cfg = replace(config or Int8Config(), **overrides)
+    cfg.check()
+    t0 = time.perf_counter()
+    calib = as_batches(calibration, cfg.calibration_images)
+    fp32, dest = _fp32_onnx(model, calib, Path(out) if out is not None else None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    held = _held_out(eval_data, cfg)
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="slimkit-int8-") as tmp:
+        work = Path(tmp)
+        quant = _Quantizer(fp32, calib, cfg, work)
+        requested = quant.resolve(cfg.exclude)
+        quant(dest, exclude=requested)
+        seconds["calibrate_quantize"] = time.perf_counter() - t0
+        float_nodes: tuple[str, ...] = ()
+        ranked: list[LayerScore] = []
+        steps: list[Step] = []
+        summary = None
+        if held is not None:
+            t1 = time.perf_counter()
+            float_nodes, ranked, steps, summary = _mixed_precision(quant, fp32, dest, held, requested, cfg, work)
+            seconds["sensitivity"] = time.perf_counter() - t1
+            if float_nodes:
+                quant(dest, exclude=requested | set(float_nodes))
+        quantizations = quant.count
+        layers = {layer.node: layer for layer in quant.layers}
+        reduce_range = quant.reduce_range
+    onnx, _ = _ort_quant()
+    int8 = int8_layers(onnx.load(str(dest)))
+    scores = {s.layer.node: s.score for s in ranked}
+    floats = tuple(FloatLayer(n, layers[n].module, layers[n].op_type,
+                              "requested" if n in requested else "sensitivity", scores.get(n))
+                   for n in [*sorted(requested), *float_nodes] if n in layers)
+    settings = {**asdict(cfg), "reduce_range": reduce_range, "calibration_images_used": calib.count,
+                "quantizations": quantizations}
+    seconds["total"] = time.perf_counter() - t0
+    return QuantizeResult(fp32, dest, file_bytes(fp32), file_bytes(dest),
+                          tuple(n for n in layers if n in int8), floats, settings, summary, tuple(ranked),
+                          tuple(steps), seconds)
+
+
+def _mixed_precision(quant: _Quantizer, fp32: Path, full: Path, held: Batches, requested: set[str],
+                     cfg: Int8Config, work: Path) -> tuple[tuple[str, ...], list[LayerScore], list[Step], dict]:
+    reference = onnx_logits(onnx_session(fp32), held)
+    labels = np.concatenate(held.labels) if held.labels is not None else reference.argmax(1)
+    acc_fp32 = accuracy(reference, labels)
+    full_logits = onnx_logits(onnx_session(full), held)
+    start = Step((), accuracy(full_logits, labels), logit_error(full_logits, reference))
+    target = acc_fp32 - cfg.tolerance / 100.0 - 1e-9
+    summary = {"images": held.count, "labels": "labels" if held.labels is not None else "fp32 predictions",
+               "fp32_acc": acc_fp32, "int8_all_acc": start.acc, "tolerance_points": cfg.tolerance}
+    candidates = [layer for layer in quant.layers if layer.node not in requested]
+    if start.acc >= target or cfg.max_float_layers == 0 or not candidates:
+        return (), [], [start], {**summary, "int8_acc": start.acc, "tolerance_met": start.acc >= target}
+
+    def run(only: set[str] | None, exclude: set[str]) -> np.ndarray:
+        path = quant(work / "trial.onnx", only=only, exclude=exclude)
+        return onnx_logits(onnx_session(path), held)
+
+    ranked = rank_layers(candidates, run, reference, cfg.sensitivity, requested, full_error=start.error)
+    chosen, steps = choose_float_layers(ranked, run, reference, labels, target, cfg.max_float_layers, start,
+                                        requested)
+    final = next(s for s in steps if s.float_layers == chosen)
+    return chosen, ranked, steps, {**summary, "int8_acc": final.acc, "tolerance_met": final.acc >= target}

@@ -1,0 +1,82 @@
+"""`slimkit compress --quantize int8` and `slimkit quantize`: fp32 vs INT8 measured side by side, resumable."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from slimkit.cli.main import main
+from slimkit.errors import ConfigError
+from slimkit.export import export_onnx
+from slimkit.jobs._common import load_run_model
+from slimkit.jobs.compress import CompressConfig
+from slimkit.jobs.compress import run as compress
+from slimkit.jobs.quantize import QuantizeJobConfig
+from slimkit.jobs.quantize import run as quantize
+from slimkit.jobs.train import TrainJobConfig
+from slimkit.jobs.train import run as train
+from slimkit.quantize import int8_layers
+from slimkit.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "base"
+    train(TrainJobConfig(model="convnet_small", data="digits", out=str(out),
+                         train=TrainConfig(epochs=3, batch_size=64, progress=False)))
+    return out
+
+
+def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
+    cfg = CompressConfig(baseline=str(trained), macs=0.5, finetune_epochs=1, batch_size=64, latency_batches=(1, 4),
+                         quantize="int8", out=str(tmp_path / "run"))
+    s = compress(cfg)
+    out = tmp_path / "run"
+    q = s["int8"]
+    assert (out / "model.int8.onnx").is_file() and q["int8_onnx"] == str(out / "model.int8.onnx")
+    for k in ("test_acc", "size_bytes", "ort_b1_ms", "ort_b4_ms"):
+        assert k in q["fp32"] and k in q["int8"], k
+    assert q["int8"]["size_bytes"] < q["fp32"]["size_bytes"] and q["size_ratio"] > 1.5
+    assert abs(q["fp32"]["test_acc"] - s["pruned"]["test_acc"]) < 0.005  # fp32 ONNX == the pruned torch model
+    assert q["int8"]["test_acc"] >= q["fp32"]["test_acc"] - 0.05
+    assert q["acc_change_points"] == pytest.approx(100 * (q["int8"]["test_acc"] - q["fp32"]["test_acc"]))
+    assert q["int8_layers"] == len(int8_layers(onnx.load(str(out / "model.int8.onnx"))))
+    report = json.loads((out / "report.json").read_text())
+    assert report["int8"]["int8"]["test_acc"] == q["int8"]["test_acc"]
+    html = (out / "report.html").read_text()
+    assert "INT8 vs fp32" in html and "layers kept in float" in html
+    mtime = (out / "model.int8.onnx").stat().st_mtime_ns
+    again = compress(cfg, resume=True)
+    assert (out / "model.int8.onnx").stat().st_mtime_ns == mtime and again["int8"] == q
+
+
+def test_quantize_a_run_folder_and_an_onnx_file(tmp_path, trained, capsys):
+    s = quantize(QuantizeJobConfig(source=str(trained), out=str(tmp_path / "a"), latency_batches=(1,)))
+    assert s["data"] == "digits" and (tmp_path / "a" / "int8.html").is_file()
+    assert s["int8"]["test_acc"] >= s["fp32"]["test_acc"] - 0.05
+    code = main(["quantize", str(tmp_path / "a" / "model.onnx"), "--data", "digits", "--max-float", "0",
+                 "--keep-float", "head"])
+    assert code == 0
+    got = json.loads((tmp_path / "a" / "model-int8" / "int8.json").read_text())
+    assert [f["module"] for f in got["float_layers"]] == ["head"]
+    assert "INT8 vs fp32" in capsys.readouterr().out
+    assert got["fp32"]["test_acc"] == pytest.approx(s["fp32"]["test_acc"])
+
+
+def test_quantize_refuses_bad_sources(tmp_path, trained):
+    net, spec = load_run_model(trained)
+    export_onnx(net, tmp_path / "m.onnx", torch.randn(1, *spec["input_size"]))
+    with pytest.raises(ConfigError, match="--data"):
+        quantize(QuantizeJobConfig(source=str(tmp_path / "m.onnx")))
+    with pytest.raises(ConfigError, match="neither"):
+        quantize(QuantizeJobConfig(source=str(tmp_path / "nothing")))
+    x = np.random.default_rng(0).integers(0, 255, (40, 12, 12), dtype="uint8")
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 2)
+    with pytest.raises(ConfigError, match="takes inputs of"):
+        quantize(QuantizeJobConfig(source=str(tmp_path / "m.onnx"), data=str(tmp_path / "d.npz")))
+    with pytest.raises(ConfigError, match="int8"):
+        from slimkit.config import from_dict
+
+        from_dict(CompressConfig, {"quantize": "int4"})

@@ -1,0 +1,145 @@
+"""INT8 post-training quantization: the model runs in onnxruntime with integer kernels, is smaller, keeps its
+accuracy on digits, and keeps exactly the layers it reports in float."""
+
+import itertools
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from slimkit.data import create_dataset, make_loaders
+from slimkit.errors import ConfigError, ExportError, SlimkitError
+from slimkit.models import create_model
+from slimkit.quantize import Int8Config, int8_layers, quantize_int8, resolve_reduce_range, weighted_layers
+from slimkit.train import TrainConfig, Trainer, evaluate
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = create_dataset("digits", seed=0)
+    loaders = make_loaders(splits, 64)
+    torch.manual_seed(0)
+    model = create_model("convnet_small", num_classes=10, in_chans=1)
+    Trainer(model, TrainConfig(epochs=4, batch_size=64, progress=False), loaders.train).fit()
+    return model.eval(), loaders
+
+
+def _onnx_acc(path, loader):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    hits = n = 0
+    for x, y in loader:
+        out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        hits += int((out.argmax(1) == y.numpy()).sum())
+        n += len(y)
+    return hits / n
+
+
+def _optimized_ops(path, tmp_path):
+    """Op types onnxruntime actually runs after its graph optimisations (QDQ groups fused to integer kernels)."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+
+def test_int8_runs_with_integer_kernels_is_smaller_and_keeps_accuracy(digits, tmp_path):
+    model, loaders = digits
+    res = quantize_int8(model, itertools.islice(loaders.train, 4), tmp_path / "m.int8.onnx")
+    graph = onnx.load(str(res.int8_path))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert _optimized_ops(res.int8_path, tmp_path) & {"QLinearConv", "ConvInteger", "QLinearMatMul"}
+    assert res.int8_bytes < 0.5 * res.fp32_bytes and res.int8_bytes == res.int8_path.stat().st_size
+    assert set(res.int8_layers) == {layer.node for layer in weighted_layers(graph)} and not res.float_layers
+    acc_torch = evaluate(model, loaders.test)["acc"]
+    assert _onnx_acc(res.fp32_path, loaders.test) == pytest.approx(acc_torch, abs=0.003)
+    assert acc_torch > 0.8
+    assert _onnx_acc(res.int8_path, loaders.test) >= acc_torch - 0.03
+    assert res.settings["calibration_images_used"] == 256
+
+
+def _sabotaged(model):
+    """(reference, sabotaged): in both, channel 3 of the first block is zero everywhere (a pre-activation of -5,
+    also zero after INT8 rounding); the sabotaged copy has huge weights on that dead channel in one conv
+    (features.4), so it computes the same function, but per-channel INT8 scales round that conv's real weights to
+    zero: only that conv is hurt by quantization."""
+    ref = create_model("convnet_small", num_classes=10, in_chans=1)
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        ref.features[1].weight[3] = 0.0  # BN gamma and beta
+        ref.features[1].bias[3] = -5.0
+    bad = create_model("convnet_small", num_classes=10, in_chans=1)
+    bad.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        bad.features[4].weight[:, 3] = 50.0
+    return ref.eval(), bad.eval()
+
+
+def test_sensitivity_keeps_float_exactly_the_layers_it_reports(digits, tmp_path):
+    model, loaders = digits
+    ref, bad = _sabotaged(model)
+    x = next(iter(loaders.test))[0]
+    with torch.no_grad():
+        assert torch.allclose(bad(x), ref(x), atol=1e-4)
+    res = quantize_int8(bad, itertools.islice(loaders.train, 4), tmp_path / "s.int8.onnx", eval_data=loaders.val,
+                        tolerance=1.0, max_float_layers=2)
+    graph = onnx.load(str(res.int8_path))
+    floats = {f.node for f in res.float_layers}
+    assert [f.module for f in res.float_layers] == ["features.4"]
+    assert all(f.reason == "sensitivity" and f.score is not None for f in res.float_layers)
+    assert floats == {layer.node for layer in weighted_layers(graph)} - int8_layers(graph)
+    assert set(res.int8_layers) == int8_layers(graph)
+    assert res.sensitivity[0].layer.module == "features.4"  # ranked costliest
+    held = res.held_out
+    assert held["int8_all_acc"] < held["fp32_acc"] - 0.2 and held["tolerance_met"]
+    assert held["int8_acc"] >= held["fp32_acc"] - 0.01
+    assert _onnx_acc(res.int8_path, loaders.test) >= evaluate(ref, loaders.test)["acc"] - 0.03
+
+
+def test_requested_float_layers_and_unlabelled_eval(digits, tmp_path):
+    model, loaders = digits
+    images = [x for x, _ in itertools.islice(loaders.val, 2)]  # no labels: agreement with fp32 is the accuracy
+    res = quantize_int8(model, itertools.islice(loaders.train, 2), tmp_path / "r.int8.onnx", eval_data=images,
+                        exclude=("head",), calibration_method="percentile", max_float_layers=0)
+    graph = onnx.load(str(res.int8_path))
+    assert [(f.module, f.reason) for f in res.float_layers] == [("head", "requested")]
+    assert "/head/Gemm" not in int8_layers(graph) and len(int8_layers(graph)) == 3
+    assert res.held_out["labels"] == "fp32 predictions" and res.held_out["fp32_acc"] == 1.0
+
+
+def test_bad_inputs_raise_clear_errors(digits, tmp_path):
+    model, loaders = digits
+    with pytest.raises(ConfigError, match="needs images"):
+        quantize_int8(model, None, tmp_path / "a.onnx")
+    with pytest.raises(ConfigError, match="empty"):
+        quantize_int8(model, [], tmp_path / "a.onnx")
+    with pytest.raises(ConfigError, match="no ONNX file"):
+        quantize_int8(tmp_path / "missing.onnx", itertools.islice(loaders.train, 1))
+    with pytest.raises(ConfigError, match="calibration_method"):
+        quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", calibration_method="mse")
+    with pytest.raises(ConfigError, match="no such weighted layer"):
+        quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", exclude=("features.99",))
+
+    class NotExportable(torch.nn.Module):
+        def forward(self, x):
+            return torch.from_numpy(np.fft.fft(x.detach().numpy()).real).float()
+
+    with pytest.raises(ExportError):
+        quantize_int8(NotExportable(), [torch.randn(2, 1, 8, 8)], tmp_path / "b.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(SlimkitError):
+        quantize_int8(tmp_path / "junk.onnx", [torch.randn(2, 1, 8, 8)])
+
+
+def test_reduce_range_follows_the_cpu(monkeypatch):
+    import slimkit.quantize.ptq as ptq
+
+    monkeypatch.setattr(ptq.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(ptq, "has_vnni", lambda: False)
+    assert resolve_reduce_range(Int8Config()) is True
+    assert resolve_reduce_range(Int8Config(activations="int8", weights="int8")) is False
+    monkeypatch.setattr(ptq, "has_vnni", lambda: True)
+    assert resolve_reduce_range(Int8Config()) is False
+    assert resolve_reduce_range(Int8Config(reduce_range=True)) is True
