@@ -50,8 +50,8 @@ class QuantizeJobConfig:
 
 
 def _source(cfg: QuantizeJobConfig, out: Path) -> tuple[Path, str, str | None, int | None, int]:
-    """(fp32 ONNX, data, data_root, limit, seed) for the source: an .onnx file, or a run folder whose `model.onnx` is used
-    when it is newer than its weights (else the run's model is exported to `out`)."""
+    """(fp32 ONNX, data, data_root, limit, seed) for the source: an .onnx file, or a run folder whose `model.onnx`
+    is used when it is newer than its weights (else the run's model is exported to `out`)."""
     src = Path(cfg.source)
     if src.is_file() and src.suffix == ".onnx":
         if not cfg.data:
