@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError, ExportError, MissingDependencyError
 from slimkit.export import export_onnx, onnx_session
+from slimkit.fileio import atomic_write
 from slimkit.profile import has_vnni
 from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_reader, onnx_logits
 from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, weighted_layers
@@ -235,7 +237,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         work = Path(tmp)
         quant = _Quantizer(fp32, calib, cfg, work)
         requested = quant.resolve(cfg.exclude)
-        quant(dest, exclude=requested)
+        full = quant(work / "all_int8.onnx", exclude=requested)
         seconds["calibrate_quantize"] = time.perf_counter() - t0
         float_nodes: tuple[str, ...] = ()
         ranked: list[LayerScore] = []
@@ -243,10 +245,10 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         summary = None
         if held is not None:
             t1 = time.perf_counter()
-            float_nodes, ranked, steps, summary = _mixed_precision(quant, fp32, dest, held, requested, cfg, work)
+            float_nodes, ranked, steps, summary = _mixed_precision(quant, fp32, full, held, requested, cfg, work)
             seconds["sensitivity"] = time.perf_counter() - t1
-            if float_nodes:
-                quant(dest, exclude=requested | set(float_nodes))
+        final = quant(work / "final.onnx", exclude=requested | set(float_nodes)) if float_nodes else full
+        atomic_write(dest, lambda tmp: shutil.copyfile(final, tmp))  # whole or not at all
         quantizations = quant.count
         layers = {layer.node: layer for layer in quant.layers}
         reduce_range = quant.reduce_range

@@ -1,6 +1,7 @@
 """`slimkit compress --quantize int8` and `slimkit quantize`: fp32 vs INT8 measured side by side, resumable."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -17,7 +18,7 @@ from slimkit.jobs.quantize import QuantizeJobConfig
 from slimkit.jobs.quantize import run as quantize
 from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
-from slimkit.quantize import int8_layers
+from slimkit.quantize import Int8Config, int8_layers
 from slimkit.train import TrainConfig
 
 
@@ -31,8 +32,10 @@ def trained(tmp_path_factory):
 
 def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     cfg = CompressConfig(baseline=str(trained), macs=0.5, finetune_epochs=1, batch_size=64, latency_batches=(1, 4),
-                         quantize="int8", out=str(tmp_path / "run"))
-    s = compress(cfg)
+                         out=str(tmp_path / "run"))
+    assert "int8" not in compress(cfg)
+    cfg = replace(cfg, quantize="int8")
+    s = compress(cfg, resume=True)  # INT8 added to a finished run
     out = tmp_path / "run"
     q = s["int8"]
     assert (out / "model.int8.onnx").is_file() and q["int8_onnx"] == str(out / "model.int8.onnx")
@@ -50,6 +53,9 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     mtime = (out / "model.int8.onnx").stat().st_mtime_ns
     again = compress(cfg, resume=True)
     assert (out / "model.int8.onnx").stat().st_mtime_ns == mtime and again["int8"] == q
+    other = compress(replace(cfg, int8=Int8Config(calibration_images=64)), resume=True)  # new options: redone
+    assert (out / "model.int8.onnx").stat().st_mtime_ns != mtime
+    assert other["int8"]["settings"]["calibration_images_used"] == 64
 
 
 def test_quantize_a_run_folder_and_an_onnx_file(tmp_path, trained, capsys):
