@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, console, job_config
+from slimkit.cli._common import CONFIG_OPTION, INPUT_SIZE_OPTION, console, job_config
 from slimkit.jobs.quantize import QuantizeJobConfig, int8_note, int8_rows, run
 from slimkit.quantize import Int8Config
 from slimkit.report import rich_table
@@ -42,13 +42,14 @@ def quantize_cmd(
     out: str = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder; for an .onnx file "
                             "<name>-int8/ beside it)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (the run's split: keep the run's seed)."),
+    input_size: str = INPUT_SIZE_OPTION,
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Quantize to INT8 (onnxruntime QDQ, per-channel weights, calibrated on training images) and compare fp32 vs
     INT8 accuracy, latency and size; layers whose quantization costs accuracy stay in float."""
     int8 = dict(calibration_method=calibration_method, calibration_images=calibration_images, tolerance=tolerance,
                 max_float_layers=max_float_layers, exclude=keep_float or None, per_channel=per_channel)
-    cli = dict(source=source, data=data, data_root=data_root, limit=limit, out=out, seed=seed,
+    cli = dict(source=source, data=data, data_root=data_root, limit=limit, out=out, seed=seed, input_size=input_size,
                **{k: v for k, v in int8.items() if v is not None})
     cfg = job_config(QuantizeJobConfig, config, cli, nested={"int8": Int8Config})
     s = run(cfg)

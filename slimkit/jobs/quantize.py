@@ -43,21 +43,23 @@ class QuantizeJobConfig:
     limit: int | None = None  # class-balanced subset of training images (as the run used)
     val_fraction: float = 0.1  # held-out share of training images (the tolerance check uses it)
     seed: int | None = None  # the split of train / validation images (default: the run's own seed, else 0)
+    input_size: tuple[int, ...] | None = None  # an .onnx file's input: SIZE, (H, W) or (C, H, W) (a run: its own)
     batch_size: int = 64
     latency_batches: tuple[int, ...] = (1, 32)  # onnxruntime batch sizes timed for fp32 vs INT8
     int8: Int8Config = field(default_factory=Int8Config)
     out: str | None = None  # folder for model.int8.onnx, int8.json, int8.html (default: the source's folder)
 
 
-def _source(cfg: QuantizeJobConfig, out: Path) -> tuple[Path, str, str | None, int | None, int]:
-    """(fp32 ONNX, data, data_root, limit, seed) for the source: an .onnx file, or a run folder whose `model.onnx`
-    is used when it is newer than its weights (else the run's model is exported to `out`)."""
+def _source(cfg: QuantizeJobConfig, out: Path) -> tuple[Path, str, str | None, int | None, int, dict | None]:
+    """(fp32 ONNX, data, data_root, limit, seed, the run's model spec or None) for the source: an .onnx file, or a
+    run folder whose `model.onnx` is used when it is newer than its weights (else the run's model is exported to
+    `out`)."""
     src = Path(cfg.source)
     if src.is_file() and src.suffix == ".onnx":
         if not cfg.data:
             raise ConfigError(f"quantizing {src.name} needs images to calibrate on and test with: pass --data "
                               "(the data the model was trained on, e.g. --data fashion-mnist)")
-        return src, cfg.data, cfg.data_root, cfg.limit, cfg.seed or 0
+        return src, cfg.data, cfg.data_root, cfg.limit, cfg.seed or 0, None
     if not src.is_dir():
         raise ConfigError(f"{cfg.source!r} is neither an .onnx file nor a run folder: pass the --out folder of "
                           "`slimkit train` / `distill` / `compress`, or an fp32 .onnx file with --data")
@@ -72,7 +74,8 @@ def _source(cfg: QuantizeJobConfig, out: Path) -> tuple[Path, str, str | None, i
         export_onnx(model, fp32, torch.randn(1, *spec["input_size"]))
     limit = cfg.limit if cfg.limit is not None else run_cfg.get("limit")
     seed = cfg.seed if cfg.seed is not None else run_cfg.get("seed", (run_cfg.get("train") or {}).get("seed", 0))
-    return fp32, cfg.data or spec.get("data") or "digits", cfg.data_root or spec.get("data_root"), limit, int(seed)
+    data, root = cfg.data or spec.get("data") or "digits", cfg.data_root or spec.get("data_root")
+    return fp32, data, root, limit, int(seed), spec
 
 
 def _check_shape(fp32: Path, splits: DataSplits) -> None:
@@ -170,9 +173,11 @@ def run(cfg: QuantizeJobConfig, console: Console | None = None) -> dict[str, Any
     src = Path(cfg.source)
     out = Path(cfg.out) if cfg.out else (src if src.is_dir() else src.with_name(f"{src.stem}-int8"))
     out.mkdir(parents=True, exist_ok=True)
-    fp32, data, root, limit, seed = _source(cfg, out)
+    fp32, data, root, limit, seed, spec = _source(cfg, out)
     write_config(out / "quantize.yaml", cfg)
-    splits = build_data(data, root, seed=seed, val_fraction=cfg.val_fraction, limit=limit, augment=False)
+    # a run's images are seen as it saw them (its input size, crop and normalisation, recorded in model.json)
+    splits = build_data(data, root, seed=seed, val_fraction=cfg.val_fraction, limit=limit, augment=False,
+                        input_size=cfg.input_size, like=spec)
     s = int8_stage(fp32, splits, cfg.int8, out, batch_size=cfg.batch_size, seed=seed,
                    latency_batches=cfg.latency_batches, console=console)
     s = {**s, "data": splits.info.name, "source": str(src), "out": str(out)}

@@ -86,3 +86,19 @@ def test_quantize_refuses_bad_sources(tmp_path, trained):
         from slimkit.config import from_dict
 
         from_dict(CompressConfig, {"quantize": "int4"})
+
+
+def test_quantize_sees_the_images_as_the_run_did(tmp_path):
+    """A run trained at another input size is calibrated and tested at that size with its normalisation: the fp32
+    ONNX accuracy equals the run's own torch test accuracy (and an .onnx file takes --input-size)."""
+    run_dir = tmp_path / "r"
+    t = train(TrainJobConfig(model="convnet_small", data="digits", input_size=(12, 12), out=str(run_dir),
+                             train=TrainConfig(epochs=1, batch_size=64, progress=False)))
+    assert t["input_size"] == [1, 12, 12]
+    s = quantize(QuantizeJobConfig(source=str(run_dir), out=str(tmp_path / "q"), latency_batches=(1,)))
+    assert s["fp32"]["test_acc"] == pytest.approx(t["test_acc"], abs=1e-6)
+    f = quantize(QuantizeJobConfig(source=str(tmp_path / "q" / "model.onnx"), data="digits", input_size=(12, 12),
+                                   latency_batches=(1,)))
+    assert f["fp32"]["test_acc"] == pytest.approx(t["test_acc"], abs=1e-6)
+    with pytest.raises(ConfigError, match="takes inputs of"):
+        quantize(QuantizeJobConfig(source=str(tmp_path / "q" / "model.onnx"), data="digits"))
