@@ -145,7 +145,7 @@ def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Con
     """The baseline is the user's model + weights, as they are; only a replaced head is first fine-tuned."""
     data = cfg.data
     splits = build_data(data, cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction, limit=cfg.limit,
-                        augment=True)
+                        augment=True, input_size=cfg.input_size, model=cfg.model, norm=cfg.norm)
     model = build_model(cfg.model, splits, dict(cfg.model_kwargs), cfg.seed)
     report = load_weights(model, cfg.weights)
     if report.head_replaced:  # the train job loads (and reports) the weights itself
@@ -153,7 +153,8 @@ def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Con
                       f"{escape(data)} for {cfg.baseline_epochs} epochs (its classifier was replaced)")
         job = train_job.TrainJobConfig(model=cfg.model, weights=cfg.weights, data=data, data_root=cfg.data_root,
                                        model_kwargs=dict(cfg.model_kwargs), val_fraction=cfg.val_fraction,
-                                       limit=cfg.limit, out=str(run_dir),
+                                       limit=cfg.limit, out=str(run_dir), input_size=cfg.input_size,
+                                       norm=cfg.norm, workers=cfg.workers,
                                        train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
                                                          seed=cfg.seed, lr=cfg.finetune_lr))
         train_job.run(job, resume=resume)

@@ -60,3 +60,28 @@ def test_train_then_compress_a_timm_model_on_a_folder_at_an_input_size(tmp_path)
                                   latency_batches=(1,), workers=0, out=str(tmp_path / "c")))
     assert out["input_size"] == [3, 32, 32] and out["view"] == s["view"] and out["norm"] == s["norm"]
     assert out["pruned"]["params"] < out["baseline"]["params"]
+
+
+@pytest.mark.slow
+def test_compress_your_weights_at_an_input_size_then_int8(tmp_path):
+    """--weights with --input-size: the baseline is the user's 3-channel network unchanged (grey images repeated to
+    RGB, not its stem adapted to grey), and the INT8 stage sees the test images as the pruned model did."""
+    import torch
+
+    from slimkit.jobs._common import load_run_model
+
+    data = str(_folder(tmp_path / "data"))
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", num_classes=2, pretrained=False)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
+    out = compress(CompressConfig(model="timm:test_resnet", weights=str(tmp_path / "w.pt"), data=data,
+                                  input_size=(3, 32, 32), ratio=0.5, macs=None, finetune_epochs=0, batch_size=4,
+                                  latency_batches=(1,), workers=0, quantize="int8", out=str(tmp_path / "c")))
+    assert out["input_size"] == [3, 32, 32] and out["channels"] == "1-channel images converted to 3 channels"
+    assert "as they are (no training)" in out["baseline_source"]
+    base, spec = load_run_model(tmp_path / "c" / "baseline")
+    assert spec["input_size"] == [3, 32, 32] and spec["in_chans"] == 3
+    assert spec["mean"] == pytest.approx(net.pretrained_cfg["mean"])
+    mine = net.state_dict()
+    assert all(torch.equal(v, mine[k]) for k, v in base.state_dict().items())
+    assert out["int8"]["fp32"]["test_acc"] == pytest.approx(out["pruned"]["test_acc"], abs=1e-6)
