@@ -186,11 +186,12 @@ def _lookup(data: Any, dotted: str) -> Any:
 def config_changes(saved: Mapping[str, Any], now: Any, allowed: Sequence[str] = ()) -> list[str]:
     """What differs between a run's saved options (a mapping, e.g. its config.yaml) and config `now`, as
     `"key: old -> new"` lines. Nested sections compare key by key (`train.lr`); keys the saved options lack (options
-    added to slimkit since) and keys in `allowed` (the dotted key or its last part) are not compared."""
+    added to slimkit since) and keys in `allowed` (the dotted key, its last part, or a whole section such as `int8`)
+    are not compared."""
     out = []
     for key, value in _fields(now).items():
         old = _lookup(saved, key)
-        if old is _MISSING or key in allowed or key.rsplit(".", 1)[-1] in allowed:
+        if old is _MISSING or key in allowed or key.rsplit(".", 1)[-1] in allowed or key.split(".", 1)[0] in allowed:
             continue
         if _norm(old) != _norm(value):
             out.append(f"{key}: {old!r} -> {value!r}")

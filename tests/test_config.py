@@ -44,3 +44,15 @@ def test_build_config_layers_yaml_then_overrides(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         build_config(Demo, tmp_path / "list.yaml")
+
+
+def test_config_changes_skip_allowed_keys_and_whole_sections():
+    from slimkit.config import config_changes, to_dict
+    from slimkit.jobs.compress import CompressConfig
+    from slimkit.quantize import Int8Config
+
+    saved = to_dict(CompressConfig())
+    now = CompressConfig(finetune_epochs=9, macs=0.25, int8=Int8Config(calibration_images=64, tolerance=1.0))
+    assert config_changes(saved, now, ("finetune_epochs", "int8")) == ["macs: 0.5 -> 0.25"]
+    assert sorted(config_changes(saved, now)) == ["finetune_epochs: 5 -> 9", "int8.calibration_images: 512 -> 64",
+                                                  "int8.tolerance: 0.5 -> 1.0", "macs: 0.5 -> 0.25"]

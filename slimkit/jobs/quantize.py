@@ -25,7 +25,7 @@ from slimkit.errors import ConfigError
 from slimkit.export import export_onnx, onnx_session
 from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
 from slimkit.profile import compare_onnx_latency
-from slimkit.quantize import Int8Config, quantize_int8
+from slimkit.quantize import Int8Config, quantize_int8, resolve_reduce_range
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
 from slimkit.report import write_html
 
@@ -130,7 +130,8 @@ def load_int8(out: Path, cfg: Int8Config) -> dict[str, Any] | None:
     if not (p.is_file() and (out / INT8_ONNX).is_file()):
         return None
     done = json.loads(p.read_text())
-    same = all(done.get("settings", {}).get(k) == v for k, v in json.loads(json.dumps(asdict(cfg))).items())
+    want = json.loads(json.dumps({**asdict(cfg), "reduce_range": resolve_reduce_range(cfg)}))  # as recorded
+    same = all(done.get("settings", {}).get(k) == v for k, v in want.items())
     return done if same else None
 
 
