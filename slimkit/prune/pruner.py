@@ -102,8 +102,15 @@ def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio:
     cap, multiple = cfg.max_group_ratio, cfg.channel_round
     if cfg.allocation in ("uniform", "latency"):
         w = weights if cfg.allocation == "latency" and weights else {}
-        return {g.id: _round_keep(g.size - math.floor(min(ratio * w.get(g.id, 1.0), cap) * g.size), g.size,
-                                  unit_multiple(g, multiple)) for g in groups}
+        out, carry = {}, 0.0  # rounding error carried on, so many equal groups do not all jump a block at once
+        for g in groups:
+            cut, m = min(ratio * w.get(g.id, 1.0), cap) * g.size, unit_multiple(g, multiple)
+            if not m or g.size <= m:  # unrounded, or one block that stays whole: nothing to carry
+                out[g.id] = _round_keep(g.size - math.floor(cut), g.size, m)
+                continue
+            out[g.id] = _round_keep(g.size - cut + carry, g.size, m)
+            carry = max(-m, min(m, g.size - cut + carry - out[g.id]))
+        return out
     total = sum(g.size for g in groups)
     removable = sorted((float(s), g.id) for g in groups for s in scores[g.id])
     removed = {g.id: 0 for g in groups}

@@ -149,3 +149,17 @@ def test_default_prune_on_mobilenet_v2_keeps_blocks_and_its_time_falls_as_fast_a
     assert count_macs(pruned, x) <= 0.5 * base_m
     assert speedup_per_mac(pruned) > speedup_per_mac(old)
     assert speedup_per_mac(pruned) >= 0.85
+
+
+def test_rounding_error_is_carried_so_equal_groups_do_not_jump_together():
+    """Eight 16-channel layers at a 30% cut want 11.2 channels each: rounding each to the nearest block of 8 would
+    cut all to 8 (50%); carrying the rounding error keeps a mix of 16 and 8 near the wanted total."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), *[nn.Sequential(nn.ReLU(), nn.Conv2d(16, 16, 1)) for _ in range(8)],
+                          nn.Flatten(), nn.LazyLinear(2)).eval()
+    x = torch.randn(1, 3, 5, 5)
+    model(x)
+    p = Pruner(model, (x,), PruneConfig(ratio=0.3, allocation="uniform", round_to=8))
+    kept = [len(k) for k in p.step(0.3).values()]
+    assert all(k % 8 == 0 for k in kept) and set(kept) == {8, 16}
+    assert abs(sum(kept) - 0.7 * 16 * len(kept)) <= 8

@@ -83,7 +83,7 @@ def test_budgets_are_met(kw):
 def test_round_to_keeps_multiples_and_leaves_groups_of_one_block_whole():
     model = create_model("resnet20", in_chans=1)
     x = torch.randn(1, 1, 28, 28)
-    pruned = prune(model, x, ratio=0.5, round_to=16)
+    pruned = prune(model, x, ratio=0.5, round_to=16, allocation="uniform")  # half of every group
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
     assert widths[:7] == [16] * 7  # stage 1 (16 channels): one block of 16, nothing to cut
     assert all(w % 16 == 0 for w in widths) and widths[7:] == [16] * 7 + [32] * 7
