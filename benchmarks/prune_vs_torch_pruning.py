@@ -4,9 +4,12 @@
    pruned to 1/k of its MACs by each method (both searched to the same MACs target by bisection), fine-tuned
    with the same slimkit Trainer settings, then measured: test accuracy, MACs, params, onnxruntime batch-1 latency,
    and speed-up / MACs-reduction (1.0 = latency falls as fast as MACs).
-2. Coverage: which timm / torchvision models each library prunes (50% of channels) into a model that still runs.
+2. `--coverage`: one model per timm / torchvision family (200), pruned to half the MACs by each library: runs,
+   keeps its output shape, >= 1.25x fewer MACs, ONNX parity; resumable, one child process per model
+   (`benchmarks/prune_coverage.py`).
 
     python benchmarks/prune_vs_torch_pruning.py --model resnet20 --epochs 3 --finetune-epochs 1 --limit 20000
+    nice -n 19 python benchmarks/prune_vs_torch_pruning.py --coverage [--chunk 1/4]
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import argparse
 import copy
 import functools
 import json
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -29,6 +32,9 @@ from slimkit.profile import channel_multiple, count_macs, count_params, measure_
 from slimkit.prune import ChexCallback, PruneConfig, Pruner
 from slimkit.report import markdown_table
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
+
+sys.path.insert(0, str(Path(__file__).parent))
+import prune_coverage  # noqa: E402  (the family sweep, a sibling script)
 
 HERE = Path(__file__).parent
 
@@ -155,40 +161,6 @@ def accuracy_table(args):
     return rows
 
 
-COVERAGE = ["timm:resnet18", "timm:mobilenetv2_100", "timm:mobilenetv3_small_100", "timm:efficientnet_b0",
-            "timm:convnext_atto", "timm:regnetx_002", "timm:densenet121", "timm:ghostnet_100",
-            "timm:deit_tiny_patch16_224", "timm:mobilevit_xxs", "torchvision:resnet18", "torchvision:mobilenet_v2",
-            "torchvision:mobilenet_v3_small", "torchvision:efficientnet_b0", "torchvision:shufflenet_v2_x0_5",
-            "torchvision:squeezenet1_0", "torchvision:densenet121", "torchvision:regnet_x_400mf",
-            "torchvision:convnext_tiny", "torchvision:vit_b_16"]
-
-
-def _check(make, model, x):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pruned = make()
-            ok = pruned.eval()(x).shape == model(x).shape
-            red = count_macs(model, x) / count_macs(pruned, x)
-        return ("ok" if ok else "wrong shape"), red
-    except Exception as e:  # noqa: BLE001 - a benchmark records failures
-        return f"{type(e).__name__}", None
-
-
-def coverage_table():
-    rows = []
-    for spec in COVERAGE:
-        size = 224 if any(k in spec for k in ("deit", "vit_")) else 64
-        model = slimkit.create_model(spec, num_classes=10).eval()
-        x = torch.randn(1, 3, size, size)
-        s, s_red = _check(lambda model=model, x=x: slimkit.prune(model, x, ratio=0.5), model, x)
-        t, t_red = _check(lambda model=model, x=x: tp_prune(model, x, 0.5, "magnitude", []), model, x)
-        rows.append({"model": spec, "slimkit": s, "slimkit MACs red.": s_red, "torch-pruning": t,
-                     "torch-pruning MACs red.": t_red})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
@@ -200,8 +172,9 @@ def main():
                     "lr 0.02; at 0.1 without it, it does not train in 3 epochs)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--speedups", type=float, nargs="+", default=[2.0, 3.0])
-    ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--skip-coverage", action="store_true")
+    ap.add_argument("--coverage", action="store_true", help="run the family coverage sweep instead (prune_coverage)")
+    ap.add_argument("--skip-coverage", action="store_true", help=argparse.SUPPRESS)  # (the old default; kept)
+    prune_coverage.add_args(ap.add_argument_group("coverage"))
     ap.add_argument("--methods", nargs="+", default=None,
                     help="rerun only these accuracy rows (names as in the table) and merge them into the results "
                          "file (each row's speed-up ratios use the unpruned latency of its own run)")
@@ -209,21 +182,17 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     meta = {"args": vars(args), "torch_pruning_version": __import__("torch_pruning").__version__}
-    if not args.skip_coverage:
-        rows = coverage_table()
-        ok = {k: sum(r[k] == "ok" for r in rows) for k in ("slimkit", "torch-pruning")}
-        print(markdown_table(rows))
-        print(f"coverage: slimkit {ok['slimkit']}/{len(COVERAGE)}, torch-pruning {ok['torch-pruning']}/{len(COVERAGE)}")
-        _write("prune_coverage.json", {**meta, "coverage": rows})
-    if not args.skip_accuracy:
-        rows = accuracy_table(args)
-        print(markdown_table(rows))
-        path = HERE / "results" / f"{args.results}.json"
-        if args.methods and path.is_file():  # merge: rerun rows replace their old versions, the rest stay
-            old = json.loads(path.read_text())["accuracy"]
-            new = {(r["method"], r["k"]): r for r in rows if r["method"] != "unpruned"}
-            rows = [new.pop((r["method"], r["k"]), r) for r in old] + list(new.values())
-        _write(f"{args.results}.json", {**meta, "accuracy": rows})
+    if args.coverage:
+        prune_coverage.coverage(args)
+        return
+    rows = accuracy_table(args)
+    print(markdown_table(rows))
+    path = HERE / "results" / f"{args.results}.json"
+    if args.methods and path.is_file():  # merge: rerun rows replace their old versions, the rest stay
+        old = json.loads(path.read_text())["accuracy"]
+        new = {(r["method"], r["k"]): r for r in rows if r["method"] != "unpruned"}
+        rows = [new.pop((r["method"], r["k"]), r) for r in old] + list(new.values())
+    _write(f"{args.results}.json", {**meta, "accuracy": rows})
 
 
 def _write(name, data):

@@ -21,14 +21,15 @@ space they meet (`slimkit.graph.params`).
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from slimkit.graph.layout import _LayoutOps, is_softmax
-from slimkit.graph.params import _ParamOps
+from slimkit.graph.costs import Dim, mac_dims
+from slimkit.graph.layout import SizeOf, _LayoutOps, is_softmax
+from slimkit.graph.params import _ParamOps, param_role
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
 from slimkit.layers.dynamic import DynamicConv2d
@@ -49,9 +50,12 @@ _PASS_FUNCS = {
     nn.functional.gelu, nn.functional.silu, nn.functional.hardswish, nn.functional.hardsigmoid, nn.functional.sigmoid,
     nn.functional.dropout, nn.functional.leaky_relu, nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d,
     nn.functional.max_pool2d, nn.functional.adaptive_max_pool2d, nn.functional.hardtanh, nn.functional.mish,
+    torch.exp, torch.log, torch.abs, torch.sqrt, torch.rsqrt, torch.square, torch.erf, operator.abs,
+    nn.functional.softplus, nn.functional.elu, nn.functional.selu, nn.functional.celu, nn.functional.hardsigmoid,
 }
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "clamp", "contiguous", "clone", "float", "detach", "relu_", "sigmoid_",
-                 "clamp_", "to", "type_as", "neg"}
+                 "clamp_", "to", "type_as", "neg", "exp", "log", "abs", "sqrt", "rsqrt", "square", "erf"}
+_POW = {operator.pow, torch.pow, "pow"}  # elementwise when the exponent is a number
 _MERGE_FUNCS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                 torch.div, operator.iadd, operator.imul, torch.maximum, torch.minimum}
 _MERGE_METHODS = {"add", "sub", "mul", "div", "add_", "mul_", "expand_as", "maximum", "minimum"}
@@ -165,7 +169,7 @@ class _Builder(_LayoutOps, _ParamOps):
             if isinstance(m, _CONVS):
                 return self._conv_out(node, m)
             out = self._fresh(node, False, dim=len(self._shape(node)) - 1)
-            self.spaces.add(out.segments[0].space, Member(name, "out"))
+            self._add_out(name, m, out.segments[0].space, m.out_features)
             return out
         if not isinstance(x, ChannelInfo):
             return self._unknown(node, f"input to {type(m).__name__} '{name}'")
@@ -178,13 +182,13 @@ class _Builder(_LayoutOps, _ParamOps):
             for s, o in zip(x.segments, offs, strict=True):
                 self.spaces.add(s.space, Member(name, "in", o, s.repeat))
             out = self._fresh(node, False, dim=len(self._shape(node)) - 1)
-            self.spaces.add(out.segments[0].space, Member(name, "out"))
+            self._add_out(name, m, out.segments[0].space, m.out_features)
             return out
         norm_ok = (
             (isinstance(m, nn.modules.batchnorm._BatchNorm) and x.dim == 1)
             or (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1 and self._ln_over_channels(m, node, x)
                 and all(s.repeat == 1 for s in x.segments))
-            or (isinstance(m, nn.GroupNorm) and x.dim == 1 and m.num_groups in (1, m.num_channels))
+            or (isinstance(m, nn.GroupNorm) and x.dim == 1 and self._whole_groups(m, x))
             or (isinstance(m, nn.PReLU) and x.dim == 1)
         )
         if norm_ok:  # per-position parameters: a segment's repeated features each have their own
@@ -192,11 +196,25 @@ class _Builder(_LayoutOps, _ParamOps):
             if has_params and not (isinstance(m, nn.PReLU) and m.num_parameters == 1):
                 for s, o in zip(x.segments, offs, strict=True):
                     self.spaces.add(s.space, Member(name, "norm", o, s.repeat))
-            if isinstance(m, nn.GroupNorm) and m.num_groups == 1:
-                # statistics over all channels change when channels go: block (GroupNorm(1) is not per-channel)
-                self._block_info(x, f"GroupNorm '{name}' normalises across channels")
+            return x
+        if isinstance(m, nn.GroupNorm) and x.dim == 1:
+            self._block_info(x, f"GroupNorm '{name}' ({m.num_groups} groups) in a channel layout that splits a group")
             return x
         return self._unknown(node, f"module {type(m).__name__} '{name}'")
+
+    def _whole_groups(self, m: nn.GroupNorm, x: ChannelInfo) -> bool:
+        """GroupNorm: per channel (num_groups == channels) or over all of them (num_groups == 1, pruned like a
+        LayerNorm over the channels) needs nothing; otherwise whole groups go, so the statistics of the groups that
+        stay are those of the original: the channels of one group are tied into one unit (c -> c // width)."""
+        if m.num_groups in (1, m.num_channels):
+            return True
+        width = m.num_channels // m.num_groups
+        if any(o % width or (s.size * s.repeat) % width or width % s.repeat
+               for s, o in zip(x.segments, x.offsets(), strict=True)):
+            return False
+        for s in x.segments:
+            self.spaces.tie(s.space, self.spaces.new(s.size * s.repeat // width), width // s.repeat)
+        return True
 
     def _readable_input(self, m: nn.Module, node: fx.Node, x: Any) -> bool:
         if not isinstance(x, ChannelInfo):
@@ -227,8 +245,23 @@ class _Builder(_LayoutOps, _ParamOps):
         out = self._fresh(node, False, dim=1)
         if m.groups > 1:  # output channel c of every group goes together: g tiles of out_channels / g
             self.spaces.tie(out.segments[0].space, self.spaces.new(m.out_channels // m.groups))
-        self.spaces.add(out.segments[0].space, Member(str(node.target), "out"))
+        self._add_out(str(node.target), m, out.segments[0].space, m.out_channels)
         return out
+
+    def _add_out(self, name: str, m: nn.Module, space: int, size: int) -> None:
+        """`m`'s output rows join `space`, with any other per-output-channel tensor a subclass adds (the `gain` of
+        timm's ScaledStdConv2d): sliced along with the rows. Another extra tensor blocks the space."""
+        self.spaces.add(space, Member(name, "out"))
+        if type(m) in (*_CONVS, nn.Linear):
+            return
+        for attr, t in [*m._parameters.items(), *m._buffers.items()]:
+            if attr in ("weight", "bias") or t is None or t.numel() == 1:
+                continue
+            if t.dim() >= 1 and t.shape[0] == size and all(n == 1 for n in t.shape[1:]):
+                self.spaces.add(space, Member(name, param_role(attr, 0)))
+            else:
+                self.spaces.block(space, f"{type(m).__name__} '{name}' has a tensor '{attr}' of shape "
+                                         f"{tuple(t.shape)} the engine does not slice")
 
     def _grouped_input(self, name: str, x: ChannelInfo, g: int) -> bool:
         """Input columns of a grouped conv: position w of every group is one channel (the weight's column w).
@@ -284,6 +317,17 @@ class _Builder(_LayoutOps, _ParamOps):
             self._merge_simple(first, other, node)
         return first
 
+    def _stack(self, node: fx.Node, tensors: list[Any], dim: int) -> ChannelInfo | None:
+        """Tensors stacked along a new dimension: same positions, same channels (selective-kernel paths)."""
+        infos = [self.info.get(t) for t in tensors]
+        if not infos or not all(isinstance(i, ChannelInfo) for i in infos) or len({i.dim for i in infos}) != 1:
+            return self._unknown(node, "stack")
+        first = infos[0]
+        for other in infos[1:]:
+            self._merge_simple(first, other, node)
+        dim %= len(self._shape(node))
+        return ChannelInfo(first.dim + (dim <= first.dim), first.segments)
+
     def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:
         """Same positions, same channels. Segments must line up; within a pair, the one with the smaller repeat
         is tied to the other (C channels read as H heads of D features)."""
@@ -331,10 +375,15 @@ class _Builder(_LayoutOps, _ParamOps):
         t, args = node.target, node.args
         first = self.info.get(args[0]) if args and isinstance(args[0], fx.Node) else None
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+        sized = self._size_op(node)
+        if sized is not None:
+            return sized
         if (node.op == "call_method" and t in _SHAPE_METHODS) or t is getattr:
             return None
         if (node.op == "call_function" and (t in _PASS_FUNCS or _is_stochastic_depth(t))) or (
                 node.op == "call_method" and t in _PASS_METHODS):
+            return first
+        if t in _POW and len(args) == 2 and isinstance(args[1], (int, float)):
             return first
         if (node.op == "call_function" and t in _MERGE_FUNCS) or (node.op == "call_method" and t in _MERGE_METHODS):
             infos = [self.info.get(a) for a in args if isinstance(a, fx.Node)]
@@ -356,6 +405,8 @@ class _Builder(_LayoutOps, _ParamOps):
             return self._matmul(node)
         if t is nn.functional.scaled_dot_product_attention:
             return self._sdpa(node)
+        if t is torch.stack:
+            return self._stack(node, list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
         if t is torch.cat or t is torch.concat:
             return self._cat(node, list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
         if not isinstance(first, ChannelInfo):
@@ -423,14 +474,29 @@ class _Builder(_LayoutOps, _ParamOps):
         kw = node.kwargs
         arg = node.args[1] if len(node.args) > 1 else kw.get("split_size_or_sections", kw.get("chunks"))
         total = shape[dim % len(shape)]
+        ref = self.info.get(arg) if isinstance(arg, fx.Node) else None
         if node.target in ("chunk", torch.chunk):
             step = -(-total // arg)
             sizes = [min(step, total - i) for i in range(0, total, step)]
-        elif isinstance(arg, int):
-            sizes = [min(arg, total - i) for i in range(0, total, arg)]
+        elif isinstance(ref, SizeOf) and ref.frac.numerator == 1 and ref.frac.denominator > 1 and (
+                ref.info.segments == x.segments):
+            n = ref.frac.denominator  # split(C // n) of its own C channels: n equal parts, like chunk(n)
+            sizes = [total // n] * n
+        elif dim % len(shape) == x.dim:
+            # sizes fixed in the model's code stay fixed when channels go: the channels must keep their count
+            self._block_info(x, f"{node.name}: split into fixed sizes")
+            return [self._fresh_like(x, n) for n in self._split_sizes(node, arg, total, dim)]
         else:
-            sizes = list(arg)
+            sizes = self._split_sizes(node, arg, total, dim)
         return self._split(node, x, sizes, dim)
+
+    def _split_sizes(self, node: fx.Node, arg: Any, total: int, dim: int) -> list[int]:
+        if isinstance(arg, int):
+            return [min(arg, total - i) for i in range(0, total, arg)]
+        metas = node.meta.get("tensor_meta")
+        if isinstance(metas, (list, tuple)) and all(hasattr(m, "shape") for m in metas):
+            return [int(m.shape[dim]) for m in metas]  # the sizes the traced call produced
+        return [int(a) for a in arg]
 
     def _permute(self, node: fx.Node, x: Any) -> Any:
         if not isinstance(x, ChannelInfo):
@@ -462,11 +528,15 @@ class _Builder(_LayoutOps, _ParamOps):
 
 @dataclass
 class DependencyGraph:
-    """The groups of a traced model. `groups` are prunable; `blocked` maps blocked groups to why."""
+    """The groups of a traced model. `groups` are prunable; `blocked` maps blocked groups to why. `gm` is the traced
+    model (sharing the model's modules); `mac_dims` says how each of its nodes' MACs scale with the groups
+    (`slimkit.graph.costs`)."""
 
     groups: list[Group]
     blocked: list[tuple[Group, str]]
     module_names: tuple[str, ...]
+    gm: fx.GraphModule | None = None
+    mac_dims: dict[str, tuple[Dim, ...]] = field(default_factory=dict)
 
     def group_of(self, module: str) -> list[Group]:
         return [g for g in self.groups if any(m.module == module for m in g.members)]
@@ -482,6 +552,7 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> DependencyG
     b.run()
     sp = b.spaces
     groups, blocked = [], []
+    gid: dict[int, int] = {}
     roots = sorted({sp.find(i) for i in range(len(sp.parent))} - set(sp.tied))
     for r in roots:
         members = sp.members[r]
@@ -492,4 +563,6 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> DependencyG
             blocked.append((g, sp.reasons.get(r, "no producing layer")))
         else:
             groups.append(g)
-    return DependencyGraph(groups, blocked, tuple(n for n, _ in model.named_modules()))
+            gid[r] = g.id
+    return DependencyGraph(groups, blocked, tuple(n for n, _ in model.named_modules()), b.gm,
+                           mac_dims(b.gm, b.info, b.modules, sp, gid, _CONVS))

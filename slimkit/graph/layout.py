@@ -10,8 +10,11 @@ Mixed into the dependency builder. The rules, all read off the traced shapes and
   head count is updated by surgery) or else the position the call leaves free with -1 (a channel shuffle's
   `unflatten(1, (g, -1))` keeps C / g channels of g features each). Other split dimensions keep their size.
 - Whatever size the tracked dimension gets after pruning must come out of the model's own code: its argument must
-  be -1, a value computed at run time, or an attention module attribute surgery updates. A fixed number there, or a
-  -1 elsewhere (which would silently absorb the change), blocks the space.
+  be -1, the run-time size of a tracked tensor's channels (`B, N, C = x.shape`; then the reshaped channels and x's
+  are one space, since the reshape only works while both have the same count), or an attention module attribute
+  surgery updates. A fixed number there, any other run-time value, or a -1 elsewhere (which would silently absorb
+  the change), blocks the space. The same holds for `split`: fixed sizes (`x.split(32, 1)`, `x.split([16, 48], 1)`)
+  stay fixed when channels go, so they block; `chunk(n)` and sizes computed from the channels adapt.
 - matmul couples the channel dimension of both operands when it is a batch dimension (attention heads); a channel
   dimension contracted by the product is not modelled and blocks. `scaled_dot_product_attention` couples the head
   dimension of q, k and v (the head width, hence the softmax scale, never changes).
@@ -20,6 +23,9 @@ Mixed into the dependency builder. The rules, all read off the traced shapes and
 from __future__ import annotations
 
 import math
+import operator
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -27,7 +33,7 @@ from torch import fx, nn
 
 from slimkit.graph.spaces import ChannelInfo, Member, Segment, _Spaces
 
-__all__ = ["HEAD_MODULES"]
+__all__ = ["HEAD_MODULES", "ShapeOf", "SizeOf"]
 
 # Attention modules whose `num_heads` the surgery updates (timm's also has `attn_dim`, updated with it); the graph
 # only splits channels into heads inside these, where it knows the module's forward reads the attribute.
@@ -36,6 +42,22 @@ HEAD_MODULES = frozenset({
     "slimkit.layers.mobile_former.MobileToFormer", "slimkit.layers.mobile_former.FormerToMobile",
     "timm.layers.attention.Attention",
 })
+
+
+@dataclass(frozen=True)
+class ShapeOf:
+    """The run-time shape (`x.shape`, `x.size()`) of a tracked tensor."""
+
+    info: ChannelInfo
+    ndim: int
+
+
+@dataclass(frozen=True)
+class SizeOf:
+    """A run-time integer equal to `frac` times the channel count of a tracked tensor (`x.shape[1] // 2`)."""
+
+    info: ChannelInfo
+    frac: Fraction
 
 
 def _covers(i: Any, n: int) -> bool:
@@ -120,18 +142,55 @@ class _LayoutOps:
             if got is None:
                 return self._unknown(node, f"split of the channel dimension {tuple(src)} -> {tuple(dst)}")
             out, pos = got
-        if args is not None and not self._adapts(node, args, pos):
+        if args is not None and not self._adapts(node, args, pos, out, x):
             return self._unknown(node, f"reshape to a fixed channel count {tuple(dst)} (use -1 there)")
         return out
 
-    def _adapts(self, node: fx.Node, args: list[Any], pos: int) -> bool:
-        """Will the model's own call produce the pruned size at `pos` (and nothing else absorb the change)?"""
+    def _follows(self, arg: Any, x: ChannelInfo, size: int) -> bool:
+        """A reshape argument that takes whatever size x's channels leave: -1, or x's own run-time channel count
+        scaled to `size` (`x.view(B, 2, C // 2, H, W)` on x's C channels)."""
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            return arg == -1
+        ref = self.info.get(arg) if isinstance(arg, fx.Node) else None
+        return isinstance(ref, SizeOf) and ref.info.segments == x.segments and ref.frac * x.length == size
+
+    def _adapts(self, node: fx.Node, args: list[Any], pos: int, out: ChannelInfo, x: ChannelInfo) -> bool:
+        """Will the model's own call produce the pruned size at `pos` (and nothing else absorb the change)?
+        A run-time channel count of another tensor couples that tensor's channels with the reshaped ones."""
         arg, others = args[pos], any(isinstance(a, int) and a == -1 for i, a in enumerate(args) if i != pos)
-        if isinstance(arg, int) and arg == -1:
+        if self._follows(arg, x, out.length):
             return True
         if isinstance(arg, int) and self._head_owner(node) is not None:
             return True  # an attribute of a known attention module (num_heads, attn_dim), updated by surgery
-        return isinstance(arg, fx.Node) and not others
+        ref = self.info.get(arg) if isinstance(arg, fx.Node) else None
+        if not isinstance(ref, SizeOf) or ref.frac != 1 or others:
+            return False
+        self._merge_simple(ChannelInfo(out.dim, out.segments), ChannelInfo(out.dim, ref.info.segments), node)
+        return True
+
+    # -- run-time sizes: where an integer the model computes from shapes comes from
+    def _size_op(self, node: fx.Node) -> Any:
+        """ShapeOf / SizeOf for shape queries on tracked tensors and simple arithmetic on them; None otherwise."""
+        t, args = node.target, node.args
+        src = self.info.get(args[0]) if args and isinstance(args[0], fx.Node) else None
+        if isinstance(src, ChannelInfo):
+            nd = len(self._shape(args[0]) or ())
+            if t is getattr and args[1] == "shape":
+                return ShapeOf(src, nd)
+            if node.op == "call_method" and t == "size":
+                dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+                if dim is None:
+                    return ShapeOf(src, nd)
+                return SizeOf(src, Fraction(1)) if isinstance(dim, int) and dim % nd == src.dim else None
+            return None
+        if isinstance(src, ShapeOf) and t is operator.getitem and isinstance(args[1], int):
+            return SizeOf(src.info, Fraction(1)) if args[1] % src.ndim == src.info.dim else None
+        if isinstance(src, SizeOf) and len(args) == 2 and isinstance(args[1], int) and args[1] > 0:
+            if t in (operator.floordiv, operator.truediv):
+                return SizeOf(src.info, src.frac / args[1])
+            if t is operator.mul:
+                return SizeOf(src.info, src.frac * args[1])
+        return None
 
     def _split_dims(self, node: fx.Node, x: ChannelInfo, dst: tuple[int, ...], p: int, e: int,
                     args: list[Any] | None) -> tuple[ChannelInfo, int] | None:
@@ -151,7 +210,7 @@ class _LayoutOps:
                 self.spaces.tie(seg.space, t, _prod(dst[i + 1: e]) // seg.repeat)
                 self.spaces.add(t, Member(owner[0], "heads"))
                 return ChannelInfo(i, (Segment(t, dst[i]),)), i
-        free = [i for i in range(len(args)) if isinstance(args[i], int) and args[i] == -1]
+        free = [i for i in range(len(args)) if self._follows(args[i], x, dst[i])]
         if len(free) != 1 or not p <= free[0] < e or _prod(dst[free[0] + 1: e]) % seg.repeat:
             return None
         i = free[0]
@@ -216,6 +275,8 @@ class _LayoutOps:
         out = self._shape(node)
         sa, sb = self._shape(a), self._shape(b)
         ia, ib = self.info.get(a), self.info.get(b)
+        if not isinstance(ia, ChannelInfo) and not isinstance(ib, ChannelInfo):
+            return None  # a product of untracked tensors (constants, buffers): nothing to follow
         if out is None or sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
             return self._unknown(node, "matmul")
         da = self._operand_dim(a, ia, len(out), 0, 1) if isinstance(ia, ChannelInfo) else -1

@@ -42,6 +42,16 @@ def parse_param_role(role: str) -> tuple[str, int] | None:
     return attr, int(dim)
 
 
+def _ints(args: Any) -> list[int]:
+    out: list[int] = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            out += _ints(a)
+        elif isinstance(a, int) and not isinstance(a, bool):
+            out.append(a)
+    return out
+
+
 class _ParamOps:
     spaces: _Spaces
     modules: dict[str, nn.Module]
@@ -63,6 +73,8 @@ class _ParamOps:
             name = node.target if node.op == "call_method" else _FUNCS.get(node.target)
             if name not in _KEEP_LAYOUT | _RESHAPE or not node.args or not isinstance(node.args[0], fx.Node):
                 return None
+            if name in ("reshape", "view") and length in _ints(node.args[1:]):
+                return None  # a view to a fixed channel count (timm's `scale.view(self.shape)`) stays fixed
             chain.append(name)
             node = node.args[0]
         owner, _, attr = str(node.target).rpartition(".")

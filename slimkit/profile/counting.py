@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from slimkit.errors import ProfileError
 
-__all__ = ["LayerCost", "ProfileReport", "profile", "count_macs", "count_params", "make_inputs"]
+__all__ = ["LayerCost", "ProfileReport", "profile", "count_macs", "count_node_macs", "count_params", "make_inputs"]
 
 aten = torch.ops.aten
 
@@ -127,11 +127,29 @@ def _expected_channels(model: nn.Module) -> int | None:
     return None
 
 
+class _no_grad_params:
+    """No parameter requires grad while counting (restored after). Under `no_grad`, a view of a parameter (CaiT's
+    and PiT's expanded class token) still requires grad but has no gradient function, and FlopCounterMode's module
+    tracker fails on it ("Expected gradient function to be set")."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        for p in self.params:
+            p.requires_grad_(True)
+
+
 def _run_counted(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, dict[Any, int]]:
     was_training = model.training
     model.eval()
+    inputs = [t.detach() for t in inputs]
     try:
-        with FlopCounterMode(display=False, custom_mapping=_CUSTOM) as fc, torch.no_grad():
+        with _no_grad_params(model), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as fc, torch.no_grad():
             model(*inputs)
     except RuntimeError as e:
         exp = _expected_channels(model)
@@ -176,6 +194,38 @@ def profile(model: nn.Module, inputs: Any) -> ProfileReport:
             rows.append(LayerCost(name, type(module).__name__, macs, other, params, kind))
     return ProfileReport(sum(total_kinds.values()), count_params(model), total_other, dict(total_kinds), tuple(rows),
                          tuple(tuple(t.shape) for t in inputs))
+
+
+def count_node_macs(gm: torch.fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str, int]:
+    """Headline MACs of every node of a traced model, counted like `count_macs` (one forward pass; nodes without
+    MACs are left out). Their sum is `count_macs` of the model the graph was traced from."""
+    class _Counter(torch.fx.Interpreter):
+        def __init__(self) -> None:
+            super().__init__(gm)
+            self.per_node: dict[str, int] = {}
+            self.seen = 0
+
+        def run_node(self, n: torch.fx.Node) -> Any:
+            result = super().run_node(n)
+            kinds, _ = _split(fc.get_flop_counts().get("Global", {}))
+            total = sum(kinds.values())
+            if total > self.seen:
+                self.per_node[n.name] = total - self.seen
+                self.seen = total
+            return result
+
+    modes = [(m, m.training) for m in gm.modules()]  # (shared with the model: each module's mode comes back)
+    gm.eval()
+    counter = _Counter()
+    try:
+        with _no_grad_params(gm), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as fc, torch.no_grad():
+            counter.run(*[t.detach() for t in inputs])
+    except Exception as e:  # noqa: BLE001 - the traced graph ran during tracing: this is an engine failure
+        raise ProfileError(f"counting the MACs of each traced operation of {type(gm).__name__} failed: {e}") from None
+    finally:
+        for m, training in modes:
+            m.training = training
+    return counter.per_node
 
 
 def count_macs(model: nn.Module, inputs: Any) -> int:

@@ -9,8 +9,9 @@ pruned channels, re-initialised, so early mistakes can be undone. `finalize()` c
 
 The budget is a global channel `sparsity`, or a `macs_target` (the fraction of the model's MACs to keep): then the
 ramp is over MACs and every re-allocation picks the channel sparsity whose kept structure meets the ramped MACs
-(bisection on the counted MACs of the would-be pruned model), so the final model meets the budget as allocated,
-block multiples included, instead of being trimmed uniformly afterwards.
+(bisection on the MACs of the would-be pruned model, computed from its channel counts: `slimkit.prune.budget`), so
+the final model meets the budget as allocated, block multiples included, instead of being trimmed uniformly
+afterwards.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from torch import nn
 from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
-from slimkit.profile import count_macs
+from slimkit.profile import count_node_macs
+from slimkit.prune.budget import MacsModel
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
 from slimkit.prune.surgery import apply_plan
@@ -52,12 +54,13 @@ class ChexCallback(Callback):
                               f"{interval}, {regrow})")
         inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
         self.model, self.inputs = model, inputs
-        self.groups: list[Group] = build_dependency_graph(model, inputs).groups
+        graph = build_dependency_graph(model, inputs)
+        self.groups: list[Group] = graph.groups
         self.sparsity, self.macs_target = sparsity, macs_target
         self.ramp_steps, self.interval, self.regrow = ramp_steps, interval, regrow
-        if macs_target is not None:  # a copy to cut and count (its weights unused); the trained model is never cut
-            self._skeleton = copy.deepcopy(model).eval()
-            self._base_macs = count_macs(self._skeleton, inputs)
+        if macs_target is not None:  # MACs of any allocation, computed from the channel counts (no copy is cut)
+            self._macs = MacsModel.build(count_node_macs(graph.gm, inputs), graph.mac_dims, self.groups)
+            self._base_macs = self._macs.total
         self.alloc = PruneConfig(ratio=0.0, allocation="global", round_to=round_to)  # validates round_to
         self.score = create_importance(importance)
         self.ctx = ImportanceContext(data=data, seed=seed)
@@ -107,11 +110,6 @@ class ChexCallback(Callback):
                     mod.bias[idx] = 0.0
 
     # ---- allocation under a MACs budget
-    def _macs(self, counts: dict[int, int]) -> int:
-        """MACs of the model cut to `counts` channels per group (which channels does not change the count)."""
-        plan = module_plan(self._skeleton, self.groups, {g.id: list(range(counts[g.id])) for g in self.groups})
-        return count_macs(apply_plan(copy.deepcopy(self._skeleton), plan), self.inputs)
-
     def _sparsity_for(self, fraction: float, scores: dict[int, torch.Tensor]) -> float:
         """The smallest channel sparsity (to 1/4096) whose global allocation keeps at most `fraction` of the MACs;
         the largest allowed sparsity if none does."""

@@ -1,7 +1,10 @@
 """One-shot structural pruning to a budget: score groups once, choose how many channels each keeps, cut.
 
 Budgets: a channel `ratio`, or a MACs / params target (a fraction of the original when <= 1, else an absolute
-count) met by bisection over the ratio, or a measured latency target in milliseconds (onnxruntime, this machine).
+count) met by bisection over the ratio on costs computed from the channel counts (`slimkit.prune.budget`; the final
+model is counted for real), or a measured latency target in milliseconds (onnxruntime, this machine).
+Every pruned copy is run on the example inputs before it is returned; channel groups that break it are kept whole
+(`slimkit.prune.safety`), with a warning and a `kept_whole` entry in the model's pruning record.
 
 Allocation (how the cut is spread over the channel groups): "latency" (the default) cuts each group in proportion
 to the time per MAC it gives back on this CPU (`slimkit.prune.latency`) and keeps channel counts in whole vector
@@ -24,11 +27,14 @@ from torch import nn
 
 from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
-from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
+from slimkit.profile import channel_multiple, count_macs, count_node_macs, count_params, measure_latency
+from slimkit.prune.budget import MacsModel, ParamsModel
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
+from slimkit.prune.safety import failure, find_culprits
 from slimkit.prune.surgery import apply_plan
+from slimkit.prune.validate import as_example_inputs, check_budget, check_model, output_shapes, reference_outputs
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
@@ -55,12 +61,8 @@ class PruneConfig:
         if len(budgets) != 1:
             raise ConfigError("give exactly one budget: ratio, macs_target, params_target or latency_target "
                               f"(got {len(budgets)})")
-        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"ratio is the share of channels to remove, in [0, 1); got {self.ratio}")
-        for name in ("macs_target", "params_target", "latency_target"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"{name} must be > 0, got {v}")
+        for name in ("ratio", "macs_target", "params_target", "latency_target"):
+            check_budget(name, getattr(self, name))  # a number in range: never NaN, inf or a string
         if isinstance(self.round_to, str) and self.round_to != "auto":
             raise ConfigError(f"round_to must be a positive int or 'auto' (this CPU's channel block), "
                               f"got {self.round_to!r}")
@@ -128,7 +130,8 @@ def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio:
 
 @dataclass
 class Pruner:
-    """Scores a model's groups once; `plan(ratio)` / `apply(ratio)` give pruned copies; budgets search the ratio."""
+    """Scores a model's groups once; `step(ratio)` plans, `apply(ratio)` gives a checked pruned copy; budgets search
+    the ratio. Groups whose pruning breaks the model are kept whole (listed in `kept_whole`)."""
 
     model: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
@@ -139,17 +142,22 @@ class Pruner:
     scores: dict[int, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.graph = build_dependency_graph(self.model, self.example_inputs)
+        check_model(self.model)
+        self.example_inputs = as_example_inputs(self.example_inputs)
+        score = create_importance(self.config.importance)  # an unknown criterion fails before any tracing
         ignored = set(self.config.ignored_layers)
-        unknown = ignored - set(self.graph.module_names)
+        unknown = ignored - {n for n, _ in self.model.named_modules()}
         if unknown:
             raise ConfigError(f"ignored_layers names modules the model does not have: {sorted(unknown)}")
+        self.reference = output_shapes(reference_outputs(self.model, self.example_inputs))  # ModelError if unfit
+        self.graph = build_dependency_graph(self.model, self.example_inputs)
         self.groups = [g for g in self.graph.groups if not any(m.module in ignored for m in g.producers)]
         if not self.groups:
             raise PruneError(f"{type(self.model).__name__} has no prunable channel group (blocked: "
                              f"{[r for _, r in self.graph.blocked][:3]})")
+        self.kept_whole: list[dict[str, Any]] = []
+        self.base: dict[str, float] = {}  # the unpruned cost of the budget being searched
         ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
-        score = create_importance(self.config.importance)
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
         self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
         self.latency: LatencyModel | None = None
@@ -169,23 +177,103 @@ class Pruner:
                 for g in self.groups}
 
     def apply(self, ratio: float) -> nn.Module:
-        """A pruned copy at `ratio` (the original model is left as it was)."""
-        keep = self.step(ratio)
+        """A pruned copy at `ratio`, run and checked (the original model is left as it was)."""
+        return self._checked(lambda: self.step(ratio), {"ratio": ratio})
+
+    # -- building and the safety net
+    def _build(self, keep: dict[int, list[int]], info: dict[str, Any]) -> nn.Module:
         plan = module_plan(self.model, self.groups, keep)
         pruned = apply_plan(copy.deepcopy(self.model), plan)
         earlier = getattr(self.model, "slimkit_pruning", None) or {}
         steps = list(earlier.get("steps", []))  # a model pruned before: its record grows by one step
         pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
                                   "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]],
-                                  "importance": self.config.importance, "ratio": ratio}
+                                  "importance": self.config.importance, **info}
+        if self.kept_whole:
+            pruned.slimkit_pruning["kept_whole"] = list(self.kept_whole)
         return pruned
 
-    def _search(self, measure: Callable[[nn.Module], float], target: float, what: str) -> nn.Module:
+    def _try(self, keep: dict[int, list[int]], info: dict[str, Any]) -> tuple[nn.Module | None, str | None]:
+        try:
+            pruned = self._build(keep, info)
+        except Exception as e:  # noqa: BLE001 - surgery refusing a plan is an engine failure like any other
+            return None, f"surgery: {type(e).__name__}: {str(e)[:200]}"
+        return pruned, failure(pruned, self.example_inputs, self.reference)
+
+    def _checked(self, plan: Callable[[], dict[int, list[int]]], info: dict[str, Any]) -> nn.Module:
+        """Build `plan()`; while the result fails on the example inputs, keep the groups that break it whole."""
+        while True:
+            keep = plan()
+            pruned, err = self._try(keep, info)
+            if err is None:
+                return pruned  # type: ignore[return-value]
+            self._keep_whole(keep, err)
+
+    def _keep_whole(self, keep: dict[int, list[int]], err: str) -> None:
+        cut = [g for g in self.groups if len(keep[g.id]) < g.size]
+        name = type(self.model).__name__
+        if not cut:
+            raise PruneError(f"an unpruned copy of {name} fails on the example inputs ({err}): the model does not "
+                             "survive copy.deepcopy, so slimkit cannot return a pruned copy of it")
+
+        def breaks(subset: Sequence[Group]) -> bool:
+            ids = {g.id for g in subset}
+            trial = {g.id: keep[g.id] if g.id in ids else list(range(g.size)) for g in self.groups}
+            return self._try(trial, {})[1] is not None
+
+        bad = find_culprits(cut, breaks)
+        ids = {g.id for g in bad}
+        self.groups = [g for g in self.groups if g.id not in ids]
+        modules = sorted({m.module for g in bad for m in g.producers})
+        self.kept_whole.append({"modules": modules, "channels": sum(g.size for g in bad), "error": err})
+        more = " ..." if len(modules) > 4 else ""
+        warnings.warn(f"slimkit: pruning {len(bad)} channel group(s) of {name} broke the model ({err}); they are "
+                      f"kept whole and the rest is pruned: {', '.join(modules[:4])}{more}", stacklevel=4)
+        if not self.groups:
+            raise PruneError(f"every prunable channel group of {name} breaks it when pruned ({err}); nothing could "
+                             "be pruned correctly, so no model is returned")
+
+    # -- budgets
+    def _counts(self, ratio: float) -> dict[int, int]:
+        return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
+
+    def _search(self, cost: Callable[[dict[int, int]], int], measure: Callable[[nn.Module], float], target: float,
+                what: str) -> nn.Module:
+        """The least pruning whose cost, computed from the channel counts, meets `target`; then built, checked and
+        measured for real. If the count and the computed cost ever disagree, the search is redone with the target
+        scaled by their ratio (and, failing that, by measuring built candidates as the search goes)."""
+        cap, goal = self.config.max_group_ratio, target
+        for _ in range(8):
+            ratio = _bisect(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
+            n = len(self.groups)
+            pruned = self._checked(lambda r=ratio: self.step(r), {"ratio": ratio})
+            if len(self.groups) != n:
+                continue  # groups were kept whole: the plan's cost changed, search again
+            got, est = measure(pruned), cost(self._counts(ratio))
+            pruned.slimkit_pruning["budget"] = {"what": what, "target": target, "computed": est, "counted": got}
+            if got <= target:
+                return pruned
+            if ratio >= cap:
+                raise self._budget_error(what, target, got)
+            goal *= target / got  # the computed cost was low: aim lower by the measured error
+        return self._search_measured(measure, target, what)
+
+    def _budget_error(self, what: str, target: float, reached: float) -> BudgetError:
+        base = self.base.get(what)
+        share = f" ({reached / base:.2f} of the original)" if base else ""
+        whole = f"; {len(self.kept_whole)} group set(s) were kept whole because pruning them broke the model" \
+            if self.kept_whole else ""
+        return BudgetError(f"{what} target {target:.4g} is below what pruning {self.config.max_group_ratio:.0%} of "
+                           f"every prunable group of {type(self.model).__name__} reaches: {reached:.4g}{share}{whole}. "
+                           "Relax the target to at least that, or list fewer ignored_layers")
+
+    def _search_measured(self, measure: Callable[[nn.Module], float], target: float, what: str) -> nn.Module:
+        """Bisection on built, checked and measured candidates (latency; the fallback for a cost model that
+        does not agree with the count)."""
         lo, hi = 0.0, self.config.max_group_ratio
         best = self.apply(hi)
         if measure(best) > target:
-            raise BudgetError(f"{what} target {target:.4g} is below what pruning {hi:.0%} of every group reaches "
-                              f"({measure(best):.4g}); relax the target or list fewer ignored_layers")
+            raise self._budget_error(what, target, measure(best))
         for _ in range(14):
             mid = (lo + hi) / 2
             cand = self.apply(mid)
@@ -195,24 +283,49 @@ class Pruner:
                 lo = mid
         return best
 
+    def _target(self, name: str, value: float, base: float) -> float:
+        self.base = {{"macs_target": "MACs", "params_target": "params"}[name]: base}
+        if value <= 1:
+            return value * base
+        if value > base:
+            raise ConfigError(f"{name}={value:.4g} is read as an absolute count, and {type(self.model).__name__} has "
+                              f"only {base:.4g}: give a fraction in (0, 1] (0.5 = half) or a count below {base:.4g}")
+        return value
+
     def run(self) -> nn.Module:
         cfg = self.config
         if cfg.ratio is not None:
             return self.apply(cfg.ratio)
         if cfg.macs_target is not None:
-            base = count_macs(self.model, self.example_inputs)
-            target = cfg.macs_target * base if cfg.macs_target <= 1 else cfg.macs_target
-            return self._search(lambda m: count_macs(m, self.example_inputs), target, "MACs")
+            target = self._target("macs_target", cfg.macs_target, count_macs(self.model, self.example_inputs))
+            macs = MacsModel.build(count_node_macs(self.graph.gm, self.example_inputs), self.graph.mac_dims,
+                                   self.graph.groups)
+            return self._search(macs, lambda m: count_macs(m, self.example_inputs), target, "MACs")
         if cfg.params_target is not None:
-            base = count_params(self.model)
-            target = cfg.params_target * base if cfg.params_target <= 1 else cfg.params_target
-            return self._search(count_params, target, "params")
+            target = self._target("params_target", cfg.params_target, count_params(self.model))
+            return self._search(ParamsModel.build(self.model, self.graph.groups), count_params, target, "params")
         shape = tuple(self.example_inputs[0].shape[1:])
 
         def latency(m: nn.Module) -> float:
             return measure_latency(m, shape, backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
 
-        return self._search(latency, float(cfg.latency_target), "latency (ms)")
+        return self._search_measured(latency, float(cfg.latency_target), "latency (ms)")
+
+
+def _bisect(fits: Callable[[float], bool], cap: float, steps: int = 20) -> float:
+    """The smallest ratio in [0, cap] (to cap / 2**steps) for which `fits` holds; cap if none does."""
+    if fits(0.0):
+        return 0.0
+    lo, hi = 0.0, cap
+    if not fits(hi):
+        return hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,
@@ -232,7 +345,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     whole blocks cannot meet the budget
     (a small model of one-block groups), the default prunes unrounded, with a warning.
     """
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    check_model(model)
+    inputs = as_example_inputs(example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,

@@ -83,6 +83,11 @@ def _layernorm(m: nn.LayerNorm, role: str, keep: torch.Tensor) -> None:
 def _groupnorm(m: nn.GroupNorm, role: str, keep: torch.Tensor) -> None:
     if m.num_groups == m.num_channels:
         m.num_groups = len(keep)
+    elif m.num_groups > 1:  # whole groups leave (the graph ties each group's channels together)
+        width = m.num_channels // m.num_groups
+        if len(keep) % width:
+            raise UnsupportedOpError(f"pruning plan splits a group of {width} channels of {m}")
+        m.num_groups = len(keep) // width
     _slice(m.weight, keep, 0)
     _slice(m.bias, keep, 0)
     m.num_channels = len(keep)

@@ -115,9 +115,10 @@ def test_counting_under_no_grad_with_an_expanded_parameter_token():
 
         def forward(self, x):
             tok = self.cls.expand(x.shape[0], -1, -1)
-            return self.fc(torch.cat([tok, x], 1)).mean(1)
+            alone = self.fc(tok).mean(1)  # passed to a sub-module as it is, as PiT does
+            return self.fc(torch.cat([tok, x], 1)).mean(1) + alone  # and concatenated first, as CaiT does
 
     model = ClassToken()
     with torch.no_grad():
-        assert count_macs(model, torch.randn(2, 3, 8)) == 2 * 4 * 8 * 4
+        assert count_macs(model, torch.randn(2, 3, 8)) == 2 * 4 * 8 * 4 + 2 * 1 * 8 * 4
     assert model.cls.requires_grad and not model.frozen.requires_grad  # flags restored

@@ -1,0 +1,111 @@
+"""What a pruning plan costs, computed from the channel counts alone (no model is built): MACs and parameters.
+
+MACs: every traced operation's MACs, counted once on the unpruned model (`slimkit.profile.count_node_macs`), scale
+with the kept share of the channel dimensions the graph lists for it (`slimkit.graph.costs`): a convolution with
+its input and output channels, a linear layer with its in and out features, a matmul or an attention with its
+(head) channels. Parameters: every parameter tensor shrinks along the dimensions the plan slices (the same roles
+surgery uses). Both are exact for the layers the graph models; the pruner still counts the final model for real
+and corrects the search if the two ever disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from torch import nn
+
+from slimkit.graph import Group
+from slimkit.graph.costs import Dim
+from slimkit.graph.params import parse_param_role
+
+__all__ = ["MacsModel", "ParamsModel"]
+
+
+def _scaled(dim: Dim, keep: dict[int, int], size: dict[int, int]) -> tuple[int, int]:
+    """(length after, length before) of one tensor dimension."""
+    before = sum(n for _, n in dim)
+    after = sum(n if g is None or g not in keep else n * keep[g] // size[g] for g, n in dim)
+    return after, before
+
+
+@dataclass(frozen=True)
+class MacsModel:
+    """MACs of the model as a function of the kept channel count of each group."""
+
+    terms: tuple[tuple[int, tuple[Dim, ...]], ...]  # (MACs of one operation before pruning, its scaling dims)
+    sizes: dict[int, int]  # group id -> channels before pruning
+
+    @classmethod
+    def build(cls, node_macs: dict[str, int], dims: dict[str, tuple[Dim, ...]], groups: Sequence[Group]
+              ) -> MacsModel:
+        ids = {g.id for g in groups}
+        terms = []
+        for name, macs in node_macs.items():
+            ds = tuple(d for d in dims.get(name, ()) if any(g in ids for g, _ in d))
+            terms.append((macs, ds))
+        return cls(tuple(terms), {g.id: g.size for g in groups})
+
+    @property
+    def total(self) -> int:
+        return sum(m for m, _ in self.terms)
+
+    def __call__(self, keep: dict[int, int]) -> int:
+        total = Fraction(0)
+        for macs, ds in self.terms:
+            f = Fraction(macs)
+            for d in ds:
+                after, before = _scaled(d, keep, self.sizes)
+                f *= Fraction(after, before)
+            total += f
+        return round(total)
+
+
+@dataclass(frozen=True)
+class ParamsModel:
+    """Unique parameters of the model as a function of the kept channel count of each group."""
+
+    tensors: tuple[tuple[int, tuple[tuple[int, tuple[tuple[int, int], ...]], ...]], ...]
+    # per parameter: (numel, per sliced dimension: (its length, ((group id, indices per channel cut), ...)))
+    sizes: dict[int, int]
+
+    @classmethod
+    def build(cls, model: nn.Module, groups: Sequence[Group]) -> ParamsModel:
+        mods = dict(model.named_modules())
+        params = list({id(p): p for p in model.parameters()}.values())
+        index = {id(p): i for i, p in enumerate(params)}
+        cuts: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (parameter, dim) -> [(group, per channel)]
+        for g in groups:
+            for m in g.members:
+                mod = mods[m.module]
+                for attr, dim in _sliced(m.role):
+                    p = getattr(mod, attr, None)
+                    if isinstance(p, nn.Parameter) and id(p) in index and dim < p.dim():
+                        cuts.setdefault((index[id(p)], dim), []).append((g.id, m.tile * m.repeat))
+        tensors = tuple((p.numel(), tuple((p.shape[d], tuple(c)) for (j, d), c in cuts.items() if j == i))
+                        for i, p in enumerate(params))
+        return cls(tensors, {g.id: g.size for g in groups})
+
+    def __call__(self, keep: dict[int, int]) -> int:
+        total = Fraction(0)
+        for numel, dims in self.tensors:
+            f = Fraction(numel)
+            for length, cuts in dims:
+                removed = sum((self.sizes[g] - keep.get(g, self.sizes[g])) * per for g, per in cuts)
+                f *= Fraction(length - removed, length)
+            total += f
+        return round(total)
+
+
+def _sliced(role: str) -> list[tuple[str, int]]:
+    """(attribute, dimension) of the parameters surgery slices for a plan entry of `role` (see surgery.py)."""
+    param = parse_param_role(role)
+    if param is not None:
+        return [param]
+    if role == "in":
+        return [("weight", 1)]
+    if role in ("out", "dw", "norm"):
+        return [("weight", 0), ("bias", 0)]
+    return []
+

@@ -1,0 +1,72 @@
+"""MACs and parameters computed from the channel counts (no model built) equal the counts of the pruned models
+(`slimkit.profile.count_macs` / `count_params`, an independent forward pass), for every coupling type."""
+
+import pytest
+import torch
+
+from slimkit.models import create_model
+from slimkit.profile import count_macs, count_node_macs, count_params
+from slimkit.prune import PruneConfig, Pruner, prune
+from slimkit.prune.budget import MacsModel, ParamsModel
+
+from .test_couplings import ChannelsLast, Concat, Residual, SplitDepthwiseSE
+from .test_grouped import Grouped
+from .test_heads import Net as Attention
+from .test_layouts import GroupNormGroups, SelectiveKernel
+
+CASES = {
+    "residual": (Residual, (2, 3, 8, 8)),
+    "concat": (Concat, (2, 3, 8, 8)),
+    "split_depthwise_se_flatten": (SplitDepthwiseSE, (2, 3, 4, 4)),
+    "channels_last": (ChannelsLast, (2, 3, 8, 8)),
+    "grouped": (Grouped, (2, 3, 8, 8)),
+    "attention_heads": (Attention, (2, 5, 6)),
+    "groupnorm_groups": (GroupNormGroups, (2, 3, 8, 8)),
+    "selective_kernel": (SelectiveKernel, (2, 3, 8, 8)),
+}
+
+
+def _models(pruner, ratio):
+    counts = {gid: len(k) for gid, k in pruner.step(ratio).items()}
+    return counts, pruner.apply(ratio)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("allocation", ["uniform", "global", "latency"])
+def test_computed_costs_equal_the_counts_of_the_pruned_models(name, allocation):
+    torch.manual_seed(0)
+    cls, shape = CASES[name]
+    model = cls().eval()
+    x = torch.randn(*shape)
+    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5, allocation=allocation))
+    macs = MacsModel.build(count_node_macs(pruner.graph.gm, (x,)), pruner.graph.mac_dims, pruner.graph.groups)
+    params = ParamsModel.build(model, pruner.graph.groups)
+    assert macs.total == count_macs(model, x)
+    for ratio in (0.0, 0.3, 0.5, 0.8):
+        counts, pruned = _models(pruner, ratio)
+        assert macs(counts) == count_macs(pruned, x), ratio
+        assert params(counts) == count_params(pruned), ratio
+
+
+@pytest.mark.parametrize("name, size", [("resnet20", 16), ("mobilenetv2_035", 32), ("t2t_vit_7", 32),
+                                        ("mobile_former_26m", 32)])
+def test_registered_models_costs_equal_counts(name, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, size, size)
+    pruner = Pruner(model, (x,), PruneConfig(ratio=0.4, round_to=4))
+    macs = MacsModel.build(count_node_macs(pruner.graph.gm, (x,)), pruner.graph.mac_dims, pruner.graph.groups)
+    counts, pruned = _models(pruner, 0.4)
+    assert macs(counts) == count_macs(pruned, x)
+    assert ParamsModel.build(model, pruner.graph.groups)(counts) == count_params(pruned)
+
+
+def test_macs_and_params_targets_land_on_the_computed_cost():
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_chans=1).eval()
+    x = torch.randn(1, 1, 28, 28)
+    for kw, count in (({"macs_target": 0.4}, lambda m: count_macs(m, x)), ({"params_target": 0.3}, count_params)):
+        pruned = prune(model, x, **kw)
+        rec = pruned.slimkit_pruning["budget"]
+        assert rec["computed"] == rec["counted"] == count(pruned) <= rec["target"]
+        assert rec["counted"] >= 0.9 * rec["target"]  # the least pruning that meets the budget, not far below it
