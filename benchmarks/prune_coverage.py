@@ -2,9 +2,10 @@
 
 Run through `python benchmarks/prune_vs_torch_pruning.py --coverage` (or this file directly). Every model is built
 with random init at 64x64 (a model that cannot run at 64 is rebuilt for 64 with `img_size` / `image_size`, or else
-run at its own input size; the size used is recorded). Each model runs in its own child process (a crash or a hang
-costs one row), and each finished row is appended to `benchmarks/results/prune_coverage.jsonl` at once, so the sweep
-is resumable: rerun the same command and finished models are skipped (`--chunk 2/4` runs a quarter of the list).
+run at its own input size; the size used is recorded). A worker process checks the models in turn (a crash or a
+hang costs one row: the worker is restarted for the rest), and each finished row is appended to
+`benchmarks/results/prune_coverage.jsonl` at once, so the sweep is resumable: rerun the same command and finished
+models are skipped (`--chunk 2/4` runs a quarter of the list).
 
 Per model and library:
 - slimkit: `slimkit.prune(model, x, macs_target=0.5)`; Torch-Pruning: one `MetaPruner.step()` at the channel ratio
@@ -13,7 +14,8 @@ Per model and library:
   sides), and its ONNX export agrees with PyTorch in onnxruntime to 1e-4 of the output scale (`export_onnx`).
   A model whose *unpruned* version does not export is "right, ONNX n/a" (the exporter's limit, not pruning's).
 - "refused": a `SlimkitError` raised before anything was returned (the message is kept).
-- Timing at equal work: slimkit at the same ratio as Torch-Pruning (one step each), and slimkit's budget call.
+- The families are those of at most `--max-params` parameters (15M: 117 of the 200), smallest first.
+- Each call's time is recorded; `benchmarks/prune_speed.py` times the calls at equal work (repeated, interleaved).
 """
 
 from __future__ import annotations
@@ -104,10 +106,16 @@ def families(max_params: float) -> dict:
 
 
 def model_list(max_params: float) -> dict:
+    """The family list (built once, then read from the results folder), cut to models of at most `max_params`
+    parameters and ordered smallest first (a sweep cut short has the most families)."""
     if MODELS_FILE.is_file():
-        return json.loads(MODELS_FILE.read_text())
-    data = families(max_params)
-    MODELS_FILE.write_text(json.dumps(data, indent=1))
+        data = json.loads(MODELS_FILE.read_text())
+    else:
+        data = families(100e6)
+        MODELS_FILE.write_text(json.dumps(data, indent=1))
+    params = data.get("params", {})
+    fams = sorted(data["models"].items(), key=lambda fs: (params.get(fs[1], 0), fs[0]))
+    data["models"] = {f: s for f, s in fams if params.get(s, 0) <= max_params}
     return data
 
 
@@ -190,7 +198,8 @@ def _evaluate(pruned, model, x, base_macs, ref_shape, onnx_ok_unpruned) -> dict:
     return row
 
 
-def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS) -> dict:
+def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS, partial=None) -> dict:
+    """The row of one model; `partial(rec)` is called after each library (a later hang keeps the earlier ones)."""
     import copy
     import functools
 
@@ -254,13 +263,53 @@ def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS) -> dict:
             row.update(status="crashed", time_s=round(time.perf_counter() - t0, 3),
                        error=f"{type(e).__name__}: {str(e)[:400]}", where=traceback.format_exc()[-600:])
         rec[lib] = row
+        if partial is not None:
+            partial(rec)
     return rec
 
 
 # ---------------------------------------------------------------- the sweep
+def _worker(specs: list[str], args) -> subprocess.Popen:
+    """A child process that checks `specs` in turn, printing one JSON line per model (imports paid once)."""
+    cmd = [sys.executable, __file__, "--one", *specs, "--threads", str(args.threads), "--libs", *args.libs]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile("w+"), text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})  # (stderr to a file: never blocks)
+
+
+def _next_record(p: subprocess.Popen, timeout: float) -> tuple[dict | None, bool]:
+    """(the child's record of its current model, complete?). A record printed after each library stands if the
+    child then exits or goes silent for `timeout` seconds (it is killed); (None, False) when it printed nothing."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    end, last = time.monotonic() + timeout, None
+    try:
+        while (left := end - time.monotonic()) > 0:
+            if not sel.select(left):
+                break
+            line = p.stdout.readline()
+            if not line:
+                return last, False
+            if line.startswith("{"):
+                rec = json.loads(line)
+                if not rec.pop("partial", False):
+                    return rec, True
+                last, end = rec, time.monotonic() + timeout  # the next library gets its own time
+    finally:
+        sel.close()
+    p.kill()
+    return last, False
+
+
+def _tail(f) -> str:
+    f.seek(0)
+    return f.read()[-800:]
+
+
 def run_sweep(args) -> list[dict]:
     data = model_list(args.max_params)
-    specs = sorted(data["models"].items())
+    specs = list(data["models"].items())
     if args.models:
         specs = [(f, s) for f, s in specs if s in args.models or f in args.models]
     if args.chunk:
@@ -273,18 +322,23 @@ def run_sweep(args) -> list[dict]:
             if line.strip():
                 r = json.loads(line)
                 done[r["spec"]] = r
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    for i, (fam, spec) in enumerate(specs):
-        if spec in done and not args.redo:
-            continue
+    todo = [(f, s) for f, s in specs if s not in done or args.redo]
+    proc = None
+    for i, (fam, spec) in enumerate(todo):
+        if proc is None or proc.poll() is not None:  # (re)start a worker for the rest of the list
+            proc = _worker([s for _, s in todo[i:]], args)
         t0 = time.perf_counter()
-        cmd = [sys.executable, __file__, "--one", spec, "--threads", str(args.threads), "--libs", *args.libs]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("{")), None)
-            rec = json.loads(line) if line else {"spec": spec, "error": (p.stderr or "")[-800:], "status": "died"}
-        except subprocess.TimeoutExpired:
-            rec = {"spec": spec, "status": "timeout", "timeout_s": args.timeout}
+        rec, complete = _next_record(proc, args.timeout)
+        if not complete:
+            died = proc.poll() is not None and proc.returncode not in (0, -9)
+            proc.kill()
+            proc.wait()
+            fail = {"status": "died", "error": _tail(proc.stderr)} if died else {"status": "timeout",
+                                                                                "timeout_s": args.timeout}
+            proc = None
+            rec = rec or {"spec": spec}
+            for lib in args.libs:  # the library that was running (and any after it) gets the failure
+                rec.setdefault(lib, dict(fail))
         rec["family"] = fam
         rec["wall_s"] = round(time.perf_counter() - t0, 1)
         with out.open("a") as f:  # one line per finished model: a killed sweep loses at most the running model
@@ -293,10 +347,12 @@ def run_sweep(args) -> list[dict]:
             os.fsync(f.fileno())
         done[spec] = rec
         s, t = rec.get("slimkit", {}), rec.get("torch_pruning", {})
-        print(f"[{i + 1}/{len(specs)}] {spec}: slimkit {s.get('status', rec.get('status'))} "
+        print(f"[{i + 1}/{len(todo)}] {spec}: slimkit {s.get('status', rec.get('status'))} "
               f"{_fmt(s.get('macs_red'))}x {s.get('time_s')}s | tp {t.get('status')} {_fmt(t.get('macs_red'))}x "
               f"{t.get('time_s')}s  ({rec['wall_s']}s)", flush=True)
-    return [done[s] for _, s in sorted(data["models"].items()) if s in done]
+    if proc is not None:
+        proc.wait()
+    return [done[s] for _, s in data["models"].items() if s in done]
 
 
 def _fmt(v) -> str:
@@ -346,10 +402,16 @@ def table(rows: list[dict]) -> list[dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(ap)
-    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs="+", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(check_one(args.one, args.threads, tuple(args.libs)), default=str), flush=True)
+        for spec in args.one:
+            try:
+                rec = check_one(spec, args.threads, tuple(args.libs), partial=lambda r: print(
+                    json.dumps({**r, "partial": True}, default=str), flush=True))
+            except Exception as e:  # noqa: BLE001 - the model could not even be built: recorded, the next goes on
+                rec = {"spec": spec, "status": "unbuildable", "error": f"{type(e).__name__}: {str(e)[:400]}"}
+            print(json.dumps(rec, default=str), flush=True)
         return
     coverage(args)
 
@@ -359,11 +421,13 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--chunk", default=None, help="k/n: run every n-th model starting at the k-th")
     ap.add_argument("--models", nargs="+", default=None, help="only these specs or families")
     ap.add_argument("--redo", action="store_true", help="rerun models already in the results file")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model (child process)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per model and library")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per model (the machine is shared)")
-    ap.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS,
-                    help="slimkit (macs_target=0.5), slimkit_ratio (timing at Torch-Pruning's ratio), torch_pruning")
-    ap.add_argument("--max-params", type=float, default=100e6, help="skip families whose smallest model is larger")
+    ap.add_argument("--libs", nargs="+", default=["slimkit", "torch_pruning"], choices=LIBS,
+                    help="slimkit (macs_target=0.5), torch_pruning, slimkit_ratio (timing at Torch-Pruning's ratio; "
+                         "benchmarks/prune_speed.py times the calls properly)")
+    ap.add_argument("--max-params", type=float, default=15e6,
+                    help="only families whose smallest model has at most this many parameters (117 of 200 at 15M)")
 
 
 def coverage(args) -> dict:
