@@ -6,7 +6,7 @@ the same machine load:
 - `slimkit.prune(model, x, ratio=r)` and Torch-Pruning's `MetaPruner(...).step()` at the same r = 1 - sqrt(0.5):
   equal work (one plan, one pruned copy each);
 - with `--compare-rev REV`, the budget call of slimkit at git revision REV (extracted to a temporary folder).
-Each call is timed `--repeats` times after one warm-up forward pass; medians are reported.
+Each call is timed `--repeats` times, the calls interleaved, after one warm-up forward pass; medians are reported.
 
     python benchmarks/prune_speed.py --compare-rev 4bdbe7d
 """
@@ -58,18 +58,19 @@ def _one(spec: str, repeats: int, what: list[str]) -> dict:
     calls = {"slimkit_budget": lambda: slimkit.prune(model, x, macs_target=0.5),
              "slimkit_ratio": lambda: slimkit.prune(model, x, ratio=RATIO), "torch_pruning_ratio": tp_step}
     out: dict = {}
-    for name in what:
-        times = []
-        for _ in range(repeats):
+    times: dict[str, list[float]] = {name: [] for name in what}
+    for _ in range(repeats):  # interleaved (A B C A B C ...): the calls see the same machine load
+        for name in what:
+            if f"{name}_error" in out:
+                continue
             t0 = time.perf_counter()
             try:
                 calls[name]()
             except Exception as e:  # noqa: BLE001 - recorded, the benchmark goes on
                 out[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                break
-            times.append(time.perf_counter() - t0)
-        if times:
-            out[name] = statistics.median(times)
+                continue
+            times[name].append(time.perf_counter() - t0)
+    out.update({name: statistics.median(v) for name, v in times.items() if v})
     return out
 
 
