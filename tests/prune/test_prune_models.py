@@ -122,8 +122,10 @@ def test_clear_errors():
         prune(model, x, ratio=0.5, ignored_layers=["nope"])
     with pytest.raises(UnknownNameError, match="l1"):
         prune(model, x, ratio=0.5, importance="l3")
-    with pytest.raises(BudgetError, match="relax"):
+    with pytest.raises(ConfigError, match="neither a fraction"):  # 10 MACs: a fraction typed wrong, not a count
         prune(model, x, macs_target=10)
+    with pytest.raises(BudgetError, match="Relax the target"):
+        prune(model, x, macs_target=1000)
 
     class Untraceable(nn.Module):
         def __init__(self):
