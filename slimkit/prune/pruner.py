@@ -237,12 +237,18 @@ class Pruner:
     def _counts(self, ratio: float) -> dict[int, int]:
         return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
 
+    def _ratio_cap(self) -> float:
+        """The ratio at which every group is cut to `max_group_ratio` (above it for allocation "latency", where a
+        group's cut is the ratio times its weight, capped)."""
+        cap = self.config.max_group_ratio
+        return cap / min(self.weights.values()) if self.weights and self.config.allocation == "latency" else cap
+
     def _search(self, cost: Callable[[dict[int, int]], int], measure: Callable[[nn.Module], float], target: float,
                 what: str) -> nn.Module:
         """The least pruning whose cost, computed from the channel counts, meets `target`; then built, checked and
         measured for real. If the count and the computed cost ever disagree, the search is redone with the target
         scaled by their ratio (and, failing that, by measuring built candidates as the search goes)."""
-        cap, goal = self.config.max_group_ratio, target
+        cap, goal = self._ratio_cap(), target
         for _ in range(8):
             ratio = _bisect(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
             n = len(self.groups)
@@ -270,7 +276,7 @@ class Pruner:
     def _search_measured(self, measure: Callable[[nn.Module], float], target: float, what: str) -> nn.Module:
         """Bisection on built, checked and measured candidates (latency; the fallback for a cost model that
         does not agree with the count)."""
-        lo, hi = 0.0, self.config.max_group_ratio
+        lo, hi = 0.0, self._ratio_cap()
         best = self.apply(hi)
         if measure(best) > target:
             raise self._budget_error(what, target, measure(best))

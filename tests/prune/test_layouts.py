@@ -50,7 +50,7 @@ def test_groupnorm_over_all_channels_prunes_like_layernorm():
     model = GroupNormGroups(groups=1).eval()  # poolformerv2's norm: GroupNorm(1, C)
     x = torch.randn(2, 3, 8, 8)
     assert any("gn" in mods for mods in _modules(build_dependency_graph(model, x)))
-    pruned = prune(model, x, ratio=0.5)
+    pruned = prune(model, x, ratio=0.5, allocation="uniform")
     assert pruned.gn.num_groups == 1 and pruned.gn.num_channels == 8
     assert pruned(x).shape == (2, 5)
 
@@ -88,7 +88,7 @@ def test_fixed_split_blocks_its_input_and_stacked_paths_stay_coupled():
     # both paths, the attention's select rows (c and c + C/2 tied) and the head's input are one group
     (paths,) = [g for g in graph.groups if any(m.module == "paths.0" for m in g.members)]
     assert {"paths.0", "paths.1", "reduce", "select", "head"} <= {m.module for m in paths.members}
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
     assert pruned.stem.out_channels == 8 and pruned.paths[0].out_channels == 6 and pruned.select.out_channels == 12
 
 
@@ -116,7 +116,7 @@ def test_run_time_width_of_another_tensor_couples_the_two():
     torch.manual_seed(0)
     model = ReshapeToInputWidth().eval()
     x = torch.randn(2, 4, 5)
-    pruned = prune(model, x, ratio=0.5)
+    pruned = prune(model, x, ratio=0.5, allocation="uniform")
     assert pruned(x).shape == (2, 3)
     assert pruned.embed.out_features == pruned.v.out_features  # pruned together, or both kept
 
@@ -136,7 +136,7 @@ def test_extra_per_channel_tensor_of_a_conv_subclass_is_sliced_with_its_rows():
     torch.manual_seed(0)
     model = nn.Sequential(ScaledConv(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
     x = torch.randn(2, 3, 6, 6)
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
     assert pruned[0].gain.shape == (4, 1, 1, 1)
 
 
@@ -169,7 +169,7 @@ def test_untraceable_helper_function_is_kept_whole_and_the_rest_prunes():
     graph = build_dependency_graph(model, x)
     assert "_untraceable_helper" in graph.gm.meta["opaque_functions"]
     assert [{"mlp1", "mlp2"}] == [mods for mods in _modules(graph) if "mlp1" in mods]
-    pruned = prune(model, x, ratio=0.5)
+    pruned = prune(model, x, ratio=0.5, allocation="uniform")
     assert pruned.mlp1.out_features == 16 and pruned.a.out_features == 8  # the helper's input stays whole
     torch.testing.assert_close(pruned(x).shape, model(x).shape)
 
@@ -198,7 +198,7 @@ def test_a_model_that_fx_fails_on_in_one_submodule_prunes_the_rest():
     torch.manual_seed(0)
     model = OneOpaqueBlock().eval()
     x = torch.randn(2, 3, 8, 8)
-    pruned = prune(model, x, macs_target=0.7)
+    pruned = prune(model, x, macs_target=0.7, allocation="uniform")
     assert pruned.odd.conv.out_channels == 8 and pruned.a.out_channels == 8  # around the opaque block: whole
     assert pruned.b.out_channels < 16
     assert count_macs(pruned, x) <= 0.7 * count_macs(model, x)

@@ -31,7 +31,7 @@ def test_a_mis_analysed_group_is_kept_whole_and_the_rest_is_pruned():
     torch.manual_seed(0)
     model = Chain().eval()
     x = torch.randn(2, 3, 8, 8)
-    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5))
+    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5, allocation="uniform"))
     bad = _mis_analysed(pruner, "a")  # pruning a's rows alone leaves b expecting 8 channels
     with pytest.warns(UserWarning, match="kept whole"):
         pruned = pruner.apply(0.5)
@@ -46,7 +46,7 @@ def test_the_budget_search_prunes_around_a_group_kept_whole():
     torch.manual_seed(0)
     model = Chain().eval()
     x = torch.randn(2, 3, 8, 8)
-    pruner = Pruner(model, (x,), PruneConfig(macs_target=0.6))
+    pruner = Pruner(model, (x,), PruneConfig(macs_target=0.6, allocation="uniform"))
     _mis_analysed(pruner, "b")
     with pytest.warns(UserWarning, match="kept whole"):
         pruned = pruner.run()
@@ -62,7 +62,7 @@ def test_the_budget_search_prunes_around_a_group_kept_whole():
 def test_when_every_group_breaks_nothing_is_returned():
     model = Chain().eval()
     x = torch.randn(2, 3, 8, 8)
-    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5))
+    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5, allocation="uniform"))
     for name in ("a", "b", "c"):
         _mis_analysed(pruner, name)
     with pytest.warns(UserWarning), pytest.raises(PruneError, match="nothing could be pruned"):
@@ -87,7 +87,7 @@ def test_a_surgery_refusal_is_an_engine_failure_not_a_crash():
     torch.manual_seed(0)
     model = Chain().eval()
     x = torch.randn(2, 3, 8, 8)
-    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5))
+    pruner = Pruner(model, (x,), PruneConfig(ratio=0.5, allocation="uniform"))
     (g,) = [g for g in pruner.groups if any(m.module == "b" and m.role == "out" for m in g.members)]
     g.members.append(Member("fc", "heads"))  # a role surgery refuses for a Linear
     with pytest.warns(UserWarning, match="surgery"):
