@@ -48,7 +48,8 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
         key = "macs_target" if macs_target is not None else "params_target"
         cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), allocation=allocation,
                           round_to=round_to, **{key: target})
-        current = Pruner(current, inputs, cfg, data=data).run()
+        if measure(current) > target:  # an earlier step may already have cut past this one (whole-block steps)
+            current = Pruner(current, inputs, cfg, data=data).run()
         if finetune is not None:
             finetune(current, step)
     return current
