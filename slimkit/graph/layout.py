@@ -10,8 +10,11 @@ Mixed into the dependency builder. The rules, all read off the traced shapes and
   head count is updated by surgery) or else the position the call leaves free with -1 (a channel shuffle's
   `unflatten(1, (g, -1))` keeps C / g channels of g features each). Other split dimensions keep their size.
 - Whatever size the tracked dimension gets after pruning must come out of the model's own code: its argument must
-  be -1, a value computed at run time, or an attention module attribute surgery updates. A fixed number there, or a
-  -1 elsewhere (which would silently absorb the change), blocks the space.
+  be -1, a read of the channel count, or an int attribute of the calling module that surgery updates (see
+  `slimkit.graph.sizes`). A fixed number there, a size computed from a channel count anywhere, or a -1 elsewhere
+  with an argument of unknown origin (which would silently absorb the change), blocks the space.
+- An attention module is any module with an int `num_heads` whose forward splits the channels at a dimension of
+  that size (with `head_dim`, if it has one, after it): whole heads are pruned, `num_heads` follows.
 - matmul couples the channel dimension of both operands when it is a batch dimension (attention heads); a channel
   dimension contracted by the product is not modelled and blocks. `scaled_dot_product_attention` couples the head
   dimension of q, k and v (the head width, hence the softmax scale, never changes).
@@ -25,17 +28,16 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from slimkit.graph.sizes import is_index_tensor
 from slimkit.graph.spaces import ChannelInfo, Member, Segment, _Spaces
 
-__all__ = ["HEAD_MODULES"]
+__all__ = ["head_owner_of"]
 
-# Attention modules whose `num_heads` the surgery updates (timm's also has `attn_dim`, updated with it); the graph
-# only splits channels into heads inside these, where it knows the module's forward reads the attribute.
-HEAD_MODULES = frozenset({
-    "slimkit.layers.tokens.Attention", "slimkit.layers.mobile_former.Former",
-    "slimkit.layers.mobile_former.MobileToFormer", "slimkit.layers.mobile_former.FormerToMobile",
-    "timm.layers.attention.Attention",
-})
+
+def head_owner_of(module: nn.Module) -> bool:
+    """Attention modules declare their head count the way timm, torchvision and slimkit all do: `num_heads`."""
+    n = getattr(module, "num_heads", None)
+    return type(n) is int and n >= 1
 
 
 def _covers(i: Any, n: int) -> bool:
@@ -59,18 +61,24 @@ class _LayoutOps:
     def _unknown(self, node: fx.Node, what: str) -> ChannelInfo | None:  # provided by the builder
         raise NotImplementedError
 
+    def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:  # params
+        raise NotImplementedError
+
     def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
         raise NotImplementedError
 
+    def _call_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:  # provided by the size rules
+        raise NotImplementedError
+
+    def _size_arg(self, node: fx.Node, arg: Any, x: ChannelInfo, others_free: bool) -> bool:  # size rules
+        raise NotImplementedError
+
+    def _fixed_elsewhere(self, node: fx.Node, args: list[Any], pos: int) -> bool:  # provided by the size rules
+        raise NotImplementedError
+
     def _head_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            return None
-        name, typ = list(stack.values())[-1]
-        typ = typ if isinstance(typ, type) else type(self.modules.get(name))
-        if f"{typ.__module__}.{typ.__qualname__}" in HEAD_MODULES and name in self.modules:
-            return name, self.modules[name]
-        return None
+        owner = self._call_owner(node)
+        return owner if owner is not None and head_owner_of(owner[1]) else None
 
     # -- reshapes
     def _flatten(self, node: fx.Node, x: ChannelInfo, start: int, end: int = -1) -> ChannelInfo | None:
@@ -103,6 +111,9 @@ class _LayoutOps:
         cands = [p for p in range(len(dst)) if _prod(dst[:p]) == lead]
         p = next((q for q in cands if dst[q] == src[d]), next((q for q in cands if dst[q] != 1), None))
         if p is None:
+            merged = self._merge_outer(x, src, dst)
+            if merged is not None:
+                return merged
             return self._unknown(node, f"reshape {tuple(src)} -> {tuple(dst)} across the channel dimension")
         if dst[p] == src[d]:
             out, pos = ChannelInfo(p, x.segments), p
@@ -120,18 +131,38 @@ class _LayoutOps:
             if got is None:
                 return self._unknown(node, f"split of the channel dimension {tuple(src)} -> {tuple(dst)}")
             out, pos = got
-        if args is not None and not self._adapts(node, args, pos):
+            if out.segments and self._is_heads(out):
+                return self._unknown(node, "reshape with a size computed from a channel count") if (
+                    self._fixed_elsewhere(node, args, pos)) else out
+        if args is not None and not self._adapts(node, args, pos, out):
             return self._unknown(node, f"reshape to a fixed channel count {tuple(dst)} (use -1 there)")
         return out
 
-    def _adapts(self, node: fx.Node, args: list[Any], pos: int) -> bool:
+    @staticmethod
+    def _merge_outer(x: ChannelInfo, src: tuple[int, ...], dst: tuple[int, ...]) -> ChannelInfo | None:
+        """Dimensions before the channels merged with them (Swin's patch merging: (2, 2, C) -> 4C): the channel
+        segments repeat once per outer index (as a concatenation of copies), each feature `inner` times."""
+        d = x.dim
+        for j in range(d):
+            q = next((q for q in range(len(dst)) if _prod(dst[:q]) == _prod(src[:j])), None)
+            if q is None:
+                continue
+            e = next((e for e in range(d + 1, len(src) + 1) if _prod(src[j:e]) == dst[q]), None)
+            if e is None:
+                continue
+            outer, inner = _prod(src[j:d]), _prod(src[d + 1:e])
+            return ChannelInfo(q, tuple(Segment(s.space, s.size, s.repeat * inner) for s in x.segments) * outer)
+        return None
+
+    def _is_heads(self, x: ChannelInfo) -> bool:
+        return any(m.role == "heads" for m in self.spaces.members[self.spaces.leaf(x.segments[0].space)[0]])
+
+    def _adapts(self, node: fx.Node, args: list[Any], pos: int, out: ChannelInfo) -> bool:
         """Will the model's own call produce the pruned size at `pos` (and nothing else absorb the change)?"""
-        arg, others = args[pos], any(isinstance(a, int) and a == -1 for i, a in enumerate(args) if i != pos)
-        if isinstance(arg, int) and arg == -1:
-            return True
-        if isinstance(arg, int) and self._head_owner(node) is not None:
-            return True  # an attribute of a known attention module (num_heads, attn_dim), updated by surgery
-        return isinstance(arg, fx.Node) and not others
+        others = any(isinstance(a, int) and a == -1 for i, a in enumerate(args) if i != pos)
+        if self._fixed_elsewhere(node, args, pos):
+            return False
+        return self._size_arg(node, args[pos], out, others)
 
     def _split_dims(self, node: fx.Node, x: ChannelInfo, dst: tuple[int, ...], p: int, e: int,
                     args: list[Any] | None) -> tuple[ChannelInfo, int] | None:
@@ -143,8 +174,10 @@ class _LayoutOps:
         owner = self._head_owner(node)
         if owner is not None:
             heads, head_dim = getattr(owner[1], "num_heads", None), getattr(owner[1], "head_dim", None)
+            # the last dimension of that size with the head width after it (a leading q/k/v dimension of 3 may
+            # equal the head count; a head is never 1 feature wide, so LeViT's (heads, key_dim = heads) picks heads)
             cands = [i for i in range(p, e) if dst[i] == heads and not (isinstance(args[i], int) and args[i] == -1)
-                     and (head_dim is None or _prod(dst[i + 1: e]) == head_dim)]
+                     and (head_dim is None or _prod(dst[i + 1: e]) == head_dim) and _prod(dst[i + 1: e]) > 1]
             if cands and _prod(dst[cands[-1] + 1: e]) % seg.repeat == 0:
                 i = cands[-1]
                 t = self.spaces.new(dst[i])
@@ -163,9 +196,11 @@ class _LayoutOps:
     def _getitem(self, node: fx.Node, x: ChannelInfo) -> ChannelInfo | None:
         idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         src = self._shape(node.args[0])
-        if src is None or any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in idx):
+        tensors = [i for i in idx if is_index_tensor(i)]
+        if src is None or len(tensors) > 1 or any(
+                not (i is None or i is Ellipsis or isinstance(i, (int, slice, fx.Node))) for i in idx):
             return self._unknown(node, "indexing")
-        used = sum(isinstance(i, (int, slice)) for i in idx)
+        used = sum(i is not None and i is not Ellipsis for i in idx)
         s_dim = o_dim = 0
         new_dim = None
         for i in idx:
@@ -180,8 +215,10 @@ class _LayoutOps:
                 if not _covers(i, src[s_dim]):
                     return self._unknown(node, "indexing along the channels")
                 new_dim, s_dim, o_dim = o_dim, s_dim + 1, o_dim + 1
+            elif is_index_tensor(i):  # one advanced index: its dimensions replace the indexed one, in place
+                s_dim, o_dim = s_dim + 1, o_dim + len(self._shape(i) or ())
             else:
-                s_dim, o_dim = s_dim + 1, o_dim + (0 if isinstance(i, int) else 1)
+                s_dim, o_dim = s_dim + 1, o_dim + (1 if isinstance(i, slice) else 0)
         if new_dim is None:
             new_dim = o_dim + x.dim - s_dim
         return ChannelInfo(new_dim, x.segments)
@@ -247,7 +284,11 @@ class _LayoutOps:
         ms = self._shape(mask) if isinstance(mask, fx.Node) else None
         if ms is not None:  # (a None placeholder has no shape)
             pos = infos[0].dim - (len(out) - len(ms))
-            if isinstance(self.info.get(mask), ChannelInfo) or (0 <= pos < len(ms) and ms[pos] != 1):
+            tracked = self.info.get(mask)
+            if isinstance(tracked, ChannelInfo) and tracked.dim == pos and tracked.length == infos[0].length:
+                self._merge_simple(ChannelInfo(infos[0].dim, tracked.segments), infos[0], node)
+            elif isinstance(tracked, ChannelInfo) or (0 <= pos < len(ms) and ms[pos] != 1 and not
+                                                      self._add_param_member(mask, infos[0], len(out), node)):
                 return self._unknown(node, "attention mask varying per head")
         self._merge_simple(infos[0], infos[1], node)
         self._merge_simple(infos[0], infos[2], node)

@@ -1,7 +1,10 @@
 """One-shot structural pruning to a budget: score groups once, choose how many channels each keeps, cut.
 
 Budgets: a channel `ratio`, or a MACs / params target (a fraction of the original when <= 1, else an absolute
-count) met by bisection over the ratio, or a measured latency target in milliseconds (onnxruntime, this machine).
+count) met by bisection over the ratio, or a measured latency target in milliseconds (onnxruntime, this machine),
+or explicit `ratios` per dimension. `dims` limits pruning to some dimensions (`slimkit.prune.dims`: heads,
+neurons, embed, tokens; each loses the same share in every one of its groups, whatever the allocation), e.g.
+heads only, or heads + neurons + tokens for a ViT.
 
 Allocation (how the cut is spread over the channel groups): "latency" (the default) cuts each group in proportion
 to the time per MAC it gives back on this CPU (`slimkit.prune.latency`) and keeps channel counts in whole vector
@@ -15,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -24,11 +27,21 @@ from torch import nn
 
 from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
+from slimkit.graph.trace import empty_caches
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
+from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
 from slimkit.prune.surgery import apply_plan
+from slimkit.prune.tokens import (
+    TOKEN_METHODS,
+    default_token_layers,
+    find_token_stack,
+    insert_token_reducers,
+    token_position_scores,
+    token_step,
+)
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
@@ -49,12 +62,22 @@ class PruneConfig:
     # None: the allocation's own ("auto" for latency and global_latency, unrounded for uniform and global)
     max_group_ratio: float = 0.9  # never remove more than this share of one group
     seed: int = 0
+    dims: tuple[str, ...] | None = None  # dimensions the ratio prunes (None: every channel group, no tokens)
+    ratios: Mapping[str, float] | None = None  # explicit share to remove per dimension (a budget of its own)
+    token_method: str = "select"  # how tokens are reduced: select (fixed positions, by HSIC), drop, merge
+    token_layers: tuple[int, ...] | None = None  # reducers after these blocks (None: 1/4, 1/2, 3/4 of the depth)
 
     def __post_init__(self) -> None:
-        budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target) if b is not None]
+        budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target, self.ratios)
+                   if b is not None]
         if len(budgets) != 1:
-            raise ConfigError("give exactly one budget: ratio, macs_target, params_target or latency_target "
+            raise ConfigError("give exactly one budget: ratio, macs_target, params_target, latency_target or ratios "
                               f"(got {len(budgets)})")
+        for what, d in (("dims", self.dims), ("ratios", self.ratios)):
+            if d is not None:
+                check_dims(d, what)
+        if self.token_method not in TOKEN_METHODS:
+            raise ConfigError(f"token_method must be one of {TOKEN_METHODS}, got {self.token_method!r}")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise ConfigError(f"ratio is the share of channels to remove, in [0, 1); got {self.ratio}")
         for name in ("macs_target", "params_target", "latency_target"):
@@ -148,12 +171,13 @@ class Pruner:
         if not self.groups:
             raise PruneError(f"{type(self.model).__name__} has no prunable channel group (blocked: "
                              f"{[r for _, r in self.graph.blocked][:3]})")
+        self._init_tokens()
         ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
         score = create_importance(self.config.importance)
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
         self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
         self.latency: LatencyModel | None = None
-        if self.config.allocation in _BY_LATENCY:
+        if self.config.allocation in _BY_LATENCY and self.config.dims is None and self.config.ratios is None:
             self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs)
             costs = self.latency.group_costs({g.id: unit_multiple(g, self.config.channel_round) or 1
                                               for g in self.groups})
@@ -162,22 +186,65 @@ class Pruner:
             else:
                 self.scores = latency_weighted_scores(self.scores, {g: t for g, (t, _) in costs.items()})
 
-    def step(self, ratio: float) -> dict[int, list[int]]:
-        """Kept channel indices per group id at `ratio` (the groups are `self.groups`; nothing is cut here)."""
-        counts = keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
+    def _init_tokens(self) -> None:
+        """The token stack and, for "select", the position scores, when tokens are pruned."""
+        cfg = self.config
+        self.token_stack, self.token_scores = None, None
+        if "tokens" not in (cfg.ratios or {}) and "tokens" not in (cfg.dims or ()):
+            return
+        self.token_stack = find_token_stack(self.model, self.example_inputs)
+        layers = cfg.token_layers or default_token_layers(len(self.token_stack.blocks))
+        self.config = replace(cfg, token_layers=tuple(layers))
+        if cfg.token_method == "select":
+            self.token_scores = token_position_scores(self.model, self.token_stack, layers, self.data)
+
+    def dim_ratios(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The share removed along each dimension: `ratios` if given, else the config's `ratios`, else `ratio` along
+        each of the config's `dims`."""
+        cfg = self.config
+        if ratios is not None or cfg.ratios is not None:
+            return {d: float(r) for d, r in (ratios if ratios is not None else cfg.ratios).items()}
+        return {d: ratio for d in (cfg.dims or CHANNEL_DIMS)}
+
+    def _counts(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, int]:
+        if self.config.dims is None and self.config.ratios is None and ratios is None:
+            return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
+        uniform = replace(self.config, allocation="uniform")  # a dimension's share, cut from each of its groups
+        per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
+        counts = {g.id: g.size for g in self.groups}
+        for r in sorted(set(per.values()) - {0.0}):
+            counts.update(keep_counts([g for g in self.groups if per[g.id] == r], self.scores, r, uniform))
+        return counts
+
+    def step(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, list[int]]:
+        """Kept channel indices per group id at `ratio` (or per-dimension `ratios`; the groups are `self.groups`;
+        nothing is cut here)."""
+        counts = self._counts(ratio, ratios)
         return {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
                 for g in self.groups}
 
-    def apply(self, ratio: float) -> nn.Module:
-        """A pruned copy at `ratio` (the original model is left as it was)."""
-        keep = self.step(ratio)
+    def apply(self, ratio: float, ratios: Mapping[str, float] | None = None) -> nn.Module:
+        """A pruned copy at `ratio`, or with per-dimension `ratios` (the original model is left as it was)."""
+        if ratios is not None:
+            check_dims(ratios, "ratios")
+        keep = self.step(ratio, ratios=ratios)
         plan = module_plan(self.model, self.groups, keep)
-        pruned = apply_plan(copy.deepcopy(self.model), plan)
+        with empty_caches(self.model):  # tensors cached from parameters have the old shapes (and may not copy)
+            pruned = apply_plan(copy.deepcopy(self.model), plan)
         earlier = getattr(self.model, "slimkit_pruning", None) or {}
         steps = list(earlier.get("steps", []))  # a model pruned before: its record grows by one step
+        steps = [*steps, [[n, r, k] for (n, r), k in plan.items()]]
+        tokens = self.dim_ratios(ratio, ratios).get("tokens", 0.0)
+        if tokens > 0:
+            if self.token_stack is None:
+                raise ConfigError("this Pruner was built without the token dimension: list 'tokens' in dims")
+            step = token_step(self.token_stack, tokens, self.config.token_layers, self.config.token_method,
+                              self.token_scores)
+            insert_token_reducers(pruned, step)
+            steps.append(step)
         pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
-                                  "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]],
-                                  "importance": self.config.importance, "ratio": ratio}
+                                  "steps": steps, "importance": self.config.importance, "ratio": ratio,
+                                  "dims": self.dim_ratios(ratio, ratios)}
         return pruned
 
     def _search(self, measure: Callable[[nn.Module], float], target: float, what: str) -> nn.Module:
@@ -197,8 +264,8 @@ class Pruner:
 
     def run(self) -> nn.Module:
         cfg = self.config
-        if cfg.ratio is not None:
-            return self.apply(cfg.ratio)
+        if cfg.ratio is not None or cfg.ratios is not None:
+            return self.apply(cfg.ratio or 0.0)
         if cfg.macs_target is not None:
             base = count_macs(self.model, self.example_inputs)
             target = cfg.macs_target * base if cfg.macs_target <= 1 else cfg.macs_target
@@ -219,8 +286,14 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
           macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
           ignored_layers: Sequence[str | nn.Module] = (), allocation: str = "latency",
           round_to: int | str | None = None, data: Any = None, loss_fn: Callable[..., Any] | None = None,
-          seed: int = 0) -> nn.Module:
+          seed: int = 0, dims: Sequence[str] | None = None, ratios: Mapping[str, float] | None = None,
+          token_method: str = "select", token_layers: Sequence[int] | None = None) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
+
+    Transformers: `dims=("heads", "neurons", "tokens")` prunes those dimensions by the same ratio (met by bisection
+    under a budget); `ratios={"heads": 0.3, "neurons": 0.4, "tokens": 0.2}` removes those shares (the ratio search
+    `slimkit.search_prune_ratios` finds them under a MACs budget). Tokens need labelled `data` for
+    `token_method="select"` (fixed positions by HSIC); "drop" (EViT) and "merge" (ToMe) need none.
 
     The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
     By default (`allocation="latency"`) each group is cut in proportion to the time per MAC it gives back on this
@@ -237,12 +310,14 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
                       latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
-                      round_to=round_to, seed=seed)
+                      round_to=round_to, seed=seed, dims=tuple(dims) if dims is not None else None,
+                      ratios=dict(ratios) if ratios else None, token_method=token_method,
+                      token_layers=tuple(token_layers) if token_layers else None)
     pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
     try:
         return pruner.run()
     except BudgetError:
-        if round_to is not None or allocation not in _BY_LATENCY:
+        if round_to is not None or allocation not in _BY_LATENCY or cfg.dims is not None or cfg.ratios is not None:
             raise
     warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
                   "one block cannot shrink); pruning without rounding, so latency may fall more slowly than MACs",
