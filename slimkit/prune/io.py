@@ -21,6 +21,7 @@ from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write
 from slimkit.models import create_model, load_weights
 from slimkit.models._user import copy_model_file, resolve_model_name
+from slimkit.prune.rewrite import apply_rewrites
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.tokens import insert_token_reducers
 from slimkit.train import save_weights
@@ -76,6 +77,7 @@ def replay(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Apply a pruning record to an unpruned model (in place): the same structure as when it was made."""
     if record.get("version") != 1:
         raise CheckpointError(f"unknown pruning record version {record.get('version')!r}; expected 1")
+    apply_rewrites(model, record.get("rewrites", []))
     for plan in record.get("steps", []):
         if isinstance(plan, dict) and plan.get("kind") == "tokens":
             insert_token_reducers(model, plan)

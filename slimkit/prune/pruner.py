@@ -33,6 +33,7 @@ from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
+from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.tokens import (
     TOKEN_METHODS,
@@ -162,6 +163,10 @@ class Pruner:
     scores: dict[int, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.rewrites: list[str] = []
+        if needs_rewrite(self.model):  # a forward that cannot be pruned as written: an equivalent copy that can
+            self.model = copy.deepcopy(self.model)
+            self.rewrites = rewrite_model(self.model)
         self.graph = build_dependency_graph(self.model, self.example_inputs)
         ignored = set(self.config.ignored_layers)
         unknown = ignored - set(self.graph.module_names)
@@ -242,7 +247,9 @@ class Pruner:
                               self.token_scores)
             insert_token_reducers(pruned, step)
             steps.append(step)
+        rewrites = [*earlier.get("rewrites", []), *self.rewrites]
         pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
+                                  **({"rewrites": rewrites} if rewrites else {}),
                                   "steps": steps, "importance": self.config.importance, "ratio": ratio,
                                   "dims": self.dim_ratios(ratio, ratios)}
         return pruned
