@@ -2,12 +2,14 @@
 function in a prunable form (surgery: this mutates, and says so).
 
 torchvision's Swin / Swin-V2 window attention derives the head width from the input width
-(`qkv.reshape(B, N, 3, heads, C // heads)`, scale `(C // heads) ** -0.5`, output reshaped to `C`), so neither its
-heads nor the residual stream it reads can be cut. The rewrite keeps every parameter, buffer and name and swaps
-the module's class for a subclass whose forward reads `head_dim` and the trained `scale` from attributes (set at
-rewrite time) and reshapes the output with -1; the output is the same (checked by the tests; Swin-V2's key bias,
-which torchvision zeroes at every call, is zeroed once in the parameter). A rewritten model
-saves and reloads like any pruned model: the record lists the rewritten modules and `replay` rewrites them first.
+(`qkv.reshape(B, N, 3, heads, C // heads)`, scale `(C // heads) ** -0.5`, output reshaped to `C`), and computes its
+per-head position bias and its patch merging in fx leaf functions, so neither its heads nor the residual stream
+can be cut. The rewrite keeps every parameter, buffer and name and swaps the module's class for a subclass whose
+forward reads `head_dim` and the trained `scale` from attributes (set at rewrite time), computes the bias inline,
+reshapes the output with -1, and merges patches by timm's pad + reshape. The output is the same (checked by the
+tests; Swin-V2's key bias, which torchvision zeroes at every call, is zeroed once in the parameter). A rewritten
+model saves and reloads like any pruned model: the record lists the rewritten modules and `replay` rewrites them
+first.
 
 Rewrites are declared per class in `REWRITES` (the module's qualified class name -> a function that rewrites one
 instance in place); generic code never names a model.
@@ -72,8 +74,17 @@ def window_attention(x: torch.Tensor, qkv: nn.Linear, proj: nn.Linear, bias: tor
     return x[:, :h, :w, :].contiguous()
 
 
+def _relative_position_bias(self: Any) -> torch.Tensor:
+    """torchvision's bias, inline (its helper is an fx leaf, which hides that the bias is per head)."""
+    n = self.window_size[0] * self.window_size[1]
+    table = self.relative_position_bias_table if not hasattr(self, "cpb_mlp") else \
+        self.cpb_mlp(self.relative_coords_table).flatten(0, -2)
+    bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+    return 16 * torch.sigmoid(bias) if hasattr(self, "cpb_mlp") else bias
+
+
 def _swin_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-    return window_attention(x, self.qkv, self.proj, self.get_relative_position_bias(), self.window_size,
+    return window_attention(x, self.qkv, self.proj, _relative_position_bias(self), self.window_size,
                             self.num_heads, self.head_dim, self.scale, self.shift_size, self.attention_dropout,
                             self.dropout, getattr(self, "logit_scale", None), self.training)
 
@@ -83,19 +94,44 @@ _SUBCLASSES: dict[type, type] = {}
 
 def _rewrite_swin(m: nn.Module) -> None:
     """torchvision ShiftedWindowAttention(V2): explicit head width and trained scale, prunable forward."""
-    cls = type(m)
-    if cls not in _SUBCLASSES:
-        _SUBCLASSES[cls] = type(f"Prunable{cls.__name__}", (cls,), {"forward": _swin_forward,
-                                                                    "__module__": __name__})
     m.head_dim = m.qkv.out_features // (3 * m.num_heads)
     m.scale = m.head_dim ** -0.5
     if hasattr(m, "logit_scale") and m.qkv.bias is not None:  # V2 zeroes the key bias at every call: once here
         with torch.no_grad():
             m.qkv.bias[m.qkv.out_features // 3: 2 * m.qkv.out_features // 3] = 0
+    _swap_class(m, _swin_forward)
+
+
+def _merge_patches(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's `_patch_merging_pad` (an fx leaf) as pad + reshape: the same (h, w) -> 4C order, traceable."""
+    x = F.pad(x, (0, 0, 0, x.shape[-2] % 2, 0, x.shape[-3] % 2))
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+
+
+def _merging_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    x = _merge_patches(x)
+    if self._norm_first:
+        return self.reduction(self.norm(x))
+    return self.norm(self.reduction(x))
+
+
+def _swap_class(m: nn.Module, forward: Callable[..., torch.Tensor]) -> None:
+    cls = type(m)
+    if cls not in _SUBCLASSES:
+        _SUBCLASSES[cls] = type(f"Prunable{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
     m.__class__ = _SUBCLASSES[cls]
 
 
+def _rewrite_merging(m: nn.Module) -> None:
+    """torchvision PatchMerging(V2): the 2x2 neighbourhood gathered by a reshape the graph follows."""
+    m._norm_first = not type(m).__name__.endswith("V2")  # V1: norm then reduction; V2: reduction then norm
+    _swap_class(m, _merging_forward)
+
+
 REWRITES: dict[str, Callable[[nn.Module], None]] = {
+    "torchvision.models.swin_transformer.PatchMerging": _rewrite_merging,
+    "torchvision.models.swin_transformer.PatchMergingV2": _rewrite_merging,
     "torchvision.models.swin_transformer.ShiftedWindowAttention": _rewrite_swin,
     "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": _rewrite_swin,
 }

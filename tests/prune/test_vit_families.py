@@ -24,6 +24,8 @@ FAMILIES = {  # name: (model kwargs, input size, expects pruned heads)
     "timm:deit_tiny_patch16_224": (dict(img_size=32, patch_size=8, depth=4), 32, True),
     "t2t_vit_7": (dict(small_input=True), 32, True),
     "poolformer_s12": (dict(small_input=True), 32, False),
+    "torchvision:swin_t": ({}, 32, True),  # full size (its builder fixes the widths); prunes after a rewrite
+    "torchvision:swin_v2_t": ({}, 32, True),
 }
 
 
@@ -36,6 +38,8 @@ def _heads(model):
 def test_family_prunes_runs_exports_and_reloads(name, tmp_path):
     if name.startswith("timm:"):
         pytest.importorskip("timm")
+    if name.startswith("torchvision:"):
+        pytest.importorskip("torchvision")
     warnings.simplefilter("ignore")
     kwargs, size, has_heads = FAMILIES[name]
     torch.manual_seed(0)
