@@ -34,10 +34,11 @@ from torch import nn
 import slimkit
 from slimkit.data import create_dataset, make_loaders
 from slimkit.errors import BudgetError
+from slimkit.models import load_weights
 from slimkit.nas.prune_ratios import search_prune_ratios
 from slimkit.profile import count_macs, count_params
 from slimkit.report import markdown_table
-from slimkit.train import TrainConfig, Trainer, evaluate, load_weights, save_weights
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
 
 HERE = Path(__file__).parent
 CACHE = HERE / "cache"
@@ -62,7 +63,8 @@ def baseline(args, name: str, loaders, info) -> nn.Module:
     torch.manual_seed(0)
     model = build(name, info.in_chans)
     if path.is_file():
-        return load_weights(model, path)
+        load_weights(model, path, strict=True)
+        return model
     t0 = time.perf_counter()
     Trainer(model, recipe(args.epochs, args.lr, 0, 1.0), loaders.train, loaders.val,
             out_dir=CACHE / f"vit_{name}_{args.limit}_{args.epochs}ep_run").fit(resume=True)
