@@ -260,8 +260,12 @@ FAMILIES = {  # coverage at 64x64: the families issue 18 names first, then other
 
 
 def coverage(args) -> list[dict]:
-    rows = []
-    for name, kwargs in FAMILIES.items():
+    """Rows of the families in `args.only` (default all) replace their earlier rows in vit_coverage.json."""
+    path = HERE / "results" / "vit_coverage.json"
+    names = args.only or list(FAMILIES)
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in names] if path.is_file() else []
+    for name in names:
+        kwargs = FAMILIES[name]
         row: dict = {"model": name}
         try:
             torch.manual_seed(0)
@@ -310,6 +314,7 @@ def main() -> None:
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
     ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
     ap.add_argument("--coverage", action="store_true", help="the family coverage table instead")
+    ap.add_argument("--only", nargs="+", choices=list(FAMILIES), help="--coverage: only these families")
     ap.add_argument("--results", default="vit_prune")
     args = ap.parse_args()
     warnings.simplefilter("ignore")

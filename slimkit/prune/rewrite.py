@@ -52,12 +52,11 @@ def window_attention(x: torch.Tensor, qkv: nn.Linear, proj: nn.Linear, bias: tor
         attn = (q * scale) @ k.transpose(-2, -1)
     attn = attn + bias
     if sum(shift) > 0:
-        mask = x.new_zeros((ph, pw))
-        count = 0
-        for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
-            for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
-                mask[hs[0]: hs[1], ws[0]: ws[1]] = count
-                count += 1
+        # torchvision's region ids (three bands per axis: before the last window, in it before the shift, after),
+        # from comparisons instead of slice assignment, so the mask traces; only equality within a window matters
+        hi, wi = torch.arange(ph, device=x.device), torch.arange(pw, device=x.device)
+        mask = (((hi >= ph - window[0]).long() + (hi >= ph - shift[0]).long()).unsqueeze(1) * 3
+                + ((wi >= pw - window[1]).long() + (wi >= pw - shift[1]).long()).unsqueeze(0)).to(x.dtype)
         mask = mask.view(ph // window[0], window[0], pw // window[1], window[1]).permute(0, 2, 1, 3)
         mask = mask.reshape(nw, window[0] * window[1])
         mask = mask.unsqueeze(1) - mask.unsqueeze(2)
