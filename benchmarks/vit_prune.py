@@ -141,13 +141,18 @@ def accuracy_table(args) -> list[dict]:
     loaders = make_loaders(splits, 128)
     info = splits.info
     x = torch.randn(1, info.in_chans, *info.image_size)
+    test = loaders.test
+    if args.test_limit:  # the first N test images (a smaller, still honest run when time is short)
+        from torch.utils.data import DataLoader, Subset
+
+        test = DataLoader(Subset(loaders.test.dataset, range(args.test_limit)), batch_size=256)
     rows = []
     for name in args.models:
         base = baseline(args, name, loaders, info).eval()
         calib = list(itertools.islice(iter(loaders.train), args.calib_batches))
         held_out = list(loaders.val)
         base_macs = count_macs(base, x)
-        base_acc = evaluate(base, loaders.test)["acc"]
+        base_acc = evaluate(base, test)["acc"]
         rows.append({"model": name, "method": "unpruned", "seed": 0, "test_acc": base_acc, "MACs": base_macs,
                      "params": count_params(base), "onnx": _onnx(base, x, f"{name}_unpruned")})
         print(rows[-1], flush=True)
@@ -164,11 +169,11 @@ def accuracy_table(args) -> list[dict]:
                     print(rows[-1], flush=True)
                     continue
                 prune_s = time.perf_counter() - t0
-                acc0 = evaluate(pruned, loaders.test)["acc"]
+                acc0 = evaluate(pruned, test)["acc"]
                 Trainer(pruned, recipe(args.finetune_epochs, args.finetune_lr, seed, 0.0), loaders.train).fit()
                 pruned.eval()
                 macs = count_macs(pruned, x)
-                acc = evaluate(pruned, loaders.test)["acc"]
+                acc = evaluate(pruned, test)["acc"]
                 rows.append({"model": name, "method": label, "seed": seed, "test_acc": acc, "acc_before_finetune": acc0,
                              "MACs": macs, "MACs_kept": macs / base_macs, "params": count_params(pruned),
                              "prune_s": round(prune_s, 1),
@@ -309,6 +314,7 @@ def main() -> None:
     ap.add_argument("--macs", type=float, default=0.6, help="MACs to keep (fraction)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--calib-batches", type=int, default=4)
+    ap.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
     ap.add_argument("--search-budget", type=int, default=24)
     ap.add_argument("--methods", nargs="+", default=None)
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
