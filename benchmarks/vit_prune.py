@@ -79,7 +79,11 @@ def _bisect(make, target: float, x: torch.Tensor, base: float, hi: float = 0.9):
     lo, best = 0.0, None
     for _ in range(10):
         mid = (lo + hi) / 2
-        m = make(mid)
+        try:
+            m = make(mid)
+        except (RuntimeError, BudgetError):  # pruned too far to build (e.g. a layer left without heads)
+            hi = mid
+            continue
         if count_macs(m, x) <= target * base:
             best, hi = m, mid
         else:
@@ -107,6 +111,8 @@ def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, ca
         nn.functional.cross_entropy(m(xb), yb).backward()
     pruner.step()
     m.zero_grad(set_to_none=True)
+    if any(pruner.num_heads[q] == 0 for q in attn):
+        raise RuntimeError("Torch-Pruning removed every head of a layer")
     for q, a in attn.items():
         a.num_heads = pruner.num_heads[q]
         if hasattr(a, "head_dim"):
