@@ -57,6 +57,6 @@ def test_hsic_criterion_keeps_the_neurons_that_carry_the_label():
     signal = torch.nn.functional.one_hot(y, 3).float().repeat(1, 2)[:, :4] * 3
     x = torch.cat([signal + 0.1 * torch.rand(96, 4), torch.rand(96, 4) * 3], 1)
     data = [(x[i: i + 32], y[i: i + 32]) for i in range(0, 96, 32)]
-    pruned = prune(net, x[:2], ratio=0.5, importance="hsic", data=data, ignored_layers=["2"])
+    pruned = prune(net, x[:2], ratio=0.5, importance="hsic", data=data, ignored_layers=["2"], allocation="uniform")
     kept = pruned[0].weight.abs().argmax(1).sort().values.tolist()
     assert kept == [0, 1, 2, 3]
