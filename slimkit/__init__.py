@@ -34,6 +34,7 @@ _LAZY = {
     "save": "slimkit.prune:save",
     "load": "slimkit.prune:load",
     "search": "slimkit.nas:search",
+    "search_prune_ratios": "slimkit.nas.prune_ratios:search_prune_ratios",
     "NB201Benchmark": "slimkit.nas:NB201Benchmark",
 }
 

@@ -46,6 +46,16 @@ def compress_cmd(
     round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), auto (this "
                                   "CPU's vector block, 16 on AVX-512) or 1 (none); default: the allocation's."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
+    dims: str = typer.Option(None, "--dims", help="Transformers: dimensions to prune, comma-separated, from heads, "
+                             "neurons, embed, tokens (default: every channel group, no tokens)."),
+    dim_ratio: list[str] = typer.Option(None, "--dim-ratio", help="Share to remove along one dimension, e.g. "
+                                        "heads=0.3 (repeatable; replaces the budget)."),
+    ratio_search: bool = typer.Option(None, "--ratio-search/--no-ratio-search", help="Find per-dimension ratios "
+                                      "under --macs by Gaussian-process search with expected improvement."),
+    search_budget: int = typer.Option(None, "--search-budget", help="Candidates the ratio search evaluates "
+                                      "(default 24)."),
+    token_method: str = typer.Option(None, "--token-method", help="Tokens: select (fixed positions, by HSIC; "
+                                     "default), drop (EViT) or merge (ToMe)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
     finetune_lr: float = typer.Option(None, "--finetune-lr", help="Fine-tuning learning rate (default 0.01)."),
@@ -66,7 +76,9 @@ def compress_cmd(
                baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                allocation=allocation, round_to=round_to,
-               ignored_layers=ignore or None, distill=distill,
+               ignored_layers=ignore or None, distill=distill, ratio_search=ratio_search, search_budget=search_budget,
+               dims=tuple(d.strip() for d in dims.split(",")) if dims else None, token_method=token_method,
+               dim_ratios={k: float(v) for k, v in parse_kv(dim_ratio).items()} if dim_ratio else None,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, quantize=quantize, limit=limit, seed=seed,
                out=out, input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)

@@ -30,6 +30,8 @@ from torch import fx, nn
 from slimkit.graph.costs import Dim, mac_dims
 from slimkit.graph.layout import SizeOf, _LayoutOps, is_softmax
 from slimkit.graph.params import _ParamOps, param_role
+from slimkit.graph.rules import _RuleOps, declared_rule
+from slimkit.graph.sizes import _SizeOps
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
 from slimkit.layers.dynamic import DynamicConv2d
@@ -67,7 +69,7 @@ def _is_stochastic_depth(t: Any) -> bool:
     return getattr(t, "__name__", "") == "stochastic_depth" and getattr(t, "__module__", "").startswith("torchvision")
 
 
-class _Builder(_LayoutOps, _ParamOps):
+class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations before the stubs of later mixins
     def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
         self.gm = gm
         self.modules = {**dict(gm.named_modules()), **dict(model.named_modules())}  # fx stubs the containers
@@ -75,6 +77,7 @@ class _Builder(_LayoutOps, _ParamOps):
         self.info: dict[fx.Node, Any] = {}
         self.calls: dict[str, tuple[Any, Any]] = {}  # module -> (input info, output info) of its first call
         self.param_uses: dict[tuple[str, str], ChannelInfo] = {}  # (owner, param role) -> channels of first use
+        self.attr_uses: dict[tuple[str, str], ChannelInfo] = {}  # (owner, int attribute) -> channels it sizes
 
     # -- helpers
     def _shape(self, node: Any) -> tuple[int, ...] | None:
@@ -130,7 +133,7 @@ class _Builder(_LayoutOps, _ParamOps):
         """Elementwise op of two tracked tensors: their channels are coupled unless one broadcasts along them."""
         sa = self._shape(node.args[0])
         sb = self._shape(node.args[1]) if len(node.args) > 1 else None
-        if sa is not None and sb is not None and len(sa) == len(sb):
+        if sa is not None and sb is not None and len(sa) == len(sb) and a.dim == b.dim:
             if sb[b.dim] == 1 and sa[a.dim] != 1:
                 return a
             if sa[a.dim] == 1 and sb[b.dim] != 1:
@@ -163,6 +166,10 @@ class _Builder(_LayoutOps, _ParamOps):
         x = self.info.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         if isinstance(m, _PASS_MODULES):
             return x
+        if declared_rule(m) is not None:
+            return self._declared(node, m, x)
+        if isinstance(m, (nn.Softmax, nn.LogSoftmax)) and isinstance(x, ChannelInfo) and isinstance(m.dim, int):
+            return x if m.dim % len(self._shape(node)) != x.dim else self._unknown(node, "softmax over channels")
         if isinstance(m, (*_CONVS, nn.Linear)) and not self._readable_input(m, node, x):
             # the input's channels cannot be followed into this layer: keep them, still prune its own outputs
             self._block_info(x, f"input to {type(m).__name__} '{name}' in a layout the engine does not follow")
@@ -407,8 +414,12 @@ class _Builder(_LayoutOps, _ParamOps):
             return self._sdpa(node)
         if t is torch.stack:
             return self._stack(node, list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
+        if t is nn.functional.linear:
+            return self._functional_linear(node)
         if t is torch.cat or t is torch.concat:
             return self._cat(node, list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
+        if isinstance(first, ChannelInfo) and self._is_keep_channels(node, first):
+            return first
         if not isinstance(first, ChannelInfo):
             return self._untracked(node, first, name)
         return self._shape_op(node, first, name)
@@ -424,6 +435,8 @@ class _Builder(_LayoutOps, _ParamOps):
             return self._flatten(node, first, args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0))
         if method and t in ("view", "reshape") or t is torch.reshape:
             return self._view(node, first)
+        if method and t in ("view_as", "reshape_as"):
+            return self._reshape_as(node, first)
         if (method and t == "unflatten") or t is torch.unflatten:
             return self._unflatten(node, first)
         if (method and t == "unsqueeze") or t is torch.unsqueeze:

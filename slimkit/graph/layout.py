@@ -10,11 +10,15 @@ Mixed into the dependency builder. The rules, all read off the traced shapes and
   head count is updated by surgery) or else the position the call leaves free with -1 (a channel shuffle's
   `unflatten(1, (g, -1))` keeps C / g channels of g features each). Other split dimensions keep their size.
 - Whatever size the tracked dimension gets after pruning must come out of the model's own code: its argument must
-  be -1, the run-time size of a tracked tensor's channels (`B, N, C = x.shape`; then the reshaped channels and x's
-  are one space, since the reshape only works while both have the same count), or an attention module attribute
-  surgery updates. A fixed number there, any other run-time value, or a -1 elsewhere (which would silently absorb
-  the change), blocks the space. The same holds for `split`: fixed sizes (`x.split(32, 1)`, `x.split([16, 48], 1)`)
-  stay fixed when channels go, so they block; `chunk(n)` and sizes computed from the channels adapt.
+  be -1, a read of the channel count (`B, N, C = x.shape`; then the reshaped channels and x's are one space, since
+  the reshape only works while both have the same count), that read scaled to the size of its own split (`x.view(B,
+  g, C // g, H, W)` on x's C channels), or an int attribute of the calling module that surgery updates (see
+  `slimkit.graph.sizes`). A fixed number there, any other run-time value, a size computed from a channel count
+  anywhere else in the call, or a -1 elsewhere (which would silently absorb the change), blocks the space. The same
+  holds for `split`: fixed sizes (`x.split(32, 1)`, `x.split([16, 48], 1)`) stay fixed when channels go, so they
+  block; `chunk(n)` and sizes computed from the channels adapt.
+- An attention module is any module with an int `num_heads` whose forward splits the channels at a dimension of
+  that size (with `head_dim`, if it has one, after it): whole heads are pruned, `num_heads` follows.
 - matmul couples the channel dimension of both operands when it is a batch dimension (attention heads); a channel
   dimension contracted by the product is not modelled and blocks. `scaled_dot_product_attention` couples the head
   dimension of q, k and v (the head width, hence the softmax scale, never changes).
@@ -31,17 +35,16 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from slimkit.graph.sizes import is_index_tensor
 from slimkit.graph.spaces import ChannelInfo, Member, Segment, _Spaces
 
-__all__ = ["HEAD_MODULES", "ShapeOf", "SizeOf"]
+__all__ = ["ShapeOf", "SizeOf", "head_owner_of"]
 
-# Attention modules whose `num_heads` the surgery updates (timm's also has `attn_dim`, updated with it); the graph
-# only splits channels into heads inside these, where it knows the module's forward reads the attribute.
-HEAD_MODULES = frozenset({
-    "slimkit.layers.tokens.Attention", "slimkit.layers.mobile_former.Former",
-    "slimkit.layers.mobile_former.MobileToFormer", "slimkit.layers.mobile_former.FormerToMobile",
-    "timm.layers.attention.Attention",
-})
+
+def head_owner_of(module: nn.Module) -> bool:
+    """Attention modules declare their head count the way timm, torchvision and slimkit all do: `num_heads`."""
+    n = getattr(module, "num_heads", None)
+    return type(n) is int and n >= 1
 
 
 @dataclass(frozen=True)
@@ -81,18 +84,24 @@ class _LayoutOps:
     def _unknown(self, node: fx.Node, what: str) -> ChannelInfo | None:  # provided by the builder
         raise NotImplementedError
 
+    def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:  # params
+        raise NotImplementedError
+
     def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
         raise NotImplementedError
 
+    def _call_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:  # provided by the size rules
+        raise NotImplementedError
+
+    def _size_arg(self, node: fx.Node, arg: Any, x: ChannelInfo) -> bool:  # provided by the size rules
+        raise NotImplementedError
+
+    def _fixed_elsewhere(self, node: fx.Node, args: list[Any], pos: int) -> bool:  # provided by the size rules
+        raise NotImplementedError
+
     def _head_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            return None
-        name, typ = list(stack.values())[-1]
-        typ = typ if isinstance(typ, type) else type(self.modules.get(name))
-        if f"{typ.__module__}.{typ.__qualname__}" in HEAD_MODULES and name in self.modules:
-            return name, self.modules[name]
-        return None
+        owner = self._call_owner(node)
+        return owner if owner is not None and head_owner_of(owner[1]) else None
 
     # -- reshapes
     def _flatten(self, node: fx.Node, x: ChannelInfo, start: int, end: int = -1) -> ChannelInfo | None:
@@ -125,6 +134,9 @@ class _LayoutOps:
         cands = [p for p in range(len(dst)) if _prod(dst[:p]) == lead]
         p = next((q for q in cands if dst[q] == src[d]), next((q for q in cands if dst[q] != 1), None))
         if p is None:
+            merged = self._merge_outer(x, src, dst)
+            if merged is not None:
+                return merged
             return self._unknown(node, f"reshape {tuple(src)} -> {tuple(dst)} across the channel dimension")
         if dst[p] == src[d]:
             out, pos = ChannelInfo(p, x.segments), p
@@ -142,9 +154,31 @@ class _LayoutOps:
             if got is None:
                 return self._unknown(node, f"split of the channel dimension {tuple(src)} -> {tuple(dst)}")
             out, pos = got
+            if out.segments and self._is_heads(out):
+                return self._unknown(node, "reshape with a size computed from a channel count") if (
+                    self._fixed_elsewhere(node, args, pos)) else out
         if args is not None and not self._adapts(node, args, pos, out, x):
             return self._unknown(node, f"reshape to a fixed channel count {tuple(dst)} (use -1 there)")
         return out
+
+    @staticmethod
+    def _merge_outer(x: ChannelInfo, src: tuple[int, ...], dst: tuple[int, ...]) -> ChannelInfo | None:
+        """Dimensions before the channels merged with them (Swin's patch merging: (2, 2, C) -> 4C): the channel
+        segments repeat once per outer index (as a concatenation of copies), each feature `inner` times."""
+        d = x.dim
+        for j in range(d):
+            q = next((q for q in range(len(dst)) if _prod(dst[:q]) == _prod(src[:j])), None)
+            if q is None:
+                continue
+            e = next((e for e in range(d + 1, len(src) + 1) if _prod(src[j:e]) == dst[q]), None)
+            if e is None:
+                continue
+            outer, inner = _prod(src[j:d]), _prod(src[d + 1:e])
+            return ChannelInfo(q, tuple(Segment(s.space, s.size, s.repeat * inner) for s in x.segments) * outer)
+        return None
+
+    def _is_heads(self, x: ChannelInfo) -> bool:
+        return any(m.role == "heads" for m in self.spaces.members[self.spaces.leaf(x.segments[0].space)[0]])
 
     def _follows(self, arg: Any, x: ChannelInfo, size: int) -> bool:
         """A reshape argument that takes whatever size x's channels leave: -1, or x's own run-time channel count
@@ -157,16 +191,9 @@ class _LayoutOps:
     def _adapts(self, node: fx.Node, args: list[Any], pos: int, out: ChannelInfo, x: ChannelInfo) -> bool:
         """Will the model's own call produce the pruned size at `pos` (and nothing else absorb the change)?
         A run-time channel count of another tensor couples that tensor's channels with the reshaped ones."""
-        arg, others = args[pos], any(isinstance(a, int) and a == -1 for i, a in enumerate(args) if i != pos)
-        if self._follows(arg, x, out.length):
-            return True
-        if isinstance(arg, int) and self._head_owner(node) is not None:
-            return True  # an attribute of a known attention module (num_heads, attn_dim), updated by surgery
-        ref = self.info.get(arg) if isinstance(arg, fx.Node) else None
-        if not isinstance(ref, SizeOf) or ref.frac != 1 or others:
+        if self._fixed_elsewhere(node, args, pos):
             return False
-        self._merge_simple(ChannelInfo(out.dim, out.segments), ChannelInfo(out.dim, ref.info.segments), node)
-        return True
+        return self._follows(args[pos], x, out.length) or self._size_arg(node, args[pos], out)
 
     # -- run-time sizes: where an integer the model computes from shapes comes from
     def _size_op(self, node: fx.Node) -> Any:
@@ -202,8 +229,10 @@ class _LayoutOps:
         owner = self._head_owner(node)
         if owner is not None:
             heads, head_dim = getattr(owner[1], "num_heads", None), getattr(owner[1], "head_dim", None)
+            # the last dimension of that size with the head width after it (a leading q/k/v dimension of 3 may
+            # equal the head count; a head is never 1 feature wide, so LeViT's (heads, key_dim = heads) picks heads)
             cands = [i for i in range(p, e) if dst[i] == heads and not (isinstance(args[i], int) and args[i] == -1)
-                     and (head_dim is None or _prod(dst[i + 1: e]) == head_dim)]
+                     and (head_dim is None or _prod(dst[i + 1: e]) == head_dim) and _prod(dst[i + 1: e]) > 1]
             if cands and _prod(dst[cands[-1] + 1: e]) % seg.repeat == 0:
                 i = cands[-1]
                 t = self.spaces.new(dst[i])
@@ -222,9 +251,11 @@ class _LayoutOps:
     def _getitem(self, node: fx.Node, x: ChannelInfo) -> ChannelInfo | None:
         idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         src = self._shape(node.args[0])
-        if src is None or any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in idx):
+        tensors = [i for i in idx if is_index_tensor(i)]
+        if src is None or len(tensors) > 1 or any(
+                not (i is None or i is Ellipsis or isinstance(i, (int, slice, fx.Node))) for i in idx):
             return self._unknown(node, "indexing")
-        used = sum(isinstance(i, (int, slice)) for i in idx)
+        used = sum(i is not None and i is not Ellipsis for i in idx)
         s_dim = o_dim = 0
         new_dim = None
         for i in idx:
@@ -239,8 +270,10 @@ class _LayoutOps:
                 if not _covers(i, src[s_dim]):
                     return self._unknown(node, "indexing along the channels")
                 new_dim, s_dim, o_dim = o_dim, s_dim + 1, o_dim + 1
+            elif is_index_tensor(i):  # one advanced index: its dimensions replace the indexed one, in place
+                s_dim, o_dim = s_dim + 1, o_dim + len(self._shape(i) or ())
             else:
-                s_dim, o_dim = s_dim + 1, o_dim + (0 if isinstance(i, int) else 1)
+                s_dim, o_dim = s_dim + 1, o_dim + (1 if isinstance(i, slice) else 0)
         if new_dim is None:
             new_dim = o_dim + x.dim - s_dim
         return ChannelInfo(new_dim, x.segments)
@@ -308,7 +341,11 @@ class _LayoutOps:
         ms = self._shape(mask) if isinstance(mask, fx.Node) else None
         if ms is not None:  # (a None placeholder has no shape)
             pos = infos[0].dim - (len(out) - len(ms))
-            if isinstance(self.info.get(mask), ChannelInfo) or (0 <= pos < len(ms) and ms[pos] != 1):
+            tracked = self.info.get(mask)
+            if isinstance(tracked, ChannelInfo) and tracked.dim == pos and tracked.length == infos[0].length:
+                self._merge_simple(ChannelInfo(infos[0].dim, tracked.segments), infos[0], node)
+            elif isinstance(tracked, ChannelInfo) or (0 <= pos < len(ms) and ms[pos] != 1 and not
+                                                      self._add_param_member(mask, infos[0], len(out), node)):
                 return self._unknown(node, "attention mask varying per head")
         self._merge_simple(infos[0], infos[1], node)
         self._merge_simple(infos[0], infos[2], node)

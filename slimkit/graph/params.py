@@ -5,15 +5,19 @@ ConvNeXt multiplies each block's output by a learned per-channel `gamma` (timm: 
 concatenates a `cls_token` (1, 1, D) along the tokens. Such a parameter is a member of the channel space it meets,
 with role `param:<attribute>:<dim>` on the module that owns it: surgery slices that dimension of the attribute.
 
-What is followed from a `get_attr` to its use: the parameter itself, where its dimension aligned with the channels
-(broadcasting from the right) has the channel count; or a chain of view-like calls on it (`reshape`, `view`,
-`unsqueeze`, `expand`, `to`, ...) when the parameter has exactly one dimension of that size (and, for chains that
-reshape, no other dimension larger than 1, so the reshape cannot move channels). Anything else, and constants fx
-lifts out of the code (not the model's own parameters), stays unsupported and blocks the space.
+What is followed from a `get_attr` to its use: a chain of single-tensor operations that move dimensions in a way
+the engine computes exactly — view-like calls (`reshape` / `view` / `flatten` when the dimensions before the tracked
+one keep their product, `unsqueeze`, `squeeze`, `permute`, `transpose`, `expand`, `to`, ...), indexing (slices
+covering it, ints and one index tensor elsewhere: Swin's relative-position table `table[index]`, TinyViT / LeViT's
+`biases[:, idxs]`) and elementwise functions of the one tensor (`clamp`, `exp`, `sigmoid`, a product with a number:
+Swin-V2's `logit_scale`). Anything else, and constants fx lifts out of the code (not the model's own parameters),
+stays unsupported and blocks the space.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
 import torch
@@ -23,11 +27,15 @@ from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
 
 __all__ = ["param_role", "parse_param_role"]
 
-_KEEP_LAYOUT = {"unsqueeze", "expand", "expand_as", "to", "type_as", "contiguous", "clone", "float", "half",
-                "detach"}
-_RESHAPE = {"reshape", "view", "squeeze", "flatten"}
-_FUNCS = {torch.unsqueeze: "unsqueeze", torch.reshape: "reshape", torch.squeeze: "squeeze",
-          torch.flatten: "flatten"}
+_KEEP_LAYOUT = {"expand", "expand_as", "to", "type_as", "contiguous", "clone", "float", "half", "detach"}
+_UNARY = {"exp", "sigmoid", "clamp", "clamp_min", "clamp_max", "neg", "abs", "sqrt", "relu", "tanh", "log", "softplus",
+          "mul", "div", "add", "sub", "pow"}
+_UNARY_FUNCS = {torch.exp: "exp", torch.sigmoid: "sigmoid", torch.clamp: "clamp", torch.neg: "neg", torch.abs: "abs",
+                torch.sqrt: "sqrt", torch.relu: "relu", torch.tanh: "tanh", torch.log: "log", operator.mul: "mul",
+                operator.truediv: "div", operator.add: "add", operator.sub: "sub", operator.neg: "neg",
+                torch.mul: "mul", torch.unsqueeze: "unsqueeze", torch.reshape: "reshape", torch.squeeze: "squeeze",
+                torch.flatten: "flatten", torch.permute: "permute", torch.transpose: "transpose",
+                operator.getitem: "getitem", nn.functional.softplus: "softplus", torch.sigmoid_: "sigmoid"}
 
 
 def param_role(attr: str, dim: int) -> str:
@@ -64,35 +72,80 @@ class _ParamOps:
     def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
         raise NotImplementedError
 
+    def _chain_input(self, node: fx.Node) -> tuple[str, fx.Node] | None:
+        """(operation, tensor input) when `node` is a single-tensor operation the dimension tracking follows."""
+        name = node.target if node.op == "call_method" else _UNARY_FUNCS.get(node.target)
+        if not isinstance(name, str) or name not in _KEEP_LAYOUT | _UNARY | _MOVES:
+            return None
+        tensors = [a for a in node.args if isinstance(a, fx.Node) and self._shape(a) is not None]
+        if name == "getitem":
+            tensors = tensors[:1]
+        if len(tensors) != 1 or tensors[0] is not node.args[0] and name not in ("mul", "add", "sub"):
+            return None
+        if name not in ("getitem", "expand", "reshape", "view", "permute", "transpose", "unsqueeze", "squeeze",
+                        "flatten", "to") and any(isinstance(a, fx.Node) for a in node.kwargs.values()):
+            return None
+        return name, tensors[0]
+
+    def _follow(self, op: str, node: fx.Node, src_node: fx.Node, dim: int) -> int | None:
+        """Where dimension `dim` of `src_node` is in `node`'s output (None: not followed exactly)."""
+        src, dst = self._shape(src_node), self._shape(node)
+        if src is None or dst is None:
+            return None
+        if op in _KEEP_LAYOUT or op in _UNARY:
+            return dim if len(dst) == len(src) and dst[dim] == src[dim] else None
+        rest = [a for a in node.args[1:]]
+        if op in ("unsqueeze", "squeeze") and (rest or "dim" in node.kwargs):
+            d = rest[0] if rest else node.kwargs["dim"]
+            if not isinstance(d, int):
+                return None
+            if op == "unsqueeze":
+                return dim + (d % len(dst) <= dim)
+            d %= len(src)
+            return None if d == dim else dim - (d < dim)
+        if op == "squeeze":
+            return dim - sum(1 for k in range(dim) if src[k] == 1)
+        if op in ("permute", "transpose"):
+            perm = _permutation(rest, len(src), op)
+            return perm.index(dim) if perm is not None else None
+        if op in ("reshape", "view", "flatten"):
+            lead = math.prod(src[:dim])
+            return next((p for p in range(len(dst)) if math.prod(dst[:p]) == lead and dst[p] == src[dim]), None)
+        if op == "getitem":
+            return _index_dim(node.args[1], src, dim, self._shape)
+        return None
+
     def _param_source(self, a: fx.Node, pos: int, length: int) -> tuple[str, str, int] | None:
-        """(owner module, attribute, dimension) of the model parameter `a` is, or is a view of, when `a`'s
-        dimension `pos` (the channels) comes from that parameter's dimension; None otherwise."""
-        chain: list[str] = []
+        """(owner module, attribute, dimension) of the model parameter `a` is computed from, when `a`'s dimension
+        `pos` (the channels) is exactly that parameter dimension; None otherwise."""
+        chain: list[tuple[str, fx.Node, fx.Node]] = []
         node = a
         while node.op != "get_attr":
-            name = node.target if node.op == "call_method" else _FUNCS.get(node.target)
-            if name not in _KEEP_LAYOUT | _RESHAPE or not node.args or not isinstance(node.args[0], fx.Node):
+            got = self._chain_input(node)
+            if got is None:
                 return None
-            if name in ("reshape", "view") and length in _ints(node.args[1:]):
+            if got[0] in ("reshape", "view") and length in _ints(node.args[1:]):
                 return None  # a view to a fixed channel count (timm's `scale.view(self.shape)`) stays fixed
-            chain.append(name)
-            node = node.args[0]
+            chain.append((got[0], node, got[1]))
+            node = got[1]
         owner, _, attr = str(node.target).rpartition(".")
         mod = self.modules.get(owner)
         if mod is None or not (attr in mod._parameters or attr in mod._buffers):
             return None  # a constant fx lifted out of the code: not the model's to slice
         shape = tuple(getattr(mod, attr).shape)
-        if not chain:
-            return (owner, attr, pos) if 0 <= pos < len(shape) and shape[pos] == length else None
-        dims = [d for d, n in enumerate(shape) if n == length]
-        if len(dims) != 1 or length <= 1:
-            return None
-        if any(c in _RESHAPE for c in chain) and any(n > 1 for d, n in enumerate(shape) if d != dims[0]):
-            return None
         out = self._shape(a)
-        if out is None or not 0 <= pos < len(out) or out[pos] != length or sum(n == length for n in out) != 1:
-            return None  # (an `expand` that makes a second dimension of that size would leave `pos` ambiguous)
-        return owner, attr, dims[0]
+        if out is None or not 0 <= pos < len(out) or out[pos] != length or length <= 1:
+            return None
+        found = []
+        for d in (d for d, n in enumerate(shape) if n == length):
+            dim: int | None = d
+            for op, n, src in reversed(chain):
+                dim = self._follow(op, n, src, dim)
+                if dim is None:
+                    break
+            if dim == pos:
+                found.append(d)
+        return (owner, attr, found[0]) if len(found) == 1 else None
 
     def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:
         """Make the parameter behind operand `a` a member of x's channels; False when it cannot be followed."""
@@ -112,3 +165,46 @@ class _ParamOps:
         for s, o in zip(x.segments, x.offsets(), strict=True):
             self.spaces.add(s.space, Member(owner, role, o, s.repeat))
         return True
+
+
+_MOVES = {"unsqueeze", "squeeze", "permute", "transpose", "reshape", "view", "flatten", "getitem"}
+
+
+def _permutation(rest: list[Any], nd: int, op: str) -> list[int] | None:
+    if op == "transpose":
+        if len(rest) < 2 or not all(isinstance(d, int) for d in rest[:2]):
+            return None
+        a, b = rest[0] % nd, rest[1] % nd
+        perm = list(range(nd))
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+    dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+    return [d % nd for d in dims] if all(isinstance(d, int) for d in dims) and len(dims) == nd else None
+
+
+def _index_dim(index: Any, src: tuple[int, ...], dim: int, shape_of: Any) -> int | None:
+    """Where dimension `dim` lands after `x[index]`: it must be kept whole (a full slice or not indexed); ints drop
+    dimensions, None adds one, a single index tensor puts its own dimensions in place of the one it indexes."""
+    idx = index if isinstance(index, tuple) else (index,)
+    tensors = [i for i in idx if isinstance(i, fx.Node) and shape_of(i) is not None]
+    if len(tensors) > 1:
+        return None
+    used = sum(i is not None and i is not Ellipsis for i in idx)
+    s_dim = o_dim = 0
+    for i in idx:
+        if i is Ellipsis:
+            skip = len(src) - used
+            if s_dim <= dim < s_dim + skip:
+                return o_dim + dim - s_dim
+            s_dim, o_dim = s_dim + skip, o_dim + skip
+        elif i is None:
+            o_dim += 1
+        elif s_dim == dim:
+            full = isinstance(i, slice) and i.start in (None, 0) and i.step in (None, 1) and (
+                i.stop is None or (isinstance(i.stop, int) and i.stop >= src[dim]))
+            return o_dim if full else None
+        elif isinstance(i, fx.Node) and shape_of(i) is not None:
+            s_dim, o_dim = s_dim + 1, o_dim + len(shape_of(i))
+        else:
+            s_dim, o_dim = s_dim + 1, o_dim + (1 if isinstance(i, slice) else 0)
+    return o_dim + dim - s_dim

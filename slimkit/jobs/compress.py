@@ -41,12 +41,14 @@ from slimkit.jobs._common import (
 )
 from slimkit.jobs.quantize import int8_note, int8_rows, int8_stage, load_int8
 from slimkit.models import create_model, load_weights
+from slimkit.nas.prune_ratios import search_prune_ratios
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
 from slimkit.profile.verdict import speed_verdict
 from slimkit.prune import ALLOCATIONS, ChexCallback, create_importance, iterative_prune, prune
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
+from slimkit.prune.dims import check_dims
 from slimkit.quantize import Int8Config
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
@@ -78,6 +80,11 @@ class CompressConfig:
     allocation: str = "latency"  # how the cut is spread over layers (slimkit.prune.ALLOCATIONS; uniform: the old)
     round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this; auto: the CPU's block
     ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
+    dims: tuple[str, ...] | None = None  # transformers: dimensions to prune (heads, neurons, embed, tokens)
+    dim_ratios: dict[str, float] = field(default_factory=dict)  # explicit share to remove per dimension
+    ratio_search: bool = False  # GP-EI search of the per-dimension ratios under --macs (proxy: validation batches)
+    search_budget: int = 24  # candidates the ratio search evaluates
+    token_method: str = "select"  # tokens: select (fixed positions by HSIC), drop (EViT), merge (ToMe)
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
     distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
     kd_temperature: float = 4.0
@@ -235,8 +242,18 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
 
 def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
              budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
+    if cfg.ratio_search:  # GP-EI over per-dimension ratios; the proxy is accuracy on held-out batches
+        held_out = list(itertools.islice(iter(loaders.val if loaders.val is not None else loaders.train),
+                                         cfg.calib_batches))
+        return search_prune_ratios(base, example, macs_target=budget["macs_target"], data=calib, eval_data=held_out,
+                                   dims=cfg.dims or ("heads", "neurons", "tokens"), budget=cfg.search_budget,
+                                   importance=cfg.importance, seed=cfg.seed, token_method=cfg.token_method,
+                                   round_to=cfg.round_to).model
+    if cfg.dim_ratios:
+        budget = {"ratios": dict(cfg.dim_ratios)}
     return prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                 allocation=cfg.allocation, data=calib, seed=cfg.seed, **budget)
+                 allocation=cfg.allocation, data=calib, seed=cfg.seed, dims=cfg.dims, token_method=cfg.token_method,
+                 **budget)
 
 
 def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
@@ -300,6 +317,17 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
     create_importance(cfg.importance)
     cfg.int8.check()
+    if cfg.dims is not None:
+        check_dims(cfg.dims, "dims")
+    if cfg.dim_ratios:
+        check_dims(cfg.dim_ratios, "dim_ratios")
+    if (cfg.ratio_search or cfg.dim_ratios or cfg.dims) and cfg.method != "oneshot":
+        raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune once: use them with --method oneshot "
+                          f"(got {cfg.method!r})")
+    if cfg.ratio_search and ("macs_target" not in cfg.budget() or cfg.budget()["macs_target"] >= 1):
+        raise ConfigError("--ratio-search finds ratios under a MACs budget: give --macs as a fraction (e.g. 0.6)")
+    if cfg.ratio_search and cfg.dim_ratios:
+        raise ConfigError("--ratio-search finds the per-dimension ratios itself: drop --dim-ratio")
     if cfg.method == "iterative" and "ratio" in cfg.budget():
         raise ConfigError("method 'iterative' takes a --macs or --params fraction")
     if cfg.method in ("iterative", "chex"):

@@ -4,7 +4,8 @@
 name and arguments, when known) and, for each pruning step in order, the kept indices per (module, role). The
 record is also written beside it as `<name>.prune.json` (for people and older readers), before the weights: the
 weights file is the commit, so a kill between the two never pairs weights with another record. Loading rebuilds the
-original model, replays the record with `apply_plan` (the same surgery that made it) and loads the weights.
+original model, replays the record with `apply_plan` (the same surgery that made it; token steps insert the same
+token reducers) and loads the weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write
 from slimkit.models import create_model, load_weights
 from slimkit.models._user import copy_model_file, resolve_model_name
+from slimkit.prune.rewrite import apply_rewrites
 from slimkit.prune.surgery import apply_plan
+from slimkit.prune.tokens import insert_token_reducers
 from slimkit.train import save_weights
 
 __all__ = ["save", "load", "record_path", "read_record", "replay"]
@@ -74,8 +77,12 @@ def replay(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Apply a pruning record to an unpruned model (in place): the same structure as when it was made."""
     if record.get("version") != 1:
         raise CheckpointError(f"unknown pruning record version {record.get('version')!r}; expected 1")
+    apply_rewrites(model, record.get("rewrites", []))
     for plan in record.get("steps", []):
-        apply_plan(model, {(n, r): k for n, r, k in plan})
+        if isinstance(plan, dict) and plan.get("kind") == "tokens":
+            insert_token_reducers(model, plan)
+        else:
+            apply_plan(model, {(n, r): k for n, r, k in plan})
     model.slimkit_pruning = record
     return model
 

@@ -2,7 +2,11 @@
 
 Budgets: a channel `ratio`, or a MACs / params target (a fraction of the original when <= 1, else an absolute
 count) met by bisection over the ratio on costs computed from the channel counts (`slimkit.prune.budget`; the final
-model is counted for real), or a measured latency target in milliseconds (onnxruntime, this machine).
+model is counted for real), or a measured latency target in milliseconds (onnxruntime, this machine), or explicit
+`ratios` per dimension. `dims` limits pruning to some dimensions (`slimkit.prune.dims`: heads, neurons, embed,
+tokens; each loses the same share in every one of its groups, whatever the allocation), e.g. heads only, or heads +
+neurons + tokens for a ViT (with tokens, a MACs budget is met on counted candidates: the channel-count costs do not
+see sequence length).
 Every pruned copy is run on the example inputs before it is returned; channel groups that break it are kept whole
 (`slimkit.prune.safety`), with a warning and a `kept_whole` entry in the model's pruning record.
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -27,13 +31,24 @@ from torch import nn
 
 from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
+from slimkit.graph.trace import empty_caches
 from slimkit.profile import channel_multiple, count_macs, count_node_macs, count_params, measure_latency
 from slimkit.prune.budget import MacsModel, ParamsModel
+from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
+from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 from slimkit.prune.safety import failure, find_culprits
 from slimkit.prune.surgery import apply_plan
+from slimkit.prune.tokens import (
+    TOKEN_METHODS,
+    default_token_layers,
+    find_token_stack,
+    insert_token_reducers,
+    token_position_scores,
+    token_step,
+)
 from slimkit.prune.validate import as_example_inputs, check_budget, check_model, output_shapes, reference_outputs
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
@@ -55,12 +70,22 @@ class PruneConfig:
     # None: the allocation's own ("auto" for latency and global_latency, unrounded for uniform and global)
     max_group_ratio: float = 0.9  # never remove more than this share of one group
     seed: int = 0
+    dims: tuple[str, ...] | None = None  # dimensions the ratio prunes (None: every channel group, no tokens)
+    ratios: Mapping[str, float] | None = None  # explicit share to remove per dimension (a budget of its own)
+    token_method: str = "select"  # how tokens are reduced: select (fixed positions, by HSIC), drop, merge
+    token_layers: tuple[int, ...] | None = None  # reducers after these blocks (None: 1/4, 1/2, 3/4 of the depth)
 
     def __post_init__(self) -> None:
-        budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target) if b is not None]
+        budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target, self.ratios)
+                   if b is not None]
         if len(budgets) != 1:
-            raise ConfigError("give exactly one budget: ratio, macs_target, params_target or latency_target "
+            raise ConfigError("give exactly one budget: ratio, macs_target, params_target, latency_target or ratios "
                               f"(got {len(budgets)})")
+        for what, d in (("dims", self.dims), ("ratios", self.ratios)):
+            if d is not None:
+                check_dims(d, what)
+        if self.token_method not in TOKEN_METHODS:
+            raise ConfigError(f"token_method must be one of {TOKEN_METHODS}, got {self.token_method!r}")
         for name in ("ratio", "macs_target", "params_target", "latency_target"):
             check_budget(name, getattr(self, name))  # a number in range: never NaN, inf or a string
         if isinstance(self.round_to, str) and self.round_to != "auto":
@@ -145,6 +170,10 @@ class Pruner:
         check_model(self.model)
         self.example_inputs = as_example_inputs(self.example_inputs)
         score = create_importance(self.config.importance)  # an unknown criterion fails before any tracing
+        self.rewrites: list[str] = []
+        if needs_rewrite(self.model):  # a forward that cannot be pruned as written: an equivalent copy that can
+            self.model = copy.deepcopy(self.model)
+            self.rewrites = rewrite_model(self.model)
         ignored = set(self.config.ignored_layers)
         unknown = ignored - {n for n, _ in self.model.named_modules()}
         if unknown:
@@ -157,11 +186,12 @@ class Pruner:
                              f"{[r for _, r in self.graph.blocked][:3]})")
         self.kept_whole: list[dict[str, Any]] = []
         self.base: dict[str, float] = {}  # the unpruned cost of the budget being searched
+        self._init_tokens()
         ctx = ImportanceContext(data=self.data, loss_fn=self.loss_fn, seed=self.config.seed)
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
         self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
         self.latency: LatencyModel | None = None
-        if self.config.allocation in _BY_LATENCY:
+        if self.config.allocation in _BY_LATENCY and self.config.dims is None and self.config.ratios is None:
             self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs)
             costs = self.latency.group_costs({g.id: unit_multiple(g, self.config.channel_round) or 1
                                               for g in self.groups})
@@ -170,25 +200,74 @@ class Pruner:
             else:
                 self.scores = latency_weighted_scores(self.scores, {g: t for g, (t, _) in costs.items()})
 
-    def step(self, ratio: float) -> dict[int, list[int]]:
-        """Kept channel indices per group id at `ratio` (the groups are `self.groups`; nothing is cut here)."""
-        counts = keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
+    def _init_tokens(self) -> None:
+        """The token stack and, for "select", the position scores, when tokens are pruned."""
+        cfg = self.config
+        self.token_stack, self.token_scores = None, None
+        if "tokens" not in (cfg.ratios or {}) and "tokens" not in (cfg.dims or ()):
+            return
+        self.token_stack = find_token_stack(self.model, self.example_inputs)
+        layers = cfg.token_layers or default_token_layers(len(self.token_stack.blocks))
+        self.config = replace(cfg, token_layers=tuple(layers))
+        if cfg.token_method == "select":
+            self.token_scores = token_position_scores(self.model, self.token_stack, layers, self.data)
+
+    def dim_ratios(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The share removed along each dimension: `ratios` if given, else the config's `ratios`, else `ratio` along
+        each of the config's `dims`."""
+        cfg = self.config
+        if ratios is not None or cfg.ratios is not None:
+            return {d: float(r) for d, r in (ratios if ratios is not None else cfg.ratios).items()}
+        return {d: ratio for d in (cfg.dims or CHANNEL_DIMS)}
+
+    def _counts(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, int]:
+        if self.config.dims is None and self.config.ratios is None and ratios is None:
+            return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
+        uniform = replace(self.config, allocation="uniform")  # a dimension's share, cut from each of its groups
+        per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
+        counts = {g.id: g.size for g in self.groups}
+        for r in sorted(set(per.values()) - {0.0}):
+            counts.update(keep_counts([g for g in self.groups if per[g.id] == r], self.scores, r, uniform))
+        return counts
+
+    def step(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, list[int]]:
+        """Kept channel indices per group id at `ratio` (or per-dimension `ratios`; the groups are `self.groups`;
+        nothing is cut here)."""
+        counts = self._counts(ratio, ratios)
         return {g.id: sorted(torch.argsort(self.scores[g.id], descending=True)[: counts[g.id]].tolist())
                 for g in self.groups}
 
-    def apply(self, ratio: float) -> nn.Module:
-        """A pruned copy at `ratio`, run and checked (the original model is left as it was)."""
-        return self._checked(lambda: self.step(ratio), {"ratio": ratio})
+    def apply(self, ratio: float, ratios: Mapping[str, float] | None = None) -> nn.Module:
+        """A pruned copy at `ratio`, or with per-dimension `ratios`, run and checked (the original model is left as
+        it was)."""
+        if ratios is not None:
+            check_dims(ratios, "ratios")
+        return self._checked(lambda: self.step(ratio, ratios), self._info(ratio, ratios))
+
+    def _info(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[str, Any]:
+        return {"ratio": ratio, "dims": self.dim_ratios(ratio, ratios)}
 
     # -- building and the safety net
     def _build(self, keep: dict[int, list[int]], info: dict[str, Any]) -> nn.Module:
+        """The pruned copy for `keep`, with token reducers when `info` says so, and its pruning record."""
         plan = module_plan(self.model, self.groups, keep)
-        pruned = apply_plan(copy.deepcopy(self.model), plan)
+        with empty_caches(self.model):  # tensors cached from parameters have the old shapes (and may not copy)
+            pruned = apply_plan(copy.deepcopy(self.model), plan)
         earlier = getattr(self.model, "slimkit_pruning", None) or {}
         steps = list(earlier.get("steps", []))  # a model pruned before: its record grows by one step
+        steps = [*steps, [[n, r, k] for (n, r), k in plan.items()]]
+        tokens = info.get("dims", {}).get("tokens", 0.0)
+        if tokens > 0:
+            if self.token_stack is None:
+                raise ConfigError("this Pruner was built without the token dimension: list 'tokens' in dims")
+            step = token_step(self.token_stack, tokens, self.config.token_layers, self.config.token_method,
+                              self.token_scores)
+            insert_token_reducers(pruned, step)
+            steps.append(step)
+        rewrites = [*earlier.get("rewrites", []), *self.rewrites]
         pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
-                                  "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]],
-                                  "importance": self.config.importance, **info}
+                                  **({"rewrites": rewrites} if rewrites else {}),
+                                  "steps": steps, "importance": self.config.importance, **info}
         if self.kept_whole:
             pruned.slimkit_pruning["kept_whole"] = list(self.kept_whole)
         return pruned
@@ -234,9 +313,6 @@ class Pruner:
                              "be pruned correctly, so no model is returned")
 
     # -- budgets
-    def _counts(self, ratio: float) -> dict[int, int]:
-        return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
-
     def _ratio_cap(self) -> float:
         """The ratio at which every group is cut to `max_group_ratio` (above it for allocation "latency", where a
         group's cut is the ratio times its weight, capped)."""
@@ -252,7 +328,7 @@ class Pruner:
         for _ in range(8):
             ratio = _bisect(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
             n = len(self.groups)
-            pruned = self._checked(lambda r=ratio: self.step(r), {"ratio": ratio})
+            pruned = self._checked(lambda r=ratio: self.step(r), self._info(ratio))
             if len(self.groups) != n:
                 continue  # groups were kept whole: the plan's cost changed, search again
             got, est = measure(pruned), cost(self._counts(ratio))
@@ -300,10 +376,12 @@ class Pruner:
 
     def run(self) -> nn.Module:
         cfg = self.config
-        if cfg.ratio is not None:
-            return self.apply(cfg.ratio)
+        if cfg.ratio is not None or cfg.ratios is not None:
+            return self.apply(cfg.ratio or 0.0)
         if cfg.macs_target is not None:
             target = self._target("macs_target", cfg.macs_target, count_macs(self.model, self.example_inputs))
+            if self.token_stack is not None:  # fewer tokens: costs the channel counts do not give
+                return self._search_measured(lambda m: count_macs(m, self.example_inputs), target, "MACs")
             macs = MacsModel.build(count_node_macs(self.graph.gm, self.example_inputs), self.graph.mac_dims,
                                    self.graph.groups)
             return self._search(macs, lambda m: count_macs(m, self.example_inputs), target, "MACs")
@@ -338,8 +416,14 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
           macs_target: float | None = None, params_target: float | None = None, latency_target: float | None = None,
           ignored_layers: Sequence[str | nn.Module] = (), allocation: str = "latency",
           round_to: int | str | None = None, data: Any = None, loss_fn: Callable[..., Any] | None = None,
-          seed: int = 0) -> nn.Module:
+          seed: int = 0, dims: Sequence[str] | None = None, ratios: Mapping[str, float] | None = None,
+          token_method: str = "select", token_layers: Sequence[int] | None = None) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
+
+    Transformers: `dims=("heads", "neurons", "tokens")` prunes those dimensions by the same ratio (met by bisection
+    under a budget); `ratios={"heads": 0.3, "neurons": 0.4, "tokens": 0.2}` removes those shares (the ratio search
+    `slimkit.search_prune_ratios` finds them under a MACs budget). Tokens need labelled `data` for
+    `token_method="select"` (fixed positions by HSIC); "drop" (EViT) and "merge" (ToMe) need none.
 
     The result is an ordinary, smaller `nn.Module`; `slimkit.prune.save` writes it with its pruning record.
     By default (`allocation="latency"`) each group is cut in proportion to the time per MAC it gives back on this
@@ -357,12 +441,14 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
                       latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
-                      round_to=round_to, seed=seed)
+                      round_to=round_to, seed=seed, dims=tuple(dims) if dims is not None else None,
+                      ratios=dict(ratios) if ratios else None, token_method=token_method,
+                      token_layers=tuple(token_layers) if token_layers else None)
     pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
     try:
         return pruner.run()
     except BudgetError:
-        if round_to is not None or allocation not in _BY_LATENCY:
+        if round_to is not None or allocation not in _BY_LATENCY or cfg.dims is not None or cfg.ratios is not None:
             raise
     warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
                   "one block cannot shrink); pruning without rounding, so latency may fall more slowly than MACs",

@@ -7,7 +7,8 @@ position in every group), "dw" (depthwise Conv2d filters, with a channel multipl
 attention module keeps: its `num_heads` (and timm's `attn_dim`) follow; q, k, v and proj are sliced by their own
 "out" / "in" entries; the head width and the softmax `scale` stay what the model was trained with),
 "param:<attribute>:<dim>" (a parameter or buffer the forward uses directly along the channels, such as a layer
-scale or a position embedding: that dimension of the module's attribute).
+scale or a position embedding: that dimension of the module's attribute), "attr:<name>" (an int attribute the
+forward reads as a channel count, such as `attn_dim` or `num_heads`: set to the number of kept indices).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from slimkit.errors import UnsupportedOpError
 from slimkit.graph.params import parse_param_role
+from slimkit.graph.sizes import parse_attr_role
 from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["apply_plan", "role_size", "SURGERY"]
@@ -126,10 +128,19 @@ def _parameter(m: nn.Module, role: str, keep: torch.Tensor) -> None:
     _slice(p, keep, dim)
 
 
+def _attribute(m: nn.Module, role: str, keep: torch.Tensor) -> None:
+    attr = parse_attr_role(role)
+    if type(getattr(m, attr, None)) is not int:
+        raise UnsupportedOpError(f"pruning plan names {type(m).__name__}.{attr}, which is not an int attribute")
+    setattr(m, attr, len(keep))
+
+
 def role_size(m: nn.Module, role: str) -> int:
     """Length of the dimension a plan entry (module, role) indexes."""
     if role == "heads":
         return int(m.num_heads)
+    if parse_attr_role(role) is not None:
+        return int(getattr(m, parse_attr_role(role)))
     param = parse_param_role(role)
     if param is not None:
         return int(getattr(m, param[0]).shape[param[1]])
@@ -148,10 +159,20 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             fn: Callable[[nn.Module, str, torch.Tensor], None] | None = _parameter
         elif role == "heads":
             fn = _heads
+        elif role.startswith("attr:"):
+            fn = _attribute
         else:
             fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
         if fn is None:
             raise UnsupportedOpError(
                 f"no pruning surgery for {type(m).__name__} '{name}'; add it to ignored_layers=['{name}']")
         fn(m, role, torch.as_tensor(sorted(keep), dtype=torch.long))
+        _drop_caches(m)
     return model
+
+
+def _drop_caches(m: nn.Module) -> None:
+    """Tensors a module cached from its parameters (timm's attention-bias cache) have the old shapes: dropped."""
+    for k, v in vars(m).items():
+        if isinstance(v, dict) and v and not k.startswith("_") and all(isinstance(t, torch.Tensor) for t in v.values()):
+            v.clear()

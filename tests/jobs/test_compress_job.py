@@ -95,3 +95,39 @@ def test_allocation_is_checked_before_any_work(tmp_path):
         run(_cfg(tmp_path, allocation="uniform", method="chex"))
     assert e.value.option == "allocation"  # the CLI names --allocation
     assert not (tmp_path / "run").exists()  # refused before the run folder was written
+
+
+VIT = dict(model="timm:deit_tiny_patch16_224", model_kwargs={"img_size": 8, "patch_size": 2, "embed_dim": 32,
+                                                             "depth": 2, "num_heads": 4}, baseline_epochs=1)
+
+
+@pytest.mark.slow
+def test_transformer_ratio_search_meets_the_macs_budget_and_ships_a_reloadable_model(tmp_path):
+    pytest.importorskip("timm")
+    s = run(_cfg(tmp_path, **VIT, macs=0.6, ratio_search=True, search_budget=4, calib_batches=2))
+    assert s["pruned"]["macs"] <= 0.6 * s["baseline"]["macs"]
+    model = load(tmp_path / "run" / "model.safetensors")
+    assert count_macs(model, (1, 1, 8, 8)) == s["pruned"]["macs"]
+    assert s["onnx_max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_transformer_dim_ratio_prunes_only_the_named_dimension(tmp_path):
+    pytest.importorskip("timm")
+    run(_cfg(tmp_path, **VIT, dim_ratios={"heads": 0.5}))
+    model = load(tmp_path / "run" / "model.safetensors")
+    assert [b.attn.num_heads for b in model.blocks] == [2, 2]
+    assert [b.mlp.fc1.out_features for b in model.blocks] == [128, 128]  # neurons untouched
+    assert model.patch_embed.proj.out_channels == 32  # the embedding too
+
+
+def test_transformer_options_are_checked_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="unknown dimensions"):
+        run(_cfg(tmp_path, dims=("heads", "layers")))
+    with pytest.raises(ConfigError, match="--method oneshot"):
+        run(_cfg(tmp_path, method="iterative", dims=("heads",)))
+    with pytest.raises(ConfigError, match="MACs budget"):
+        run(_cfg(tmp_path, macs=None, params=0.5, ratio_search=True))
+    with pytest.raises(ConfigError, match="drop --dim-ratio"):
+        run(_cfg(tmp_path, macs=0.5, ratio_search=True, dim_ratios={"heads": 0.3}))
+    assert not (tmp_path / "run").exists()  # nothing was written

@@ -1,0 +1,355 @@
+"""Vision transformers pruned to a MACs budget: slimkit multi-dimensional (heads + neurons + tokens, GP-EI ratio
+search) vs heads-only pruning (slimkit, and Torch-Pruning 1.6's ViT recipe as the peer), side by side.
+
+1. A DeiT-tiny-style ViT (timm `deit_tiny_patch16_224`: width 192, 3 heads, MLP x4, 12 blocks, class token) with
+   7x7 patches on 28x28 Fashion-MNIST (16 patch tokens), and slimkit's T2T-ViT-7 (`small_input`: 7x7 tokens),
+   each trained once on a class-balanced subset (cached in benchmarks/cache).
+2. Each method prunes the same trained model to `--macs` of its MACs (bisection, or the GP-EI search), then the
+   same fine-tune (`--finetune-epochs`, AdamW) per seed; test accuracy on the full 10,000 test images.
+3. Latency: every model is exported to ONNX and timed by onnxruntime (batch 1 on one thread, batch 32 on all),
+   interleaved in rounds (A B A B ...) so machine load hits all alike; `speedup / MACs-red.` is the latency
+   speed-up over the MACs reduction (1.0: latency falls exactly as fast as MACs).
+4. `--coverage`: every windowed / hierarchical family of issue 18 pruned to half its MACs at 64x64, with ONNX parity.
+
+    python benchmarks/vit_prune.py --limit 6000 --epochs 8 --finetune-epochs 1 --seeds 0 1 2
+    python benchmarks/vit_prune.py --coverage
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import slimkit
+from slimkit.data import create_dataset, make_loaders
+from slimkit.errors import BudgetError
+from slimkit.models import load_weights
+from slimkit.nas.prune_ratios import search_prune_ratios
+from slimkit.profile import count_macs, count_params
+from slimkit.report import markdown_table
+from slimkit.train import TrainConfig, Trainer, evaluate, save_weights
+
+HERE = Path(__file__).parent
+CACHE = HERE / "cache"
+MODELS = {
+    "deit_tiny_style": ("timm:deit_tiny_patch16_224", {"img_size": 28, "patch_size": 7}),
+    "t2t_vit_7": ("t2t_vit_7", {"small_input": True}),
+}
+
+
+def build(name: str, in_chans: int) -> nn.Module:
+    spec, kwargs = MODELS[name]
+    return slimkit.create_model(spec, num_classes=10, in_chans=in_chans, **kwargs)
+
+
+def recipe(epochs: int, lr: float, seed: int, warmup: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, optimizer="adamw", weight_decay=0.05, warmup_epochs=warmup,
+                       label_smoothing=0.1, seed=seed, progress=False)
+
+
+def baseline(args, name: str, loaders, info) -> nn.Module:
+    path = CACHE / f"vit_{name}_{info.name}_{args.limit}_{args.epochs}ep.safetensors"
+    torch.manual_seed(0)
+    model = build(name, info.in_chans)
+    if path.is_file():
+        load_weights(model, path, strict=True)
+        return model
+    t0 = time.perf_counter()
+    Trainer(model, recipe(args.epochs, args.lr, 0, 1.0), loaders.train, loaders.val,
+            out_dir=CACHE / f"vit_{name}_{args.limit}_{args.epochs}ep_run").fit(resume=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(model, path)
+    print(f"{name}: baseline trained in {time.perf_counter() - t0:.0f}s", flush=True)
+    return model
+
+
+# -- the methods: each returns a pruned copy at (or as close as it can get to) the MACs target
+def _bisect(make, target: float, x: torch.Tensor, base: float, hi: float = 0.9):
+    lo, best = 0.0, None
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        try:
+            m = make(mid)
+        except (RuntimeError, BudgetError):  # pruned too far to build (e.g. a layer left without heads)
+            hi = mid
+            continue
+        if count_macs(m, x) <= target * base:
+            best, hi = m, mid
+        else:
+            lo = mid
+    return best if best is not None else make(hi)
+
+
+def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, calib) -> nn.Module:
+    """Torch-Pruning 1.6's ViT recipe (its examples/transformers): whole heads (`prune_num_heads`) and, unless
+    heads_only, the MLP and embedding channels by the same ratio; Taylor importance on the calibration batches."""
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model)
+    attn = {mod.qkv: mod for mod in m.modules() if hasattr(mod, "qkv") and type(getattr(mod, "num_heads", 0)) is int
+            and isinstance(mod.qkv, nn.Linear)}
+    ignored = [m.get_classifier(), *[mod for name, mod in m.named_modules() if name.startswith("tokens.")]]
+    if heads_only:  # nothing but the attention heads: every other producer of channels is ignored
+        ignored += [mod for mod in m.modules() if isinstance(mod, (nn.Linear, nn.Conv2d)) and mod not in attn]
+    imp = tp.importance.TaylorImportance()
+    pruner = tp.pruner.MetaPruner(m, x, importance=imp, pruning_ratio=ratio, global_pruning=False,
+                                  ignored_layers=ignored, num_heads={q: a.num_heads for q, a in attn.items()},
+                                  prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio)
+    m.zero_grad()
+    for xb, yb in calib:
+        nn.functional.cross_entropy(m(xb), yb).backward()
+    pruner.step()
+    m.zero_grad(set_to_none=True)
+    if any(pruner.num_heads[q] == 0 for q in attn):
+        raise RuntimeError("Torch-Pruning removed every head of a layer")
+    for q, a in attn.items():
+        a.num_heads = pruner.num_heads[q]
+        if hasattr(a, "head_dim"):
+            a.head_dim = q.out_features // (3 * a.num_heads)
+        if hasattr(a, "attn_dim"):
+            a.attn_dim = a.num_heads * a.head_dim
+    return m
+
+
+def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, seed: int, budget: int):
+    base_macs = count_macs(base, x)
+
+    def gp_search():
+        r = search_prune_ratios(base, x, macs_target=target, data=calib, eval_data=held_out, budget=budget,
+                                dims=("heads", "neurons", "tokens"), seed=seed)
+        return r.model, {"ratios": r.ratios, "searched": r.searched_ratios, "proxy": r.proxy}
+
+    return {
+        "slimkit heads only": lambda: (_bisect(lambda r: slimkit.prune(base, x, ratio=r, dims=("heads",)),
+                                               target, x, base_macs), {}),
+        "torch-pruning heads only": lambda: (_bisect(lambda r: tp_vit(base, x, r, True, calib), target, x,
+                                                     base_macs), {}),
+        "torch-pruning heads + channels": lambda: (_bisect(lambda r: tp_vit(base, x, r, False, calib), target, x,
+                                                           base_macs), {}),
+        "slimkit default (all channel groups)": lambda: (slimkit.prune(base, x, macs_target=target), {}),
+        "slimkit heads + neurons + tokens, GP-EI": gp_search,
+    }
+
+
+def accuracy_table(args) -> list[dict]:
+    splits = create_dataset(args.data, seed=0, limit=args.limit)
+    loaders = make_loaders(splits, 128)
+    info = splits.info
+    x = torch.randn(1, info.in_chans, *info.image_size)
+    test = loaders.test
+    if args.test_limit:  # the first N test images (a smaller, still honest run when time is short)
+        from torch.utils.data import DataLoader, Subset
+
+        test = DataLoader(Subset(loaders.test.dataset, range(args.test_limit)), batch_size=256)
+    rows = []
+    for name in args.models:
+        base = baseline(args, name, loaders, info).eval()
+        calib = list(itertools.islice(iter(loaders.train), args.calib_batches))
+        held_out = list(loaders.val)
+        base_macs = count_macs(base, x)
+        base_acc = evaluate(base, test)["acc"]
+        rows.append({"model": name, "method": "unpruned", "seed": 0, "test_acc": base_acc, "MACs": base_macs,
+                     "params": count_params(base), "onnx": _onnx(base, x, f"{name}_unpruned")})
+        print(rows[-1], flush=True)
+        for seed in args.seeds:
+            for label, make in methods(base, x, args.macs, calib, held_out, seed, args.search_budget).items():
+                if args.methods and label not in args.methods:
+                    continue
+                torch.manual_seed(seed)
+                t0 = time.perf_counter()
+                try:
+                    pruned, extra = make()
+                except (BudgetError, RuntimeError) as e:
+                    rows.append({"model": name, "method": label, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                    print(rows[-1], flush=True)
+                    continue
+                prune_s = time.perf_counter() - t0
+                acc0 = evaluate(pruned, test)["acc"]
+                Trainer(pruned, recipe(args.finetune_epochs, args.finetune_lr, seed, 0.0), loaders.train).fit()
+                pruned.eval()
+                macs = count_macs(pruned, x)
+                acc = evaluate(pruned, test)["acc"]
+                rows.append({"model": name, "method": label, "seed": seed, "test_acc": acc, "acc_before_finetune": acc0,
+                             "MACs": macs, "MACs_kept": macs / base_macs, "params": count_params(pruned),
+                             "prune_s": round(prune_s, 1),
+                             "onnx": _onnx(pruned, x, f"{name}_{label}_{seed}"), **extra})
+                print(rows[-1], flush=True)
+                _write(args.results, {"rows": rows})
+    return rows
+
+
+def _onnx(model: nn.Module, x: torch.Tensor, tag: str) -> str:
+    path = CACHE / "onnx" / (tag.replace(" ", "_").replace(",", "").replace("+", "p").replace("/", "_") + ".onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    slimkit.export_onnx(model.eval(), path, x, dynamic_batch=True)
+    return str(path)
+
+
+def latency(rows: list[dict], rounds: int = 5) -> None:
+    """onnxruntime median ms per ONNX file at batch 1 (one thread) and 32 (all threads), interleaved rounds."""
+    import onnxruntime as ort
+
+    sessions = {}
+    for r in rows:
+        if "onnx" not in r:
+            continue
+        for key, (batch, threads) in {"ort_b1_1t_ms": (1, 1), "ort_b32_ms": (32, 0)}.items():
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            sessions[(r["onnx"], key)] = (ort.InferenceSession(r["onnx"], opts, providers=["CPUExecutionProvider"]),
+                                          batch)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for (path, key), (sess, batch) in sessions.items():
+            inp = sess.get_inputs()[0]
+            feed = {inp.name: np.random.rand(batch, *inp.shape[1:]).astype(np.float32)}
+            sess.run(None, feed)
+            t = []
+            for _ in range(10 if batch == 1 else 3):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                t.append(time.perf_counter() - t0)
+            times[(path, key)].append(statistics.median(t) * 1000)
+    for r in rows:
+        for key in ("ort_b1_1t_ms", "ort_b32_ms"):
+            if (r.get("onnx"), key) in times:
+                r[key] = statistics.median(times[(r["onnx"], key)])
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for (model, method), group in itertools.groupby(sorted((r for r in rows if "test_acc" in r),
+                                                           key=lambda r: (r["model"], r["method"] != "unpruned",
+                                                                          r["method"])),
+                                                    key=lambda r: (r["model"], r["method"])):
+        g = list(group)
+        base = next(r for r in rows if r["model"] == model and r["method"] == "unpruned")
+        accs = [r["test_acc"] for r in g]
+        row = {"model": model, "method": method, "seeds": len(g),
+               "test_acc": f"{np.mean(accs):.4f} ± {np.std(accs):.4f}" if len(g) > 1 else f"{accs[0]:.4f}",
+               "vs unpruned": f"{100 * (np.mean(accs) - base['test_acc']):+.2f}",
+               "MACs kept": f"{np.mean([r['MACs'] for r in g]) / base['MACs']:.3f}",
+               "params": f"{np.mean([r['params'] for r in g]) / 1e6:.2f}M"}
+        for key in ("ort_b1_1t_ms", "ort_b32_ms"):
+            if all(key in r for r in g):
+                ms = np.mean([r[key] for r in g])
+                row[key] = f"{ms:.3f}"
+                if method != "unpruned":
+                    red = base["MACs"] / np.mean([r["MACs"] for r in g])
+                    row[f"speedup/MACs-red. {key[4:-3]}"] = f"{base[key] / ms / red:.2f}"
+        out.append(row)
+    return out
+
+
+FAMILIES = {  # coverage at 64x64: the families issue 18 names first, then other windowed / hierarchical ones
+    "timm:swin_tiny_patch4_window7_224": {"img_size": 64},
+    "timm:swinv2_tiny_window8_256": {"img_size": 64},
+    "torchvision:swin_t": {},
+    "torchvision:swin_v2_t": {},
+    "timm:tiny_vit_5m_224": {},
+    "timm:levit_128s": {"img_size": 64},
+    "timm:mobilevit_xxs": {},
+    "timm:efficientvit_b0": {},
+    "timm:efficientvit_m0": {"img_size": 64},
+    "timm:mobilevitv2_050": {},
+    "timm:davit_tiny": {},
+    "timm:twins_svt_small": {},
+    "timm:hiera_tiny_224": {"img_size": 64},
+}
+
+
+def coverage(args) -> list[dict]:
+    """Rows of the families in `args.only` (default all) replace their earlier rows in vit_coverage.json."""
+    path = HERE / "results" / "vit_coverage.json"
+    names = args.only or list(FAMILIES)
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in names] if path.is_file() else []
+    for name in names:
+        kwargs = FAMILIES[name]
+        row: dict = {"model": name}
+        try:
+            torch.manual_seed(0)
+            model = slimkit.create_model(name, num_classes=10, **kwargs).eval()
+            x = torch.randn(1, 3, 64, 64)
+            base = count_macs(model, x)
+            t0 = time.perf_counter()
+            pruned = slimkit.prune(model, x, macs_target=0.5).eval()
+            row["prune_s"] = round(time.perf_counter() - t0, 1)
+            row["MACs reduction"] = round(base / count_macs(pruned, x), 2)
+            heads = [(n, m.num_heads) for n, m in model.named_modules() if type(getattr(m, "num_heads", None)) is int]
+            after = dict((n, m.num_heads) for n, m in pruned.named_modules()
+                         if type(getattr(m, "num_heads", None)) is int)
+            row["heads kept"] = f"{sum(after.get(n, h) for n, h in heads)}/{sum(h for _, h in heads)}"
+            with tempfile.TemporaryDirectory() as d:
+                row["onnx max diff"] = float(slimkit.export_onnx(pruned, Path(d) / "m.onnx", x).max_abs_diff)
+            row["status"] = "ok" if row["onnx max diff"] <= 1e-4 else "parity"
+        except Exception as e:  # noqa: BLE001 - a benchmark records failures
+            row["status"] = f"{type(e).__name__}: {str(e)[:120]}"
+        rows.append(row)
+        print(row, flush=True)
+        _write("vit_coverage", {"rows": rows})
+    return rows
+
+
+def _write(name: str, data: dict) -> None:
+    out = HERE / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, default=str))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--limit", type=int, default=6000, help="class-balanced training subset")
+    ap.add_argument("--epochs", type=int, default=8, help="baseline epochs")
+    ap.add_argument("--lr", type=float, default=1e-3, help="baseline AdamW peak learning rate")
+    ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--finetune-lr", type=float, default=2e-4)
+    ap.add_argument("--macs", type=float, default=0.6, help="MACs to keep (fraction)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--calib-batches", type=int, default=4)
+    ap.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
+    ap.add_argument("--search-budget", type=int, default=24)
+    ap.add_argument("--methods", nargs="+", default=None)
+    ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
+    ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
+    ap.add_argument("--coverage", action="store_true", help="the family coverage table instead")
+    ap.add_argument("--only", nargs="+", choices=list(FAMILIES), help="--coverage: only these families")
+    ap.add_argument("--results", default="vit_prune")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.coverage:
+        rows = coverage(args)
+        _write("vit_coverage", {"rows": rows})
+        print(markdown_table(rows))
+        return
+    if args.baseline_only:
+        splits = create_dataset(args.data, seed=0, limit=args.limit)
+        loaders = make_loaders(splits, 128)
+        for name in args.models:
+            base = baseline(args, name, loaders, splits.info)
+            print(name, "test", evaluate(base, loaders.test)["acc"], flush=True)
+        return
+    path = HERE / "results" / f"{args.results}.json"
+    rows = json.loads(path.read_text())["rows"] if args.latency_only else accuracy_table(args)
+    latency(rows)
+    table = summarise(rows)
+    _write(args.results, {"args": vars(args), "rows": rows, "summary": table})
+    print(markdown_table(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Operations that move data along other dimensions, and modules that declare their own channel rule.
+
+Mixed into the dependency builder.
+
+- `pad` that pads nothing along the channels, `roll` / `flip` along other dimensions (Swin's cyclic shift and
+  window padding), `index_select` / `gather` / `take_along_dim` along other dimensions (token selection): the
+  channels pass through unchanged.
+- `F.linear(x, layer.weight, bias)` with the weight of an `nn.Linear` module is that layer (Swin-V2 passes
+  `cat(q_bias, k_bias, v_bias)` as the bias: each part is a parameter of one third of the outputs).
+- `F.normalize` along another dimension (Swin-V2's cosine attention) passes the channels.
+- A module class may declare `channel_rule = "pass"`: it is traced as one node, its output's channels are its
+  input's (same dimension, same coupling) and it owns no parameter along them. slimkit's token reducers declare it,
+  so the analysis never needs to know their internals (top-k, gather, scatter) and never names them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from slimkit.graph.params import param_role
+from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
+
+__all__ = ["declared_rule", "RULES"]
+
+RULES = ("pass",)  # the channel rules a module may declare
+
+
+def declared_rule(module: nn.Module) -> str | None:
+    rule = getattr(type(module), "channel_rule", None)
+    return rule if rule in RULES else None
+
+
+def _dims(value: Any, nd: int) -> list[int] | None:
+    vals = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(v, int) for v in vals):
+        return None
+    return [v % nd for v in vals]
+
+
+class _RuleOps:
+    info: dict[fx.Node, Any]
+    spaces: _Spaces
+    modules: dict[str, nn.Module]
+
+    def _shape(self, node: Any) -> tuple[int, ...] | None:  # provided by the builder
+        raise NotImplementedError
+
+    def _reshape(self, node: fx.Node, x: ChannelInfo, args: list[Any] | None) -> ChannelInfo | None:  # layout
+        raise NotImplementedError
+
+    def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
+        raise NotImplementedError
+
+    def _unknown(self, node: fx.Node, what: str) -> ChannelInfo | None:  # provided by the builder
+        raise NotImplementedError
+
+    def _fresh(self, node: fx.Node, blocked: bool, reason: str = "", dim: int | None = None) -> ChannelInfo | None:
+        raise NotImplementedError  # provided by the builder
+
+    def _block_info(self, info: Any, reason: str) -> None:  # provided by the builder
+        raise NotImplementedError
+
+    def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:  # params
+        raise NotImplementedError
+
+    def _arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
+        return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+    def _is_keep_channels(self, node: fx.Node, x: ChannelInfo) -> bool:
+        """True when `node` (applied to x as its first argument) leaves x's channels where they are."""
+        t, method = node.target, node.op == "call_method"
+        shape = self._shape(node.args[0])
+        out = self._shape(node)
+        if shape is None or out is None or len(out) != len(shape) or out[x.dim] != shape[x.dim]:
+            return False
+        nd = len(shape)
+        if t is F.pad:
+            pad = self._arg(node, 1, "pad")
+            if not isinstance(pad, (list, tuple)):
+                return False
+            pos = 2 * (nd - 1 - x.dim)  # pad pairs run from the last dimension backwards
+            return pos >= len(pad) or (pad[pos] == 0 and pad[pos + 1] == 0)
+        if t is torch.roll or (method and t == "roll"):
+            dims = _dims(self._arg(node, 2, "dims"), nd)
+            return dims is not None and x.dim not in dims
+        if t is torch.flip or (method and t == "flip"):
+            dims = _dims(self._arg(node, 1, "dims"), nd)
+            return dims is not None and x.dim not in dims
+        if t is F.normalize:
+            dims = _dims(self._arg(node, 2, "dim", 1), nd)
+            return dims is not None and x.dim not in dims
+        if t in (torch.index_select, torch.gather, torch.take_along_dim) or (
+                method and t in ("index_select", "gather", "take_along_dim")):
+            dims = _dims(self._arg(node, 1, "dim"), nd)
+            return dims is not None and x.dim not in dims
+        return False
+
+    def _linear_layer(self, node: fx.Node) -> tuple[str, nn.Module] | None:
+        w = self._arg(node, 1, "weight")
+        if not isinstance(w, fx.Node) or w.op != "get_attr":
+            return None
+        owner, _, attr = str(w.target).rpartition(".")
+        mod = self.modules.get(owner)
+        return (owner, mod) if attr == "weight" and isinstance(mod, nn.Linear) else None
+
+    def _functional_linear(self, node: fx.Node) -> Any:
+        """`F.linear(x, layer.weight, bias)`: the layer's members; a bias of concatenated equal parameters ties."""
+        x = self.info.get(node.args[0])
+        shape = self._shape(node)
+        layer = self._linear_layer(node)
+        if layer is None or shape is None:
+            return self._unknown(node, "linear with a weight that is not an nn.Linear's")
+        name, mod = layer
+        if isinstance(x, ChannelInfo) and x.dim == len(self._shape(node.args[0])) - 1:
+            for seg, o in zip(x.segments, x.offsets(), strict=True):
+                self.spaces.add(seg.space, Member(name, "in", o, seg.repeat))
+        else:
+            self._block_info(x, f"input to '{name}' in a layout the engine does not follow")
+        out = self._fresh(node, False, dim=len(shape) - 1)
+        space = out.segments[0].space
+        self.spaces.add(space, Member(name, "out"))
+        bias = self._arg(node, 2, "bias")
+        if bias is None or (isinstance(bias, fx.Node) and bias.op == "get_attr" and bias.target == f"{name}.bias"):
+            return out
+        if self._tied_param_bias(bias, space, mod.out_features) or self._add_param_member(bias, out, len(shape), node):
+            return out
+        self._block_info(out, f"bias of '{name}' the engine does not follow")
+        return out
+
+    def _tied_param_bias(self, bias: fx.Node, space: int, n: int) -> bool:
+        """bias = cat(p1, ..., pk) of parameters of n / k features each: output c is part c mod n/k."""
+        if not (bias.op == "call_function" and bias.target in (torch.cat, torch.concat)):
+            return False
+        parts = list(bias.args[0])
+        srcs = []
+        for p in parts:
+            owner, _, attr = str(p.target).rpartition(".") if isinstance(p, fx.Node) and p.op == "get_attr" else (
+                "", "", "")
+            mod = self.modules.get(owner)
+            t = getattr(mod, attr, None) if mod is not None else None
+            if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() * len(parts) != n:
+                return False
+            srcs.append((owner, attr))
+        part = self.spaces.new(n // len(parts))
+        self.spaces.tie(space, part)
+        for owner, attr in srcs:
+            self.spaces.add(part, Member(owner, param_role(attr, 0)))
+        return True
+
+    def _reshape_as(self, node: fx.Node, x: ChannelInfo) -> Any:
+        """`x.reshape_as(other)`: sizes from `other` at run time; its channels are the result's (coupled)."""
+        out = self._reshape(node, x, None)
+        other = self.info.get(node.args[1]) if len(node.args) > 1 else None
+        if isinstance(out, ChannelInfo) and isinstance(other, ChannelInfo):
+            self._merge_simple(other, out, node)
+        elif isinstance(out, ChannelInfo):
+            return self._unknown(node, "reshape_as a tensor without tracked channels")
+        return out
+
+    def _declared(self, node: fx.Node, m: nn.Module, x: Any) -> Any:
+        """A module's declared channel rule ("pass": its output carries its input's channels)."""
+        return x

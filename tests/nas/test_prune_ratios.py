@@ -1,0 +1,46 @@
+"""Pruning-ratio search: GP-EI (slimkit's BO strategy) over per-dimension ratios meets its MACs budget."""
+
+import numpy as np
+import pytest
+import torch
+
+from slimkit.errors import BudgetError, ConfigError
+from slimkit.nas.prune_ratios import RatioSpace, search_prune_ratios
+from slimkit.profile import count_macs
+from tests.prune.test_tokens import TinyViT, _data
+
+
+def test_ratio_space_grid_neighbours_and_encodings():
+    space = RatioSpace(("heads", "tokens"), (0.0, 0.25, 0.5))
+    assert len(space.enumerate()) == 9
+    assert space.ratios((1, 2)) == {"heads": 0.25, "tokens": 0.5}
+    assert sorted(space.neighbours((0, 1))) == [(0, 0), (0, 2), (1, 1)]
+    np.testing.assert_allclose(space.encode((1, 2), "ratios"), [0.25, 0.5])
+    assert space.from_key(space.key((2, 0))) == (2, 0)
+    with pytest.raises(ConfigError, match="increasing"):
+        RatioSpace(("heads",), (0.5, 0.1))
+
+
+@pytest.mark.slow
+def test_ratio_search_meets_its_budget_and_uses_bo():
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 1, 16, 16)
+    data = _data(3)
+    result = search_prune_ratios(model, x, macs_target=0.6, data=data[:2], eval_data=data[2:], budget=8, init=4,
+                                 grid=(0.0, 0.25, 0.5, 0.75))
+    assert result.search.strategy == "bo" and len(result.search.history) == 8
+    assert all(t.costs["macs"] <= 0.6 + 1e-9 for t in result.search.history if t.feasible)
+    kept = count_macs(result.model, x) / count_macs(model, x)
+    assert kept <= 0.6 and kept == pytest.approx(result.macs)
+    assert set(result.ratios) == {"heads", "neurons", "tokens"}
+    assert all(result.ratios[d] <= result.searched_ratios[d] for d in result.ratios)  # relaxed towards the budget
+    assert result.model(x).shape == (1, 3)
+
+
+def test_ratio_search_refuses_an_unreachable_budget_and_bad_targets():
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 1, 16, 16)
+    with pytest.raises(BudgetError, match="above the target"):
+        search_prune_ratios(model, x, macs_target=0.01, data=_data(1), dims=("heads",), grid=(0.0, 0.5), budget=2)
+    with pytest.raises(ConfigError, match="fraction of MACs"):
+        search_prune_ratios(model, x, macs_target=1.5, data=_data(1))

@@ -1,0 +1,58 @@
+"""Every transformer family of issue 18, pruned along heads, neurons and channels (tokens where the model has a
+plain token sequence): the result runs, exports to ONNX with parity <= 1e-4 and reloads from its record.
+Small configurations of the real timm / torchvision / slimkit classes; slow (each builds, traces and prunes)."""
+
+import warnings
+
+import pytest
+import torch
+
+import slimkit
+from slimkit.prune import load, prune, save
+
+FAMILIES = {  # name: (model kwargs, input size, expects pruned heads)
+    "timm:swin_tiny_patch4_window7_224": (dict(img_size=32, window_size=4, embed_dim=16, depths=(1, 1, 2, 1),
+                                               num_heads=(2, 2, 4, 4)), 32, True),
+    "timm:swinv2_tiny_window8_256": (dict(img_size=32, window_size=4, embed_dim=16, depths=(1, 1, 2, 1),
+                                          num_heads=(2, 2, 4, 4)), 32, True),
+    "timm:tiny_vit_5m_224": (dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)), 64,
+                             True),
+    "timm:levit_128s": (dict(img_size=64), 64, True),
+    "timm:mobilevit_xxs": ({}, 64, True),
+    "timm:efficientvit_b0": ({}, 64, False),
+    "timm:efficientvit_m0": (dict(img_size=64), 64, False),
+    "timm:deit_tiny_patch16_224": (dict(img_size=32, patch_size=8, depth=4), 32, True),
+    "t2t_vit_7": (dict(small_input=True), 32, True),
+    "poolformer_s12": (dict(small_input=True), 32, False),
+    "torchvision:swin_t": ({}, 32, True),  # full size (its builder fixes the widths); prunes after a rewrite
+    "torchvision:swin_v2_t": ({}, 32, True),
+}
+
+
+def _heads(model):
+    return {n: m.num_heads for n, m in model.named_modules() if type(getattr(m, "num_heads", None)) is int}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_prunes_runs_exports_and_reloads(name, tmp_path):
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    if name.startswith("torchvision:"):
+        pytest.importorskip("torchvision")
+    warnings.simplefilter("ignore")
+    kwargs, size, has_heads = FAMILIES[name]
+    torch.manual_seed(0)
+    model = slimkit.create_model(name, num_classes=5, **kwargs).eval()
+    x = torch.randn(1, 3, size, size)
+    pruned = prune(model, x, ratio=0.5, allocation="uniform").eval()  # structure, not allocation, under test
+    assert pruned(x).shape == (1, 5)
+    assert slimkit.profile(pruned, (3, size, size)).macs < 0.6 * slimkit.profile(model, (3, size, size)).macs
+    if has_heads:
+        before, after = _heads(model), _heads(pruned)
+        assert any(after[n] < before[n] for n in before), f"no attention head of {name} was pruned"
+    result = slimkit.export_onnx(pruned, tmp_path / "m.onnx", x)
+    assert result.max_abs_diff <= 1e-4
+    save(pruned, tmp_path / "m.safetensors", model_name=name, model_kwargs={**kwargs, "num_classes": 5})
+    again = load(tmp_path / "m.safetensors").eval()
+    torch.testing.assert_close(again(x), pruned(x))
