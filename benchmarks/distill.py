@@ -25,7 +25,6 @@ import torch
 from slimkit.cli._common import parse_kv
 from slimkit.data import create_dataset
 from slimkit.distill import linear_probe
-from slimkit.distill.tasks import DistillOptions
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.distill import DistillJobConfig, run
@@ -122,12 +121,12 @@ def main() -> None:
     rows, results = [], {}
     seeded = set(args.seeded.split(","))
     for method in args.methods.split(","):
-        opts = DistillOptions(queue_size=4096) if method in ("seed", "simclr") else DistillOptions()
+        opts = {"queue_size": 4096} if method == "seed" else {}
         name = method
         if method == "stored" and not args.tinyvit_loss:  # live KD's loss, so only the logits' source differs
-            opts, name = DistillOptions(temperature=4.0, alpha=0.9), "stored_t4_a0.9"
+            opts, name = {"temperature": 4.0, "alpha": 0.9}, "stored_t4_a0.9"
         if method == "stored" and args.stored_views != "replay":
-            opts = replace(opts, store_views=args.stored_views)
+            opts = {**opts, "store_views": args.stored_views}
             name = name.replace("stored", f"stored_{args.stored_views}")
         per_seed = []
         for seed in range(args.seeds if method in seeded else 1):  # seed 0 keeps the single-seed run's folder

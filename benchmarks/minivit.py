@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimkit.distill.tasks import DistillOptions
 from slimkit.jobs import train as train_job
 from slimkit.jobs.distill import DistillJobConfig
 from slimkit.jobs.distill import run as distill
@@ -51,7 +50,7 @@ def _mini(args: argparse.Namespace, root: Path, seed: int, share: int, method: s
     out = root / f"share{share}_{method}_seed{seed}"
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
-    opts = DistillOptions(temperature=1.0, alpha=1.0) if method in ("kd", "minivit") else DistillOptions()
+    opts = {"temperature": 1.0, "alpha": 1.0} if method in ("kd", "minivit") else {}
     cfg = DistillJobConfig(student=MODEL, student_kwargs={**args.model_kwargs, "multiplex": share},
                            teacher=MODEL if method != "none" else None, teacher_kwargs=dict(args.model_kwargs),
                            teacher_ckpt=str(teacher) if method != "none" else None, method=method, options=opts,

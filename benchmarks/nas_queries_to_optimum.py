@@ -72,7 +72,7 @@ def one_run(job: tuple[str, str, int, int]) -> dict:
     target = set(_optimum(column))
     t0 = time.perf_counter()
     name, options = VARIANTS.get(strategy, (strategy, OPTIONS.get(strategy, {})))
-    res = search(bench, name, budget=cap, seed=seed, constraints=cons, stop=lambda t: t.key in target, **options)
+    res = search(bench, name, queries=cap, seed=seed, constraints=cons, stop=lambda t: t.key in target, **options)
     best_report, best, curve = [], -np.inf, []
     for t in res.history:
         if t.ok and t.feasible and t.score > best:

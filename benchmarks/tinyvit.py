@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from slimkit.distill.tasks import DistillOptions
 from slimkit.jobs import train as train_job
 from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, store_logits
 from slimkit.jobs.distill import run as distill
@@ -59,7 +58,7 @@ def main() -> None:
             if (out / "summary.json").is_file():
                 runs[method].append(json.loads((out / "summary.json").read_text()))
                 continue
-            opts = DistillOptions(store=str(store)) if method == "stored" else DistillOptions()
+            opts = {"store": str(store)} if method == "stored" else {}
             runs[method].append(distill(DistillJobConfig(
                 student=args.student, student_kwargs={"small_input": True}, teacher=None, method=method, options=opts,
                 data="fashion-mnist", limit=args.limit, out=str(out), train=train), resume=True))

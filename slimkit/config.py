@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,7 +121,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     prefix = f"{where}." if where else ""
-    for key, value in data.items():
+    for key, value in _renamed(cls, data, prefix).items():
         name = str(key).replace("-", "_")
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
@@ -135,6 +136,19 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def _renamed(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """`data` with options renamed since (the class's `RENAMED_OPTIONS`, old name -> new name) under their new
+    names, so old config files and run folders still load; the new name wins when both are given."""
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED_OPTIONS", {})
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    for old, new in renamed.items():
+        if old in out:
+            value = out.pop(old)
+            warnings.warn(f"option {prefix}{old} is now called {prefix}{new}", DeprecationWarning, stacklevel=3)
+            out.setdefault(new, value)
+    return out
 
 
 def build_config(cls: type[C], *sources: Mapping[str, Any] | str | Path | None) -> C:

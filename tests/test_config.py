@@ -56,3 +56,19 @@ def test_config_changes_skip_allowed_keys_and_whole_sections():
     assert config_changes(saved, now, ("finetune_epochs", "int8")) == ["macs: 0.5 -> 0.25"]
     assert sorted(config_changes(saved, now)) == ["finetune_epochs: 5 -> 9", "int8.calibration_images: 512 -> 64",
                                                   "int8.tolerance: 0.5 -> 1.0", "macs: 0.5 -> 0.25"]
+
+
+@dataclass(frozen=True)
+class Renamed:
+    RENAMED_OPTIONS = {"budget": "queries"}  # a class attribute, not a field
+    queries: int = 100
+    seed: int = 0
+
+
+def test_a_renamed_option_still_loads_under_its_new_name():
+    """Config files and run folders written before a rename keep loading; the new name wins over the old."""
+    with pytest.warns(DeprecationWarning, match="budget is now called queries"):
+        assert from_dict(Renamed, {"budget": 7, "seed": 1}) == Renamed(queries=7, seed=1)
+    with pytest.warns(DeprecationWarning):
+        assert build_config(Renamed, {"budget": 7}, {"queries": 9}) == Renamed(queries=9)
+    assert from_dict(Renamed, {"queries": 3}) == Renamed(queries=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +91,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def job_config(cls: type, config: Path | None, cli: Mapping[str, Any], nested: Mapping[str, type] = (),
-               resume: bool = False) -> Any:
-    """Build a job config from YAML then CLI values. Keys of nested configs (e.g. TrainConfig's `epochs`) may be
-    given flat; they are routed to their section. With `resume`, the run folder's own config.yaml is the first
-    layer: a resumed run keeps the options it was started with, and any option given must agree with them (the job
-    checks). A bad value is reported with its flag (`--lr must be > 0`)."""
+def job_config(cls: type, config: Path | None, cli: Mapping[str, Any],
+               nested: Mapping[str, type | Iterable[str]] = (), resume: bool = False) -> Any:
+    """Build a job config from YAML then CLI values. Keys of nested configs (e.g. TrainConfig's `epochs`; a section
+    is given as its dataclass or as its option names) may be given flat; they are routed to their section. With
+    `resume`, the run folder's own config.yaml is the first layer: a resumed run keeps the options it was started
+    with, and any option given must agree with them (the job checks). A bad value is reported with its flag
+    (`--lr must be > 0`)."""
     merged: dict[str, Any] = dict(load_yaml(config)) if config else {}
     merged.update({k: v for k, v in cli.items() if v is not None})
-    routes = {f.name: section for section, sub in dict(nested).items() for f in fields(sub)}
+    routes = {name: section for section, sub in dict(nested).items()
+              for name in ([f.name for f in fields(sub)] if is_dataclass(sub) else sub)}
     top = {f.name for f in fields(cls)}
     out: dict[str, Any] = {}
     for key, value in merged.items():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import typer
@@ -17,7 +18,7 @@ from slimkit.cli._common import (
     one_of,
     parse_kv,
 )
-from slimkit.distill.tasks import DistillOptions, list_distillers
+from slimkit.distill.tasks import list_distillers, option_names, options_class
 from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
 from slimkit.report import summary_table
 from slimkit.train import TrainConfig
@@ -32,6 +33,12 @@ TEACHER_ARG = typer.Option(None, "--teacher-arg", help="Extra teacher model argu
 DATA = typer.Option(None, "--data", "-d", help="Dataset name, .npz file or image folder (default digits).")
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset.")
 LIMIT = typer.Option(None, "--limit", help="Use a class-balanced subset of N training images.")
+
+
+def _method_options() -> str:
+    """Every method's option names, from the options dataclass it registered."""
+    names = {m: [f.name for f in fields(options_class(m))] for m in list_distillers()}
+    return "; ".join(f"{m}: {', '.join(n)}" for m, n in names.items() if n)
 
 
 @distill_app.callback()
@@ -62,7 +69,7 @@ def distill_cmd(
     store: str = typer.Option(None, "--store", help="stored: a logit store folder (default: build one here)."),
     topk: int = typer.Option(None, "--topk", help="stored: top-k logits when the store is built here (10)."),
     option: list[str] = typer.Option(None, "--option", help="Method option KEY=VALUE (repeatable), e.g. "
-                                     "--option queue_size=1024 or --option margin_kind=arcface."),
+                                     f"--option queue_size=1024; each method's: {_method_options()}."),
     limit: int = LIMIT,
     input_size: str = INPUT_SIZE_OPTION,
     norm: str = NORM_OPTION,
@@ -85,7 +92,7 @@ def distill_cmd(
                topk=topk, limit=limit, out=out, student_kwargs=parse_kv(student_arg) or None,
                teacher_kwargs=parse_kv(teacher_arg) or None, options=opts or None, input_size=input_size, norm=norm,
                workers=workers)
-    cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": DistillOptions},
+    cfg = job_config(DistillJobConfig, config, cli, {"train": TrainConfig, "options": option_names()},
                      resume=resume)
     summary = run(cfg, resume=resume)
     console.print(summary_table({k: v for k, v in summary.items() if k != "options"}, title="slimkit distill"))

@@ -26,7 +26,8 @@ def search_cmd(
     feature: list[str] = typer.Option(None, "--feature", help="Training-free predictor input for weaknas / bo "
                                       "(repeatable): a table column such as naswot_score_v1 or params_M; in a "
                                       "training search params_M, macs_M or the proxy naswot."),
-    budget: int = typer.Option(None, "--budget", "-n", help="Evaluations per search (default 100)."),
+    queries: int = typer.Option(None, "--queries", "--budget", "-n", help="Architectures evaluated per search "
+                                "(default 100; --budget is the old name)."),
     seeds: int = typer.Option(None, "--seeds", help="Independent searches per strategy (default 1)."),
     seed: int = typer.Option(None, "--seed", help="First seed (default 0)."),
     constraint: list[str] = typer.Option(None, "--constraint", help="Cost constraint, e.g. 'params_M <= 1.0' or "
@@ -50,14 +51,14 @@ def search_cmd(
     options = parse_kv(option)
     strategies = tuple(strategy) if strategy else None
     cli = dict(table=tuple(table) if table else None, metric=metric, report=report, strategies=strategies,
-               budget=budget, seeds=seeds, seed=seed, constraints=tuple(constraint) if constraint else None,
+               queries=queries, seeds=seeds, seed=seed, constraints=tuple(constraint) if constraint else None,
                executor=executor, workers=workers, space=space, space_kwargs=parse_kv(space_arg) or None, data=data,
                data_root=data_root, limit=limit, epochs=epochs, latency=latency, out=out,
                strategy_options={s: options for s in strategies or ("weaknas",)} if options else None,
                benchmark=benchmark, features=tuple(feature) if feature else None)
     cfg = job_config(SearchJobConfig, config, cli, resume=resume)
     rows = run(cfg, resume=resume)
-    console.print(rich_table(rows, title=f"slimkit search ({cfg.budget} queries x {cfg.seeds} seeds)"))
+    console.print(rich_table(rows, title=f"slimkit search ({cfg.queries} queries x {cfg.seeds} seeds)"))
     console.print(f"history, summary and best_so_far.png in {cfg.out}")
 
 

@@ -5,7 +5,9 @@ or the student plus a projection head for SEED), a `loss_fn(model, batch)` and t
 method's state through checkpoints. The losses themselves are the pure functions of this package. What a job must
 know before building the task is registration metadata, read by `method_traits` (never a test of the name):
 `teacher` (runs a live teacher), `supervised` (default True; False: trained without labels, the teacher is an
-embedding, evaluated by linear probe) and `store` (reads teacher logits from a `LogitStore`).
+embedding, evaluated by linear probe) and `store` (reads teacher logits from a `LogitStore`). Each method declares
+its own frozen options dataclass (a `DistillOptions` subclass) next to its factory and registers it as `options`;
+`method_options(method, mapping)` builds it, so the CLI's `--option KEY=VALUE` reaches exactly that method's options.
 
 | method    | teacher  | labels | loss                                                                     |
 |-----------|----------|--------|--------------------------------------------------------------------------|
@@ -22,14 +24,15 @@ embedding, evaluated by linear probe) and `store` (reads teacher logits from a `
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from slimkit.config import from_dict
 from slimkit.distill.feature import FeatureAdapter, feature_kd_loss
 from slimkit.distill.losses import kd_loss, kd_loss_fn, tfkd_loss
 from slimkit.distill.proxyless import proxyless_kd_loss, teacher_classifier
@@ -38,38 +41,24 @@ from slimkit.distill.seed import SeedLoss, SeedStudent
 from slimkit.distill.ssl import SimCLRLoss
 from slimkit.distill.store import LogitStore
 from slimkit.distill.stored_kd import StoredKDLoss
-from slimkit.errors import DistillError
+from slimkit.errors import ConfigError, DistillError
 from slimkit.registry import DISTILLERS
 from slimkit.train.callbacks import Callback
 
-__all__ = ["DistillOptions", "DistillTask", "create_distill_task", "freeze", "list_distillers", "method_traits",
-           "needs_teacher"]
+__all__ = ["DistillOptions", "DistillTask", "FeatureOptions", "KDOptions", "MiniViTOptions", "NoOptions",
+           "ProxylessOptions", "SeedOptions", "SimCLROptions", "StoredOptions", "TfKDOptions", "create_distill_task",
+           "freeze", "list_distillers", "method_options", "method_traits", "needs_teacher", "option_names",
+           "options_class"]
 
 
 @dataclass(frozen=True)
 class DistillOptions:
-    temperature: float | None = None  # softening temperature (default: kd/feature 4, tfkd 20, stored 1)
-    alpha: float | None = None  # weight of the soft term vs CE (default: kd 0.9, tfkd 0.1, feature 0.5, stored 1)
-    correct_prob: float = 0.9  # tfkd: the virtual teacher's probability on the label
-    feature_weight: float = 1.0  # feature: weight of the hint (MSE) term
-    feature_normalize: bool = False  # feature: compare L2-normalised maps (scale-free)
-    margin_kind: str = "softmax"  # proxyless: softmax, arcface or cosface
-    margin: float = 0.0  # proxyless: the angular / cosine margin
-    scale: float = 30.0  # proxyless: logit scale of the margin variants
-    queue_size: int = 4096  # seed: teacher embeddings kept as negatives
-    t_student: float = 0.2  # seed: student temperature
-    t_teacher: float = 0.07  # seed: teacher temperature (sharper)
-    store: str | None = None  # stored: the LogitStore folder
-    cycle_store: bool = False  # stored: train longer than the store, replaying its epochs in turn (epoch mod E)
-    store_views: str = "replay"  # stored: replay the stored augmentation, "fresh" ones (targets approx.) or "clean"
-    attn_relation_weight: float = 1.0  # minivit: weight of the last layer's q/k/v relation KD
-    hidden_relation_weight: float = 1.0  # minivit: weight of the last layer's MLP hidden-state relation KD
-    proj_dim: int = 128  # simclr: projection head width
-    ssl_temperature: float = 0.2  # simclr: NT-Xent temperature
+    """The base of every method's options (each method registers its own frozen subclass as `options=`)."""
 
 
-_DEFAULTS = {"kd": (4.0, 0.9), "feature": (4.0, 0.5), "tfkd": (20.0, 0.1), "stored": (1.0, 1.0),
-             "minivit": (1.0, 1.0)}
+@dataclass(frozen=True)
+class NoOptions(DistillOptions):
+    """A method without options (`none`)."""
 
 
 @dataclass
@@ -91,11 +80,6 @@ def freeze(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def _defaults(method: str, opts: DistillOptions) -> tuple[float, float]:
-    t, a = _DEFAULTS[method]
-    return (t if opts.temperature is None else opts.temperature), (a if opts.alpha is None else opts.alpha)
-
-
 def _need_teacher(method: str, teacher: nn.Module | None) -> nn.Module:
     if teacher is None:
         raise DistillError(f"method {method!r} needs a teacher: give --teacher (and --teacher-ckpt)")
@@ -108,8 +92,8 @@ def _check_classes(student: nn.Module, teacher: nn.Module) -> None:
         raise DistillError(f"the student predicts {s} classes and the teacher {t}: build both for the same data")
 
 
-@DISTILLERS.register("none", teacher=False)
-def _scratch(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@DISTILLERS.register("none", teacher=False, options=NoOptions)
+def _scratch(student: nn.Module, teacher: nn.Module | None, opts: NoOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(batch[0])
@@ -118,23 +102,34 @@ def _scratch(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("kd", teacher=True)
-def _kd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class KDOptions(DistillOptions):
+    temperature: float = 4.0  # softening temperature
+    alpha: float = 0.9  # weight of the soft term vs cross-entropy
+
+
+@DISTILLERS.register("kd", teacher=True, options=KDOptions)
+def _kd(student: nn.Module, teacher: nn.Module | None, opts: KDOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("kd", teacher)
     _check_classes(student, teacher)
-    temperature, alpha = _defaults("kd", opts)
-    return DistillTask(student, kd_loss_fn(teacher, temperature, alpha), student)  # compress's KD fine-tune too
+    return DistillTask(student, kd_loss_fn(teacher, opts.temperature, opts.alpha), student)  # compress's KD too
 
 
-@DISTILLERS.register("tfkd", teacher=False)
-def _tfkd(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class TfKDOptions(DistillOptions):
+    temperature: float = 20.0  # softening temperature of the virtual teacher
+    alpha: float = 0.1  # weight of the soft term vs cross-entropy
+    correct_prob: float = 0.9  # the virtual teacher's probability on the label
+
+
+@DISTILLERS.register("tfkd", teacher=False, options=TfKDOptions)
+def _tfkd(student: nn.Module, teacher: nn.Module | None, opts: TfKDOptions,
         example: torch.Tensor | None = None) -> DistillTask:
-    temperature, alpha = _defaults("tfkd", opts)
-
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         s = model(batch[0])
-        return tfkd_loss(s, batch[1], correct_prob=opts.correct_prob, temperature=temperature, alpha=alpha), s
+        return tfkd_loss(s, batch[1], correct_prob=opts.correct_prob, temperature=opts.temperature,
+                         alpha=opts.alpha), s
 
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
@@ -178,8 +173,16 @@ def _feature_channels(model: nn.Module, x: torch.Tensor, who: str) -> tuple[int,
     return f.shape[1], f
 
 
-@DISTILLERS.register("feature", teacher=True)
-def _feature(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class FeatureOptions(DistillOptions):
+    temperature: float = 4.0  # softening temperature of the logit term
+    alpha: float = 0.5  # weight of the soft logit term vs cross-entropy (0: cross-entropy only)
+    feature_weight: float = 1.0  # weight of the hint (MSE) term
+    feature_normalize: bool = False  # compare L2-normalised maps (scale-free)
+
+
+@DISTILLERS.register("feature", teacher=True, options=FeatureOptions)
+def _feature(student: nn.Module, teacher: nn.Module | None, opts: FeatureOptions,
              example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("feature", teacher)
     _check_classes(student, teacher)
@@ -187,14 +190,20 @@ def _feature(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
         raise DistillError("feature distillation needs an example input to size its adapter")
     cs, _ = _feature_channels(student, example, "student")
     ct, _ = _feature_channels(teacher, example, "teacher")
-    temperature, alpha = _defaults("feature", opts)
-    loss = _FeatureKD(teacher, FeatureAdapter(cs, ct), temperature, alpha, opts.feature_weight,
+    loss = _FeatureKD(teacher, FeatureAdapter(cs, ct), opts.temperature, opts.alpha, opts.feature_weight,
                       opts.feature_normalize)
     return DistillTask(student, loss, student)
 
 
-@DISTILLERS.register("proxyless", teacher=True)
-def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class ProxylessOptions(DistillOptions):
+    margin_kind: str = "softmax"  # softmax, arcface or cosface
+    margin: float = 0.0  # the angular / cosine margin
+    scale: float = 30.0  # logit scale of the margin variants
+
+
+@DISTILLERS.register("proxyless", teacher=True, options=ProxylessOptions)
+def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: ProxylessOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     """The student's classifier becomes a frozen copy of the teacher's; its embedding learns to fit it."""
     teacher = _need_teacher("proxyless", teacher)
@@ -222,8 +231,15 @@ def _proxyless(student: nn.Module, teacher: nn.Module | None, opts: DistillOptio
     return DistillTask(student, loss_fn, student, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("seed", teacher=True, supervised=False)
-def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class SeedOptions(DistillOptions):
+    queue_size: int = 4096  # teacher embeddings kept as negatives
+    t_student: float = 0.2  # student temperature
+    t_teacher: float = 0.07  # teacher temperature (sharper)
+
+
+@DISTILLERS.register("seed", teacher=True, supervised=False, options=SeedOptions)
+def _seed(student: nn.Module, teacher: nn.Module | None, opts: SeedOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     teacher = _need_teacher("seed", teacher)
     dim = getattr(teacher, "num_features", None)
@@ -234,8 +250,14 @@ def _seed(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
     return DistillTask(SeedStudent(student, dim), loss, student, callbacks=[loss], supervised=False)
 
 
-@DISTILLERS.register("simclr", teacher=False, supervised=False)
-def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class SimCLROptions(DistillOptions):
+    proj_dim: int = 128  # projection head width
+    ssl_temperature: float = 0.2  # NT-Xent temperature
+
+
+@DISTILLERS.register("simclr", teacher=False, supervised=False, options=SimCLROptions)
+def _simclr(student: nn.Module, teacher: nn.Module | None, opts: SimCLROptions,
             example: torch.Tensor | None = None) -> DistillTask:
     if not hasattr(student, "num_features"):
         raise DistillError("SimCLR needs a student with `num_features` and forward_head(pre_logits=True)")
@@ -244,26 +266,41 @@ def _simclr(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
                        teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("stored", teacher=False, store=True)
-def _stored(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class StoredOptions(DistillOptions):
+    temperature: float = 1.0  # softening temperature of the stored logits
+    alpha: float = 1.0  # weight of the soft term vs cross-entropy
+    store: str | None = None  # the LogitStore folder
+    cycle_store: bool = False  # train longer than the store, replaying its epochs in turn (epoch mod E)
+    store_views: str = "replay"  # replay the stored augmentation, "fresh" ones (targets approx.) or "clean"
+
+
+@DISTILLERS.register("stored", teacher=False, store=True, options=StoredOptions)
+def _stored(student: nn.Module, teacher: nn.Module | None, opts: StoredOptions,
         example: torch.Tensor | None = None) -> DistillTask:
     if opts.store is None:
         raise DistillError("method 'stored' reads teacher logits from a store: give its folder (store=...), built by "
                            "`slimkit distill store-logits`")
-    temperature, alpha = _defaults("stored", opts)
-    loss = StoredKDLoss(LogitStore(opts.store), temperature=temperature, alpha=alpha, cycle=opts.cycle_store,
+    loss = StoredKDLoss(LogitStore(opts.store), temperature=opts.temperature, alpha=opts.alpha, cycle=opts.cycle_store,
                         views=opts.store_views)
     return DistillTask(student, loss, student, callbacks=[loss], needs_index=True, teacher_forwards_per_image=0.0)
 
 
-@DISTILLERS.register("minivit", teacher=True, vit=True)
-def _minivit(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions,
+@dataclass(frozen=True)
+class MiniViTOptions(DistillOptions):
+    temperature: float = 1.0  # softening temperature of the logit term
+    alpha: float = 1.0  # weight of the soft logit term vs cross-entropy
+    attn_relation_weight: float = 1.0  # weight of the last layer's q/k/v relation KD
+    hidden_relation_weight: float = 1.0  # weight of the last layer's MLP hidden-state relation KD
+
+
+@DISTILLERS.register("minivit", teacher=True, vit=True, options=MiniViTOptions)
+def _minivit(student: nn.Module, teacher: nn.Module | None, opts: MiniViTOptions,
              example: torch.Tensor | None = None) -> DistillTask:
     """MiniViT's distillation (soft logits at T=1 by default, plus relations of the last layer's q, k, v and MLP
     hidden states, `slimkit.distill.relation`), for a (multiplexed) ViT student of a ViT teacher."""
     teacher = _need_teacher("minivit", teacher)
     _check_classes(student, teacher)
-    temperature, alpha = _defaults("minivit", opts)
     s_taps, t_taps = LastLayerTaps(student), LastLayerTaps(teacher)
     heads = t_taps.num_heads
 
@@ -271,7 +308,7 @@ def _minivit(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
         with torch.no_grad():
             t = teacher(batch[0])
         s = model(batch[0])
-        loss = kd_loss(s, t, batch[1], temperature=temperature, alpha=alpha)
+        loss = kd_loss(s, t, batch[1], temperature=opts.temperature, alpha=opts.alpha)
         if opts.attn_relation_weight:
             pairs = zip(s_taps.qkv_parts(), t_taps.qkv_parts(), strict=True)
             loss = loss + opts.attn_relation_weight * sum(relation_kd_loss(a, b, heads) for a, b in pairs) / 3
@@ -283,9 +320,50 @@ def _minivit(student: nn.Module, teacher: nn.Module | None, opts: DistillOptions
 
 
 def create_distill_task(method: str, student: nn.Module, teacher: nn.Module | None = None,
-                        options: DistillOptions | None = None, example: torch.Tensor | None = None) -> DistillTask:
-    """Build the task for `method` (see `list_distillers()`); `example` is one input batch (feature sizes)."""
-    return DISTILLERS.get(method)(student, teacher, options or DistillOptions(), example)
+                        options: DistillOptions | Mapping[str, Any] | None = None,
+                        example: torch.Tensor | None = None) -> DistillTask:
+    """Build the task for `method` (see `list_distillers()`); `options` are the method's options (its dataclass, a
+    mapping of them, or None for the defaults); `example` is one input batch (feature sizes)."""
+    return DISTILLERS.get(method)(student, teacher, method_options(method, options), example)
+
+
+def options_class(method: str) -> type[DistillOptions]:
+    """The options dataclass `method` registered."""
+    return DISTILLERS.meta(method).get("options", NoOptions)
+
+
+def method_options(method: str, options: DistillOptions | Mapping[str, Any] | None = None) -> DistillOptions:
+    """`method`'s options from its dataclass, a mapping (CLI / YAML values, read with `slimkit.config.from_dict`) or
+    None (its defaults). An option of another method is refused naming the method it belongs to; another method's
+    options object at its defaults counts as none given."""
+    cls = options_class(method)
+    if options is None:
+        return cls()
+    if isinstance(options, DistillOptions):
+        if not isinstance(options, cls) and options == type(options)():
+            return cls()  # another method's defaults say nothing (e.g. replace(job_config, method=...))
+        if not isinstance(options, cls):
+            raise ConfigError(f"{type(options).__name__} are not the options of method {method!r}: give "
+                              f"{cls.__name__} (or a mapping of its fields)")
+        return options
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"options of method {method!r} must be {cls.__name__} or a mapping of its fields, got "
+                          f"{type(options).__name__}")
+    mine = {f.name for f in fields(cls)}
+    for key in options:
+        name = str(key).replace("-", "_")
+        owners = [m for m in list_distillers() if name in {f.name for f in fields(options_class(m))}]
+        if name not in mine and owners:
+            takes = ", ".join(sorted(mine)) or "no options"
+            raise ConfigError(f"option {name!r} belongs to method {' / '.join(owners)}, not {method!r} ({method} "
+                              f"takes: {takes})", option=f"options.{name}",
+                              detail=f"is an option of {' / '.join(owners)}, not of {method} ({takes})")
+    return from_dict(cls, options, where="options")
+
+
+def option_names() -> list[str]:
+    """Every registered method's option names (what a flat config key may route to)."""
+    return sorted({f.name for m in list_distillers() for f in fields(options_class(m))})
 
 
 def list_distillers() -> list[str]:

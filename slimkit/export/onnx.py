@@ -15,8 +15,9 @@ from torch import nn
 
 from slimkit.errors import ExportError, MissingDependencyError
 from slimkit.fileio import atomic_write
+from slimkit.inputs import as_tensor_tuple
 
-__all__ = ["ExportResult", "export_onnx", "onnx_session", "as_inputs"]
+__all__ = ["ExportResult", "export_onnx", "onnx_session"]
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,6 @@ class ExportResult:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     exporter: str  # "torchscript" or "dynamo"
-
-
-def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
-            isinstance(t, torch.Tensor) for t in example_inputs):
-        return tuple(example_inputs)
-    raise ExportError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
 
 
 def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True) -> Any:
@@ -90,7 +82,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *, opse
         import onnx  # noqa: F401 - fail early, with the install hint
     except ImportError:
         raise MissingDependencyError('ONNX export needs onnx: pip install "slimkit[onnx]"') from None
-    inputs = as_inputs(example_inputs)
+    inputs = as_tensor_tuple(example_inputs, ExportError)
     path = Path(path)
     _check_finite(model)
     net = copy.deepcopy(model).eval()

@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader, Subset
 from slimkit.config import to_dict
 from slimkit.data import DataSplits, default_workers, make_loaders, with_index
 from slimkit.distill import linear_probe, write_logit_store
-from slimkit.distill.tasks import DistillOptions, create_distill_task, freeze, list_distillers, method_traits
+from slimkit.distill.tasks import (
+    DistillOptions,
+    create_distill_task,
+    freeze,
+    list_distillers,
+    method_options,
+    method_traits,
+)
 from slimkit.errors import ConfigError
 from slimkit.jobs import train as train_job
 from slimkit.jobs._common import (
@@ -61,7 +68,7 @@ class DistillJobConfig:
     data_root: str | None = None  # where the dataset's files are
     student_kwargs: dict[str, Any] = field(default_factory=dict)  # extra student arguments
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # extra teacher arguments
-    options: DistillOptions = field(default_factory=DistillOptions)  # the method's hyper-parameters
+    options: Any = None  # the method's options: its DistillOptions subclass, a mapping of them, or None (defaults)
     topk: int = 10  # stored: top-k logits written when the job builds the store itself
     store_epochs: int | None = None  # stored: augmentation epochs stored (None: all; fewer are replayed in turn)
     limit: int | None = None  # class-balanced subset of training images
@@ -75,6 +82,10 @@ class DistillJobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the student's training
 
     def __post_init__(self) -> None:
+        if self.method not in list_distillers():
+            raise ConfigError(f"unknown distillation method {self.method!r}: use one of {list_distillers()}",
+                              option="method", detail=f"must be one of {list_distillers()}, got {self.method!r}")
+        object.__setattr__(self, "options", method_options(self.method, self.options))  # frozen: set once, here
         checks = [("teacher_epochs", self.teacher_epochs >= 1, f"must be >= 1, got {self.teacher_epochs}"),
                   ("topk", self.topk >= 1, f"must be >= 1, got {self.topk}"),
                   ("limit", self.limit is None or self.limit >= 1, f"must be >= 1, got {self.limit}"),
@@ -215,8 +226,6 @@ def _store_for(cfg: DistillJobConfig, splits: DataSplits, teacher: nn.Module | N
 def run(cfg: DistillJobConfig, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Run the job; returns the summary also written to `out/summary.json`."""
     console = console or Console(stderr=True, quiet=not is_main_process())
-    if cfg.method not in list_distillers():
-        raise ConfigError(f"unknown distillation method {cfg.method!r}: use one of {list_distillers()}")
     if cfg.teacher_ckpt and cfg.teacher_weights:
         raise ConfigError("give the teacher either --teacher-ckpt (a run folder or ready weights) or "
                           "--teacher-weights (weights to start from), not both")

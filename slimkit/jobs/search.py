@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,13 +26,14 @@ from slimkit.report import plot_lines
 
 __all__ = ["SearchJobConfig", "run", "RESUMABLE_OPTIONS"]
 
-RESUMABLE_OPTIONS = ("budget", "seeds", "executor", "workers")  # a resumed search may run longer, on more seeds
+RESUMABLE_OPTIONS = ("queries", "seeds", "executor", "workers")  # a resumed search may run longer, on more seeds
 
 TRAINING_FEATURE_POOL = 1000  # candidates ranked per iteration in a training search with features (not 20,000)
 
 
 @dataclass(frozen=True)
 class SearchJobConfig:
+    RENAMED_OPTIONS: ClassVar[dict[str, str]] = {"budget": "queries"}  # old name kept for older configs
     benchmark: str | None = "nb201"  # tabular benchmark to query ("nb201"), or "none" to train every candidate
     table: tuple[str, ...] = ()  # the benchmark's CSV tables (arch, cellstr, metric columns), joined on arch
     metric: str = "cifar10valid_xvalid_200ep"  # objective (higher is better); training search: val_acc
@@ -40,7 +41,7 @@ class SearchJobConfig:
     strategies: tuple[str, ...] = ("weaknas",)  # see slimkit.nas.list_strategies()
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {strategy: {option: value}}
     features: tuple[str, ...] = ()  # training-free predictor inputs for weaknas / bo (table columns, costs, proxies)
-    budget: int = 100  # evaluations per search
+    queries: int = 100  # architectures evaluated per search
     seeds: int = 1  # independent searches per strategy (seeds seed .. seed + seeds - 1)
     seed: int = 0
     constraints: tuple[str, ...] = ()  # e.g. "params_M <= 1.0", "latency_ms[pixel3] <= 10"
@@ -56,8 +57,8 @@ class SearchJobConfig:
     out: str = "runs/search"
 
     def __post_init__(self) -> None:
-        if self.budget < 1 or self.seeds < 1:
-            raise ConfigError(f"budget and seeds must be >= 1, got {self.budget} and {self.seeds}")
+        if self.queries < 1 or self.seeds < 1:
+            raise ConfigError(f"queries and seeds must be >= 1, got {self.queries} and {self.seeds}")
         if not self.strategies:
             raise ConfigError("give at least one strategy (e.g. --strategy weaknas)")
         if self.features and not any(_takes_features(s) for s in self.strategies):
@@ -95,7 +96,7 @@ def _optimum(problem: Any, constraints: tuple) -> list[str] | None:
 
 
 def _summarise(name: str, results: list[SearchResult], report: str | None, optimum: list[str] | None,
-               budget: int) -> dict[str, Any]:
+               queries: int) -> dict[str, Any]:
     bests = [r.best for r in results]
     scores = [b.score for b in bests if b is not None]
     row: dict[str, Any] = {"strategy": name, "seeds": len(results),
@@ -136,18 +137,18 @@ def run(cfg: SearchJobConfig, resume: bool = False) -> list[dict[str, Any]]:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=False) as progress:
         for name in cfg.strategies:
-            task = progress.add_task(f"{name}", total=cfg.budget * cfg.seeds)
+            task = progress.add_task(f"{name}", total=cfg.queries * cfg.seeds)
             results = []
             for seed in range(cfg.seed, cfg.seed + cfg.seeds):
                 run_dir = out / name / f"seed_{seed}"
-                results.append(search(problem, name, budget=cfg.budget, seed=seed, constraints=constraints,
+                results.append(search(problem, name, queries=cfg.queries, seed=seed, constraints=constraints,
                                       executor=cfg.executor, workers=cfg.workers, run_dir=run_dir,
                                       resume=resume, callback=lambda t, task=task: progress.advance(task),
                                       **_options(cfg, name)))
-                progress.update(task, completed=cfg.budget * (seed - cfg.seed + 1))
-            rows.append(_summarise(name, results, cfg.report, optimum, cfg.budget))
+                progress.update(task, completed=cfg.queries * (seed - cfg.seed + 1))
+            rows.append(_summarise(name, results, cfg.report, optimum, cfg.queries))
             history[name] = [r.to_dict() for r in results]
-            curve = np.array([np.pad(r.best_so_far(), (0, cfg.budget - len(r.history)), mode="edge")
+            curve = np.array([np.pad(r.best_so_far(), (0, cfg.queries - len(r.history)), mode="edge")
                               for r in results])
             curves[name] = np.nanmean(curve, 0).tolist()
             bands[name] = (np.nanpercentile(curve, 10, 0).tolist(), np.nanpercentile(curve, 90, 0).tolist())

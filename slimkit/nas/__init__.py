@@ -3,7 +3,7 @@ training-free proxies (NASWOT) as predictor features.
 
     from slimkit.nas import NB201Benchmark, search
     bench = NB201Benchmark.from_csv("nb201_cifar10_200ep.csv", metric="cifar10valid_xvalid_200ep")
-    result = search(bench, strategy="weaknas", budget=150, seed=0)
+    result = search(bench, strategy="weaknas", queries=150, seed=0)
 """
 
 from slimkit.nas.benchmarks import NB201Benchmark

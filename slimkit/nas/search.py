@@ -2,7 +2,7 @@
 
     from slimkit.nas import NB201Benchmark, search
     bench = NB201Benchmark.from_csv("nb201_cifar10_200ep.csv", metric="cifar10valid_xvalid_200ep")
-    result = search(bench, strategy="weaknas", budget=150, seed=0, constraints=["params_M <= 1.0"])
+    result = search(bench, strategy="weaknas", queries=150, seed=0, constraints=["params_M <= 1.0"])
     result.best.key, result.best.score, result.history[:3]
 
 With `run_dir`, every trial is appended to the journal `run_dir/search_journal.jsonl` with the strategy's state
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from slimkit._deprecated import renamed_kwarg
 from slimkit.errors import CheckpointError, ConfigError, SearchError
 from slimkit.nas.constraints import Constraint, parse_constraints, satisfies
 from slimkit.nas.executors import create_executor
@@ -94,18 +95,20 @@ def _feasibility(problem: Problem, constraints: Sequence[Constraint]) -> Callabl
     return feasible
 
 
-def search(problem: Problem, strategy: str | Strategy = "weaknas", budget: int = 100, seed: int = 0,
+def search(problem: Problem, strategy: str | Strategy = "weaknas", queries: int = 100, seed: int = 0,
            constraints: Sequence[str | Constraint] | str | None = None, executor: str | Any = "local",
            workers: int = 2, run_dir: str | Path | None = None, resume: bool = False,
            callback: Callable[[Trial], None] | None = None, stop: Callable[[Trial], bool] | None = None,
-           **strategy_kwargs: Any) -> SearchResult:
-    """Search `problem` for the best feasible architecture in `budget` evaluations (see the module docstring)."""
+           budget: int | None = None, **strategy_kwargs: Any) -> SearchResult:
+    """Search `problem` for the best feasible architecture in `queries` evaluations (see the module docstring).
+    `budget=` is the deprecated old name of `queries=` ("budget" in slimkit means a pruning target)."""
+    queries = renamed_kwarg("queries", queries, "budget", budget, 100)
     if isinstance(problem, SearchSpace) or not isinstance(problem, Problem):
         raise ConfigError("search() needs a problem that can score architectures: a tabular benchmark "
                           "(NB201Benchmark.from_csv) or TrainProblem(space, data=...); a search space alone has "
                           "no evaluator")
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 evaluations, got {budget}")
+    if queries < 1:
+        raise ConfigError(f"queries must be >= 1 (architectures evaluated), got {queries}")
     cons = parse_constraints(constraints)
     feasible = _feasibility(problem, cons)
     if isinstance(strategy, Strategy):
@@ -135,7 +138,7 @@ def search(problem: Problem, strategy: str | Strategy = "weaknas", budget: int =
 
     ex = create_executor(executor, workers)
     try:
-        strat.run(problem, budget, ex, on_trial, stop)
+        strat.run(problem, queries, ex, on_trial, stop)
     except SearchError:
         if not strat.trials:
             raise

@@ -2,7 +2,7 @@
 
     problem = TrainProblem(NB201Space(), data="fashion-mnist", limit=3000, epochs=2,
                            build_kwargs={"channels": 8, "cells_per_stage": 1})
-    search(problem, "weaknas", budget=30, constraints=["macs_M <= 20"])
+    search(problem, "weaknas", queries=30, constraints=["macs_M <= 20"])
 
 `evaluate` returns val_acc (the default objective), test_acc and the training time; `costs` returns params_M,
 macs_M and (with `latency=True`) the measured CPU latency in ms, all computed without training; `features` adds

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimkit.errors import ProfileError
+from slimkit.inputs import as_tensor_tuple
 
 __all__ = ["LayerCost", "ProfileReport", "profile", "count_macs", "count_node_macs", "count_params", "make_inputs"]
 
@@ -108,16 +109,12 @@ def count_params(model: nn.Module) -> int:
 
 def make_inputs(model: nn.Module, spec: Any) -> tuple[torch.Tensor, ...]:
     """Example inputs from a shape (C,H,W) / (N,C,H,W), a tensor, or a tuple of tensors."""
-    if isinstance(spec, torch.Tensor):
-        return (spec,)
-    if isinstance(spec, (tuple, list)) and spec and all(isinstance(t, torch.Tensor) for t in spec):
-        return tuple(spec)
     if isinstance(spec, (tuple, list)) and all(isinstance(s, int) and s > 0 for s in spec) and len(spec) in (3, 4):
         shape = tuple(spec) if len(spec) == 4 else (1, *spec)
         p = next(iter(model.parameters()), None)
         return (torch.randn(shape, dtype=p.dtype if p is not None else torch.float32,
                             device=p.device if p is not None else "cpu"),)
-    raise ProfileError(f"input must be a shape like (C, H, W) or (N, C, H, W), a tensor or tensors; got {spec!r}")
+    return as_tensor_tuple(spec, ProfileError, also="a shape like (C, H, W) or (N, C, H, W)")
 
 
 def _expected_channels(model: nn.Module) -> int | None:

@@ -30,6 +30,7 @@ from slimkit.prune.budget import MacsModel
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
 from slimkit.prune.surgery import apply_plan
+from slimkit.prune.validate import as_example_inputs
 from slimkit.train import Callback
 
 __all__ = ["ramp", "ChexCallback"]
@@ -52,7 +53,7 @@ class ChexCallback(Callback):
         if not 0.0 < budget < 1.0 or interval < 1 or not 0.0 <= regrow < 1.0:  # type: ignore[operator]
             raise ConfigError(f"CHEX needs a budget in (0, 1), interval >= 1, 0 <= regrow < 1 (got {budget}, "
                               f"{interval}, {regrow})")
-        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+        inputs = as_example_inputs(example_inputs)
         self.model, self.inputs = model, inputs
         graph = build_dependency_graph(model, inputs)
         self.groups: list[Group] = graph.groups

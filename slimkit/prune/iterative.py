@@ -6,12 +6,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.profile import count_macs, count_params
 from slimkit.prune.pruner import PruneConfig, Pruner
+from slimkit.prune.validate import as_example_inputs
 
 __all__ = ["keep_schedule", "iterative_prune"]
 
@@ -39,7 +39,7 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
     if (macs_target is None) == (params_target is None):
         raise ConfigError("give exactly one of macs_target or params_target (a fraction of the original, <= 1)")
     final = macs_target if macs_target is not None else params_target
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_example_inputs(example_inputs)
     measure = (lambda m: count_macs(m, inputs)) if macs_target is not None else count_params
     original = measure(model)
     current = model

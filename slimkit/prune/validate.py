@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError, ModelError
+from slimkit.inputs import as_tensor_tuple
 
 __all__ = ["as_example_inputs", "check_budget", "check_model", "reference_outputs", "output_shapes"]
 
@@ -54,14 +55,7 @@ def check_budget(name: str, value: Any) -> float | None:
 
 def as_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     """A tensor or a non-empty tuple/list of tensors, as a tuple; ConfigError for anything else."""
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
-            isinstance(t, torch.Tensor) for t in example_inputs):
-        return tuple(example_inputs)
-    got = "None" if example_inputs is None else f"{type(example_inputs).__name__}"
-    raise ConfigError(f"example_inputs must be a tensor shaped like one input batch (e.g. torch.randn(1, 3, 224, "
-                      f"224)) or a tuple of tensors for a model with several inputs; got {got}")
+    return as_tensor_tuple(example_inputs, ConfigError)
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d | None:

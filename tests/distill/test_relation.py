@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slimkit.distill.relation import LastLayerTaps, relation, relation_kd_loss
-from slimkit.distill.tasks import DistillOptions, create_distill_task
+from slimkit.distill.tasks import MiniViTOptions, create_distill_task
 from slimkit.errors import DistillError
 from slimkit.models import create_model, multiplex
 
@@ -45,7 +45,7 @@ def test_multiplexed_student_distils_a_step_from_the_unshared_teacher(method):
     torch.manual_seed(0)
     teacher = create_model("t2t_vit_7", num_classes=10, in_chans=1, small_input=True)
     student = create_model("mini_t2t_vit_7", num_classes=10, in_chans=1, small_input=True)
-    task = create_distill_task(method, student, teacher, DistillOptions())
+    task = create_distill_task(method, student, teacher)
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
     opt = torch.optim.AdamW(task.model.parameters(), 1e-3)
     loss, logits = task.loss_fn(task.model, (x, y))
@@ -59,6 +59,6 @@ def test_multiplexed_student_distils_a_step_from_the_unshared_teacher(method):
     assert not torch.equal(before, shared)
     if method == "minivit":  # the relation terms are part of the loss: a student equal to its teacher pays none
         twin = create_distill_task("minivit", multiplex(teacher, share=1), teacher,
-                                   DistillOptions(temperature=1.0, alpha=1.0))
+                                   MiniViTOptions(temperature=1.0, alpha=1.0))
         twin_loss, _ = twin.loss_fn(twin.model, (x, y))
         assert twin_loss.item() == pytest.approx(0.0, abs=1e-5)

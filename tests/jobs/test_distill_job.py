@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slimkit.cli.main import main
-from slimkit.distill.tasks import DistillOptions
+from slimkit.distill.tasks import SeedOptions, StoredOptions
 from slimkit.errors import ConfigError, UnknownNameError
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.distill import DistillJobConfig, StoreLogitsConfig, run, store_logits
@@ -51,7 +51,7 @@ def test_stored_from_a_separate_store_equals_the_store_built_in_the_job(tmp_path
                                           out=str(tmp_path / "store"), **DATA))
     assert info["images"] == 180 and info["epochs"] == 2
     sep = run(_cfg(tmp_path, teacher_dir, "sep", method="stored", teacher=None, teacher_ckpt=None, train=_tc(2),
-                   options=DistillOptions(store=str(tmp_path / "store"))))
+                   options=StoredOptions(store=str(tmp_path / "store"))))
     assert sep["teacher_forward_passes"] == 0
     a, _ = load_run_model(tmp_path / "inline")
     b, _ = load_run_model(tmp_path / "sep")
@@ -60,7 +60,7 @@ def test_stored_from_a_separate_store_equals_the_store_built_in_the_job(tmp_path
 
 
 def test_seed_reports_a_linear_probe(tmp_path, teacher_dir):
-    s = run(_cfg(tmp_path, teacher_dir, "seed", method="seed", options=DistillOptions(queue_size=64)))
+    s = run(_cfg(tmp_path, teacher_dir, "seed", method="seed", options=SeedOptions(queue_size=64)))
     assert "test_acc" not in s and 0.1 < s["probe_acc"] <= 1.0  # ten digit classes: better than chance
     assert (tmp_path / "seed" / "student" / "checkpoint" / "state.json").is_file()
     state = json.loads((tmp_path / "seed" / "student" / "checkpoint" / "state.json").read_text())
@@ -171,7 +171,7 @@ def test_a_clean_store_is_one_teacher_pass_over_the_unaugmented_images(tmp_path,
     from slimkit.errors import DistillError
 
     s = run(_cfg(tmp_path, teacher_dir, "clean", method="stored", train=_tc(3),
-                 options=DistillOptions(store_views="clean")))
+                 options=StoredOptions(store_views="clean")))
     assert s["teacher_forward_passes"] == 180 and s["epochs"] == 3  # one pass, not one per epoch
     store = LogitStore(tmp_path / "clean" / "logits")
     assert store.epochs == 1 and store.manifest["dataset"]["augment"] is False
@@ -216,3 +216,13 @@ def test_store_logits_cli_writes_a_clean_store(tmp_path, teacher_dir):
                  "32", "--out", str(tmp_path / "d")]) == 0  # a 1-view store trains any number of epochs
     s = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert s["epochs"] == 2 and s["teacher_forward_passes"] == 0 and s["options"]["store_views"] == "clean"
+
+
+def test_cli_option_of_another_method_is_refused_before_any_work(tmp_path, capsys):
+    """--option reaches the chosen method's own options: seed's queue_size given to kd names its owner."""
+    out = tmp_path / "wrong"
+    assert main(["distill", "--method", "kd", "--option", "queue_size=64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "queue_size" in err and "seed" in err and not out.exists()
+    assert main(["distill", "--method", "none", "-T", "3", "--out", str(out)]) == 2
+    assert "temperature" in capsys.readouterr().err and not out.exists()

@@ -74,7 +74,7 @@ def test_compress_twice_with_one_seed_is_bit_identical(tmp_path, method):
 @pytest.mark.slow
 def test_training_search_twice_with_one_seed_gives_the_same_trials(tmp_path):
     def cfg(out):
-        return search.SearchJobConfig(benchmark="none", data="digits", limit=200, epochs=1, budget=3, seed=5,
+        return search.SearchJobConfig(benchmark="none", data="digits", limit=200, epochs=1, queries=3, seed=5,
                                       strategies=("random",), space_kwargs={"channels": 4, "cells_per_stage": 1},
                                       out=out)
     _twice(tmp_path, search.run, cfg)

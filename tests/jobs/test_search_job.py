@@ -38,13 +38,13 @@ def test_cli_search_writes_history_summary_and_plot(tmp_path, capsys):
 @needs_tables
 def test_resume_extends_a_finished_search(tmp_path):
     table = (str(NB201 / "nb201_cifar10_200ep.csv"),)
-    cfg = SearchJobConfig(table=table, strategies=("weaknas",), budget=20, out=str(tmp_path))
+    cfg = SearchJobConfig(table=table, strategies=("weaknas",), queries=20, out=str(tmp_path))
     run(cfg)
     with pytest.raises(CheckpointError, match="resume"):
         run(cfg)
-    longer = SearchJobConfig(table=table, strategies=("weaknas",), budget=35, out=str(tmp_path))
+    longer = SearchJobConfig(table=table, strategies=("weaknas",), queries=35, out=str(tmp_path))
     run(longer, resume=True)
-    fresh = SearchJobConfig(table=table, strategies=("weaknas",), budget=35, out=str(tmp_path / "fresh"))
+    fresh = SearchJobConfig(table=table, strategies=("weaknas",), queries=35, out=str(tmp_path / "fresh"))
     run(fresh)
     keys = [[t["key"] for t in json.loads((d / "history.json").read_text())["weaknas"][0]["history"]]
             for d in (tmp_path, tmp_path / "fresh")]
@@ -58,7 +58,7 @@ def test_missing_tables_are_explained(tmp_path):
 
 def test_training_search_on_digits(tmp_path):
     """Real training: 3 candidates, each trained for one epoch on digits; costs computed before training."""
-    cfg = SearchJobConfig(benchmark="none", data="digits", limit=None, epochs=1, strategies=("random",), budget=3,
+    cfg = SearchJobConfig(benchmark="none", data="digits", limit=None, epochs=1, strategies=("random",), queries=3,
                           space_kwargs={"channels": 4, "cells_per_stage": 1}, constraints=("macs_M <= 0.2",),
                           out=str(tmp_path))
     rows = run(cfg)
@@ -72,11 +72,11 @@ def test_cli_features_go_to_the_predictor_strategies_only(tmp_path, capsys):
     table = str(NB201 / "nb201_cifar10_200ep.csv")
     out = tmp_path / "f"
     args = ["search", "--table", table, "-s", "weaknas", "-s", "evolution", "--feature", "naswot_score_v1",
-            "--feature", "params_M", "--budget", "25", "--out", str(out)]
+            "--feature", "params_M", "--queries", "25", "--out", str(out)]
     assert main(args) == 0
     history = json.loads((out / "history.json").read_text())
     assert len(history["weaknas"][0]["history"]) == len(history["evolution"][0]["history"]) == 25
-    plain = run(SearchJobConfig(table=(table,), strategies=("evolution", "weaknas"), budget=25,
+    plain = run(SearchJobConfig(table=(table,), strategies=("evolution", "weaknas"), queries=25,
                                 out=str(tmp_path / "plain")))
     assert plain[0]["strategy"] == "evolution"
     keys = lambda h, s: [t["key"] for t in h[s][0]["history"]]  # noqa: E731
@@ -92,7 +92,7 @@ def test_cli_features_go_to_the_predictor_strategies_only(tmp_path, capsys):
 
 def test_training_search_with_the_naswot_feature(tmp_path):
     """WeakNAS by training on digits with NASWOT (computed on the digits images) as a predictor input."""
-    cfg = SearchJobConfig(benchmark="none", data="digits", limit=300, epochs=1, strategies=("weaknas",), budget=4,
+    cfg = SearchJobConfig(benchmark="none", data="digits", limit=300, epochs=1, strategies=("weaknas",), queries=4,
                           space_kwargs={"channels": 4, "cells_per_stage": 1}, features=("naswot",),
                           strategy_options={"weaknas": {"init": 3, "batch": 1, "top_m": 5, "pool": 8}},
                           out=str(tmp_path))
@@ -101,3 +101,15 @@ def test_training_search_with_the_naswot_feature(tmp_path):
     assert len(runs) == 4 and len({t["key"] for t in runs}) == 4
     saved = read_search_state(tmp_path / "weaknas" / "seed_0")
     assert "naswot" in saved["meta"]["options"]["features"]
+
+
+@needs_tables
+def test_a_run_folder_saved_with_budget_resumes_under_queries(tmp_path):
+    """Run folders written before `budget` became `queries` keep resuming (and may grow)."""
+    table = (str(NB201 / "nb201_cifar10_200ep.csv"),)
+    run(SearchJobConfig(table=table, strategies=("random",), queries=6, out=str(tmp_path)))
+    saved = tmp_path / "config.yaml"
+    saved.write_text(saved.read_text().replace("queries:", "budget:"))
+    assert main(["search", "--out", str(tmp_path), "--budget", "9", "--resume"]) == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["random"][0]["history"]) == 9

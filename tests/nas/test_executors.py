@@ -14,8 +14,8 @@ def _by_key(result):
 
 def test_process_pool_matches_local():
     prob = Flaky(4)  # picklable; some trials fail in the workers
-    local = search(prob, "random", budget=12, seed=3)
-    pooled = search(prob, "random", budget=12, seed=3, executor="process", workers=2)
+    local = search(prob, "random", queries=12, seed=3)
+    pooled = search(prob, "random", queries=12, seed=3, executor="process", workers=2)
     assert _by_key(local) == _by_key(pooled)
     assert any(t.error and "out of memory" in t.error for t in pooled.history)
 
@@ -33,8 +33,8 @@ def test_ray_executor_on_a_local_instance():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         prob = Additive(5)
-        local = search(prob, "evolution", budget=6, seed=1)
-        remote = search(prob, "evolution", budget=6, seed=1, executor="ray", workers=1)
+        local = search(prob, "evolution", queries=6, seed=1)
+        remote = search(prob, "evolution", queries=6, seed=1, executor="ray", workers=1)
         assert [t.key for t in remote.history] == [t.key for t in local.history]
         assert [t.score for t in remote.history] == [t.score for t in local.history]
     finally:

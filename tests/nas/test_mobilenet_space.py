@@ -214,7 +214,7 @@ TINY = {"evolution": {"population": 4, "tournament": 2}, "local": {"init": 3},
 @pytest.mark.parametrize("name", list_strategies())
 def test_every_strategy_searches_the_unlisted_space(name):
     prob = Synthetic(1)
-    res = search(prob, name, budget=8, seed=0, constraints=["depth <= 12"], **TINY.get(name, {}))
+    res = search(prob, name, queries=8, seed=0, constraints=["depth <= 12"], **TINY.get(name, {}))
     keys = [t.key for t in res.history]
     assert len(keys) == len(set(keys)) == 8
     assert all(t.ok and t.feasible and prob.costs(t.key)["depth"] <= 12 for t in res.history)
@@ -223,7 +223,7 @@ def test_every_strategy_searches_the_unlisted_space(name):
 
 @pytest.mark.parametrize("name", ["random", "evolution", "weaknas"])
 def test_short_search_is_reproducible(name):
-    runs = [search(Synthetic(2), name, budget=3, seed=0, **TINY.get(name, {})) for _ in range(2)]
+    runs = [search(Synthetic(2), name, queries=3, seed=0, **TINY.get(name, {})) for _ in range(2)]
     assert [t.key for t in runs[0].history] == [t.key for t in runs[1].history]
     assert len(runs[0].history) == 3
 

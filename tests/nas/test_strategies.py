@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from slimkit.errors import SearchError
+from slimkit.errors import ConfigError, SearchError
 from slimkit.nas import NB201Space, create_strategy, list_strategies, search
 from slimkit.nas.journal import read_search_state
 
@@ -48,7 +48,7 @@ def test_registry_lists_all():
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_no_repeats_and_only_feasible(name):
     prob = Additive(1)
-    res = search(prob, name, budget=60, seed=0, constraints=["convs <= 2"], **FAST.get(name, {}))
+    res = search(prob, name, queries=60, seed=0, constraints=["convs <= 2"], **FAST.get(name, {}))
     keys = [t.key for t in res.history]
     assert len(keys) == len(set(keys)) == 60
     assert all(prob.costs(k)["convs"] <= 2 and t.feasible for k, t in zip(keys, res.history, strict=False))
@@ -62,7 +62,7 @@ def test_guided_strategies_find_additive_optimum(name):
     """Random search needs ~7,800 queries on average for this optimum; guided ones need a few hundred at most."""
     prob = Additive(2)
     target = prob.space.key(prob.optimum())
-    res = search(prob, name, budget=400, seed=0, **FAST.get(name, {}))
+    res = search(prob, name, queries=400, seed=0, **FAST.get(name, {}))
     n = res.queries_to([target])
     assert n is not None and n <= 400, f"{name} did not find the optimum in 400 queries"
 
@@ -71,16 +71,16 @@ def test_guided_strategies_find_additive_optimum(name):
 def test_resume_mid_batch_continues_the_same_stream(name, tmp_path):
     prob = Additive(3)
     opts = FAST.get(name, {})
-    full = search(prob, name, budget=37, seed=5, **opts)
-    search(prob, name, budget=23, seed=5, run_dir=tmp_path, **opts)  # stops in the middle of a batch
+    full = search(prob, name, queries=37, seed=5, **opts)
+    search(prob, name, queries=23, seed=5, run_dir=tmp_path, **opts)  # stops in the middle of a batch
     state = read_search_state(tmp_path)
     assert len(state["state"]["trials"]) == 23
-    resumed = search(prob, name, budget=37, seed=5, run_dir=tmp_path, resume=True, **opts)
+    resumed = search(prob, name, queries=37, seed=5, run_dir=tmp_path, resume=True, **opts)
     assert [t.key for t in resumed.history] == [t.key for t in full.history]
 
 
 def test_failed_trials_are_recorded_and_skipped():
-    res = search(Flaky(0), "evolution", budget=40, seed=0)
+    res = search(Flaky(0), "evolution", queries=40, seed=0)
     failed = [t for t in res.history if t.error]
     assert failed and all("out of memory" in t.error and not t.feasible for t in failed)
     assert res.best is not None and res.best.error is None and len(res.history) == 40
@@ -89,7 +89,7 @@ def test_failed_trials_are_recorded_and_skipped():
 def test_exhausted_space_stops_cleanly():
     prob = Additive(0)
     with pytest.raises(SearchError, match="no new feasible"):
-        search(prob, "random", budget=5, constraints=["convs >= 7"])
+        search(prob, "random", queries=5, constraints=["convs >= 7"])
 
 
 def test_strategy_option_errors_are_named():
@@ -101,7 +101,7 @@ def test_weaknas_finds_the_benchmark_optimum(bench):
     """On the real NB201 CIFAR-10 table (one optimum among 15,625; random search needs 7,813 queries on average)
     WeakNAS finds it within 150 queries in at least 4 of 5 seeds (the benchmark script measures 70 on average)."""
     _, target = bench.optimum()
-    found = [search(bench, "weaknas", budget=150, seed=s, stop=lambda t: t.key in target).queries_to(target)
+    found = [search(bench, "weaknas", queries=150, seed=s, stop=lambda t: t.key in target).queries_to(target)
              for s in range(5)]
     assert sum(q is not None for q in found) >= 4, found
 
@@ -143,7 +143,7 @@ def test_weaknas_exploration_share_holds_for_any_batch(batch, share):
 def test_weaknas_variants_find_additive_optimum(opts):
     prob = Additive(6)
     target = prob.space.key(prob.optimum())
-    res = search(prob, "weaknas", budget=300, seed=1, stop=lambda t: t.key == target,
+    res = search(prob, "weaknas", queries=300, seed=1, stop=lambda t: t.key == target,
                  **{"predictor": "ridge", **opts})
     assert res.queries_to([target]) is not None
 
@@ -152,12 +152,12 @@ def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
     from slimkit.errors import CheckpointError
 
     prob = Additive(0)
-    search(prob, "random", budget=5, seed=0, run_dir=tmp_path)
+    search(prob, "random", queries=5, seed=0, run_dir=tmp_path)
     with pytest.raises(CheckpointError, match="different search"):
-        search(prob, "random", budget=8, seed=1, run_dir=tmp_path, resume=True)
+        search(prob, "random", queries=8, seed=1, run_dir=tmp_path, resume=True)
     (tmp_path / "search_journal.jsonl").write_text("{not json\n{}\n")
     with pytest.raises(CheckpointError, match="cannot read"):
-        search(prob, "random", budget=8, seed=0, run_dir=tmp_path, resume=True)
+        search(prob, "random", queries=8, seed=0, run_dir=tmp_path, resume=True)
 
 
 class Scrambled(Additive):
@@ -189,7 +189,7 @@ def test_features_reach_the_predictor(name):
     prob = Scrambled(3)
     target = [prob.space.key(prob.optimum())]
     opts = {"predictor": "ridge", "pool": 20000} if name == "weaknas" else {"pool": 20000, "batch": 5}
-    found = {f: search(prob, name, budget=40, seed=0, features=list(f), stop=lambda t: t.key in target, **opts)
+    found = {f: search(prob, name, queries=40, seed=0, features=list(f), stop=lambda t: t.key in target, **opts)
              .queries_to(target) for f in (("hint",), ("noise",), ())}
     assert found[("hint",)] is not None and found[("hint",)] <= 20, found
     assert found[("noise",)] is None and found[()] is None, found
@@ -199,7 +199,7 @@ def test_feature_errors_are_named_before_the_first_trial():
     from slimkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="training-free features"):
-        search(Additive(0), "weaknas", budget=20, features=["hint"], predictor="ridge", pool=500)
+        search(Additive(0), "weaknas", queries=20, features=["hint"], predictor="ridge", pool=500)
     strat = create_strategy("weaknas", NB201Space(), features=["hnt"], predictor="ridge", pool=500)
     with pytest.raises(KeyError):
         strat.run(Scrambled(0), 20)
@@ -212,11 +212,11 @@ def test_warm_start_draws_the_first_batch_from_the_best_by_the_features(name, op
     prob = Scrambled(4)
     feasible = [c for c in prob.space.enumerate() if prob.costs(c)["convs"] <= 2]
     top20 = sorted((prob.score[c] for c in feasible), reverse=True)[:20]
-    res = search(prob, name, budget=10, seed=0, features=["hint"], warm_start=20, constraints=["convs <= 2"], **opts)
+    res = search(prob, name, queries=10, seed=0, features=["hint"], warm_start=20, constraints=["convs <= 2"], **opts)
     first = [t.score for t in res.history]
     assert len(first) == 10 and min(first) >= top20[-1]  # all ten from the 20 best feasible by the hint
     assert sorted(first) != sorted(top20[:10])  # drawn among them, not simply the ten best
-    plain = search(prob, name, budget=10, seed=0, constraints=["convs <= 2"], **opts)
+    plain = search(prob, name, queries=10, seed=0, constraints=["convs <= 2"], **opts)
     assert np.mean([t.score for t in plain.history]) < min(first)
     with pytest.raises(Exception, match="warm_start"):
         create_strategy(name, prob.space, warm_start=50)  # no features to rank by
@@ -234,7 +234,21 @@ def test_resume_inside_a_warm_start_continues_the_same_stream(name, tmp_path):
     prob = Scrambled(5)
     opts = {"features": ["hint", "noise"], "warm_start": 40,
             **({"predictor": "ridge", "init": 10, "pool": 3000} if name == "weaknas" else {"population": 12})}
-    full = search(prob, name, budget=25, seed=2, **opts)
-    search(prob, name, budget=7, seed=2, run_dir=tmp_path, **opts)  # stops inside the warm start
-    resumed = search(prob, name, budget=25, seed=2, run_dir=tmp_path, resume=True, **opts)
+    full = search(prob, name, queries=25, seed=2, **opts)
+    search(prob, name, queries=7, seed=2, run_dir=tmp_path, **opts)  # stops inside the warm start
+    resumed = search(prob, name, queries=25, seed=2, run_dir=tmp_path, resume=True, **opts)
     assert [t.key for t in resumed.history] == [t.key for t in full.history]
+
+
+def test_budget_is_the_deprecated_name_of_queries():
+    """`budget=` (the old name) runs the same search as `queries=`, with a DeprecationWarning; both differing is
+    refused."""
+    new = search(Additive(0), "random", queries=7, seed=4)
+    with pytest.warns(DeprecationWarning, match="queries"):
+        old = search(Additive(0), "random", budget=7, seed=4)
+    assert [t.key for t in old.history] == [t.key for t in new.history] and len(new.history) == 7
+    strat = create_strategy("random", NB201Space(), seed=4)
+    with pytest.warns(DeprecationWarning):
+        assert [t.key for t in strat.run(Additive(0), budget=7)] == [t.key for t in new.history]
+    with pytest.raises(ConfigError, match="budget= is the old name of queries="):
+        search(Additive(0), "random", queries=5, budget=7)

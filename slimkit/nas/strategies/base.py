@@ -1,7 +1,7 @@
 """The strategy base: ask for architectures, tell their results, save and restore state.
 
 A strategy proposes batches (`_propose`) from what it has seen; `ask()` hands them out one by one, `tell(trial)`
-records a result. `run(problem, budget)` is the whole loop (with an optional executor and a per-trial callback);
+records a result. `run(problem, queries)` is the whole loop (with an optional executor and a per-trial callback);
 it calls `_run()`, which subclasses rarely override. Everything a strategy knows is in `state_dict()` (JSON-able:
 trials, pending proposals, the numpy RNG state and the subclass's own state), so a resumed search continues with
 the same random stream and loses nothing.
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from slimkit._deprecated import renamed_kwarg
 from slimkit.errors import ConfigError, SearchError
 from slimkit.nas.predictors import normal_scores
 from slimkit.nas.spaces.base import SearchSpace
@@ -175,29 +176,31 @@ class Strategy:
         self.trials.append(trial)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
-    def run(self, problem: Any, budget: int, executor: Any = None, callback: Callable[[Trial], None] | None = None,
-            stop: Callable[[Trial], bool] | None = None) -> list[Trial]:
-        """Evaluate architectures until `budget` trials exist (earlier trials, e.g. from a resume, count) or
-        `stop(trial)` returns True."""
+    def run(self, problem: Any, queries: int = 100, executor: Any = None,
+            callback: Callable[[Trial], None] | None = None, stop: Callable[[Trial], bool] | None = None,
+            budget: int | None = None) -> list[Trial]:
+        """Evaluate architectures until `queries` trials exist (earlier trials, e.g. from a resume, count) or
+        `stop(trial)` returns True. `budget=` is the deprecated old name of `queries=`."""
+        queries = renamed_kwarg("queries", queries, "budget", budget, 100)
         self.status = "running"
         try:
             if self.features:
                 self._check_features(problem)
-            self._run(problem, budget, executor, callback, stop)
+            self._run(problem, queries, executor, callback, stop)
         except BaseException:
             self.status = "interrupted"
             raise
         self.status = "done"
         return self.trials
 
-    def _run(self, problem: Any, budget: int, executor: Any, callback: Callable[[Trial], None] | None,
+    def _run(self, problem: Any, queries: int, executor: Any, callback: Callable[[Trial], None] | None,
              stop: Callable[[Trial], bool] | None) -> None:
         from slimkit.nas.executors import LocalExecutor
 
         executor = executor or LocalExecutor()
         done = False
-        while len(self.trials) < budget and not done:
-            want = min(executor.parallelism, budget - len(self.trials))
+        while len(self.trials) < queries and not done:
+            want = min(executor.parallelism, queries - len(self.trials))
             archs = [self.ask() for _ in range(want)]
             for trial in executor.evaluate(problem, archs, start=len(self.trials)):
                 self.tell(trial)
