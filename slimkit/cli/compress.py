@@ -52,7 +52,7 @@ def compress_cmd(
                                         "heads=0.3 (repeatable; replaces the budget)."),
     ratio_search: bool = typer.Option(None, "--ratio-search/--no-ratio-search", help="Find per-dimension ratios "
                                       "under --macs by Gaussian-process search with expected improvement."),
-    search_budget: int = typer.Option(None, "--search-budget", help="Candidates the ratio search evaluates "
+    search_queries: int = typer.Option(None, "--search-queries", help="Candidates the ratio search evaluates "
                                       "(default 24)."),
     token_method: str = typer.Option(None, "--token-method", help="Tokens: select (fixed positions, by HSIC; "
                                      "default), drop (EViT) or merge (ToMe)."),
@@ -76,7 +76,8 @@ def compress_cmd(
                baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                allocation=allocation, round_to=round_to,
-               ignored_layers=ignore or None, distill=distill, ratio_search=ratio_search, search_budget=search_budget,
+               ignored_layers=ignore or None, distill=distill, ratio_search=ratio_search,
+               search_queries=search_queries,
                dims=tuple(d.strip() for d in dims.split(",")) if dims else None, token_method=token_method,
                dim_ratios={k: float(v) for k, v in parse_kv(dim_ratio).items()} if dim_ratio else None,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, quantize=quantize, limit=limit, seed=seed,

@@ -83,7 +83,7 @@ class CompressConfig:
     dims: tuple[str, ...] | None = None  # transformers: dimensions to prune (heads, neurons, embed, tokens)
     dim_ratios: dict[str, float] = field(default_factory=dict)  # explicit share to remove per dimension
     ratio_search: bool = False  # GP-EI search of the per-dimension ratios under --macs (proxy: validation batches)
-    search_budget: int = 24  # candidates the ratio search evaluates
+    search_queries: int = 24  # candidates the ratio search evaluates
     token_method: str = "select"  # tokens: select (fixed positions by HSIC), drop (EViT), merge (ToMe)
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
     distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
@@ -246,7 +246,7 @@ def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, exa
         held_out = list(itertools.islice(iter(loaders.val if loaders.val is not None else loaders.train),
                                          cfg.calib_batches))
         return search_prune_ratios(base, example, macs_target=budget["macs_target"], data=calib, eval_data=held_out,
-                                   dims=cfg.dims or ("heads", "neurons", "tokens"), budget=cfg.search_budget,
+                                   dims=cfg.dims or ("heads", "neurons", "tokens"), queries=cfg.search_queries,
                                    importance=cfg.importance, seed=cfg.seed, token_method=cfg.token_method,
                                    round_to=cfg.round_to).model
     if cfg.dim_ratios:

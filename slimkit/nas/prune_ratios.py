@@ -8,7 +8,7 @@ half of the blocks, "heads@1" for the second), `RatioProblem` prunes the model a
 the proxy: accuracy on held-out labelled batches, ties broken by their loss. The best feasible ratios are then
 relaxed towards less pruning (one common factor, by bisection) until the budget is exactly used.
 
-    result = search_prune_ratios(model, x, macs_target=0.6, data=calib, eval_data=held_out, budget=24)
+    result = search_prune_ratios(model, x, macs_target=0.6, data=calib, eval_data=held_out, queries=24)
     result.model, result.ratios, result.proxy
 """
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import BudgetError, ConfigError, PruneError
+from slimkit.inputs import as_tensor_tuple
 from slimkit.nas.search import SearchResult, search
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.profile import count_macs
@@ -156,12 +157,12 @@ def _relax(problem: RatioProblem, ratios: dict[str, float], target: float, steps
 
 def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: float,
                         data: Iterable[Any], eval_data: Iterable[Any] | None = None,
-                        dims: Sequence[str] = ("heads", "neurons", "tokens"), budget: int = 24, init: int = 8,
+                        dims: Sequence[str] = ("heads", "neurons", "tokens"), queries: int = 24, init: int = 8,
                         grid: Sequence[float] = DEFAULT_GRID, importance: str = "hsic", seed: int = 0,
                         token_method: str = "select", token_layers: Sequence[int] | None = None,
                         round_to: int | str | None = None, relax: bool = True) -> RatioSearchResult:
     """Find per-dimension pruning ratios maximising proxy accuracy with MACs <= `macs_target` (a fraction of the
-    original) by GP-EI search over `grid` (`budget` evaluated candidates, `init` of them random), then prune.
+    original) by GP-EI search over `grid` (`queries` evaluated candidates, `init` of them random), then prune.
 
     `data`: labelled calibration batches (importance, token positions); `eval_data`: held-out labelled batches for
     the proxy (default: `data`). A dimension the model does not have (tokens of a windowed model) is dropped."""
@@ -170,7 +171,7 @@ def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: f
     bad = [d for d in dims if d not in DIMENSIONS]
     if bad:
         raise ConfigError(f"unknown dimensions {bad}; choose from {list(DIMENSIONS)}")
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_tensor_tuple(example_inputs)
     data = list(data)
     held_out = list(eval_data) if eval_data is not None else data
     if not data or not held_out:
@@ -189,12 +190,12 @@ def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: f
     if floor > macs_target:
         raise BudgetError(f"pruning {grid[-1]:.0%} of every dimension of {list(dims)} keeps {floor:.3f} of the MACs, "
                           f"above the target {macs_target}; add dimensions or a larger grid")
-    result = search(problem, "bo", budget=budget, seed=seed, constraints=[f"macs <= {macs_target}"],
-                    init=min(init, budget), batch=1, encoding="ratios", pool=len(grid) ** len(dims))
+    result = search(problem, "bo", queries=queries, seed=seed, constraints=[f"macs <= {macs_target}"],
+                    init=min(init, queries), batch=1, encoding="ratios", pool=len(grid) ** len(dims))
     best = result.best
     if best is None:
-        raise BudgetError(f"no candidate of the ratio search met macs <= {macs_target} in {budget} evaluations; "
-                          "raise budget")
+        raise BudgetError(f"no candidate of the ratio search met macs <= {macs_target} in {queries} evaluations; "
+                          "raise queries")
     ratios = space.ratios(space.from_key(best.key))
     pruned, final, macs = (_relax(problem, ratios, macs_target) if relax else
                            (problem.model(space.from_key(best.key)), ratios, best.costs["macs"]))

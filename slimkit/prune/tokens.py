@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError, PruneError
+from slimkit.inputs import as_tensor_tuple
 from slimkit.layers.token_reduction import TokenDrop, TokenMerge, TokenSelect
 from slimkit.prune.hsic import MAX_SAMPLES, hsic_scores, run_calibration
 
@@ -53,7 +54,7 @@ def _num_prefix(model: nn.Module) -> int:
 
 def find_token_stack(model: nn.Module, example_inputs: Any, num_prefix: int | None = None) -> TokenStack:
     """The model's stack of blocks over N x T x C tokens (read-only: hooks are removed, the model is unchanged)."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_tensor_tuple(example_inputs)
     calls: dict[str, list[tuple[tuple, tuple]]] = {}
     containers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))
                   and len(m) >= 2}

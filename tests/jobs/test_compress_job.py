@@ -104,7 +104,7 @@ VIT = dict(model="timm:deit_tiny_patch16_224", model_kwargs={"img_size": 8, "pat
 @pytest.mark.slow
 def test_transformer_ratio_search_meets_the_macs_budget_and_ships_a_reloadable_model(tmp_path):
     pytest.importorskip("timm")
-    s = run(_cfg(tmp_path, **VIT, macs=0.6, ratio_search=True, search_budget=4, calib_batches=2))
+    s = run(_cfg(tmp_path, **VIT, macs=0.6, ratio_search=True, search_queries=4, calib_batches=2))
     assert s["pruned"]["macs"] <= 0.6 * s["baseline"]["macs"]
     model = load(tmp_path / "run" / "model.safetensors")
     assert count_macs(model, (1, 1, 8, 8)) == s["pruned"]["macs"]

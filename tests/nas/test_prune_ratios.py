@@ -26,7 +26,7 @@ def test_ratio_search_meets_its_budget_and_uses_bo():
     torch.manual_seed(0)
     model, x = TinyViT().eval(), torch.randn(1, 1, 16, 16)
     data = _data(3)
-    result = search_prune_ratios(model, x, macs_target=0.6, data=data[:2], eval_data=data[2:], budget=8, init=4,
+    result = search_prune_ratios(model, x, macs_target=0.6, data=data[:2], eval_data=data[2:], queries=8, init=4,
                                  grid=(0.0, 0.25, 0.5, 0.75))
     assert result.search.strategy == "bo" and len(result.search.history) == 8
     assert all(t.costs["macs"] <= 0.6 + 1e-9 for t in result.search.history if t.feasible)
@@ -41,6 +41,6 @@ def test_ratio_search_refuses_an_unreachable_budget_and_bad_targets():
     torch.manual_seed(0)
     model, x = TinyViT().eval(), torch.randn(1, 1, 16, 16)
     with pytest.raises(BudgetError, match="above the target"):
-        search_prune_ratios(model, x, macs_target=0.01, data=_data(1), dims=("heads",), grid=(0.0, 0.5), budget=2)
+        search_prune_ratios(model, x, macs_target=0.01, data=_data(1), dims=("heads",), grid=(0.0, 0.5), queries=2)
     with pytest.raises(ConfigError, match="fraction of MACs"):
         search_prune_ratios(model, x, macs_target=1.5, data=_data(1))
