@@ -41,7 +41,7 @@ from slimkit.models.nb201 import ResBlock, make_op
 from slimkit.nas.spaces.nb201 import EDGES, OPS, cell_to_str
 from slimkit.train import Callback, TrainConfig, Trainer
 from slimkit.train.checkpoint import optimizer_from_flat, optimizer_to_flat, tensor_from_json, tensor_to_json
-from slimkit.train.seeding import seed_everything
+from slimkit.train.seeding import seeded
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -504,9 +504,9 @@ class OneShotSearch:
                               "val_fraction")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         info = self.splits.info
-        seed_everything(cfg.seed)
-        self.net = SuperNet(info.num_classes, info.in_chans, cfg.channels, cfg.cells_per_stage).to(device)
-        self.arch = ArchSearch(cfg, self.net, self.splits.val)
+        with seeded(cfg.seed):  # the supernet's weights and alphas; the caller's generators are left as they were
+            self.net = SuperNet(info.num_classes, info.in_chans, cfg.channels, cfg.cells_per_stage).to(device)
+            self.arch = ArchSearch(cfg, self.net, self.splits.val)
         bs = min(cfg.batch_size, len(self.splits.train))
         self.train_loader = DataLoader(self.splits.train, batch_size=bs, shuffle=True,
                                        generator=self.arch.train_order.gen,

@@ -5,9 +5,9 @@ from slimkit.train.checkpoint import save_weights
 from slimkit.train.config import TrainConfig
 from slimkit.train.evaluate import LossFn, cross_entropy_loss, evaluate
 from slimkit.train.schedules import lr_at
-from slimkit.train.seeding import seed_everything, seeded
+from slimkit.train.seeding import own_rng, seed_everything, seeded
 from slimkit.train.trainer import Trainer, TrainResult, build_optimizer
 
 __all__ = ["Callback", "DynamicTemperature", "LossFn", "TrainConfig", "TrainResult", "Trainer", "build_optimizer",
            "cross_entropy_loss", "evaluate", "lr_at", "save_weights",
-           "seed_everything", "seeded"]
+           "own_rng", "seed_everything", "seeded"]

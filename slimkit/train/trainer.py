@@ -27,7 +27,7 @@ from slimkit.train.config import TrainConfig
 from slimkit.train.distributed import average_buffers, setup_distributed, shard_loader, wrap_model
 from slimkit.train.evaluate import LossFn, cross_entropy_loss, evaluate
 from slimkit.train.schedules import lr_at
-from slimkit.train.seeding import seed_everything
+from slimkit.train.seeding import own_rng, seed_everything
 
 __all__ = ["Trainer", "TrainResult", "build_optimizer"]
 
@@ -298,7 +298,16 @@ class Trainer:
             self.save_checkpoint()
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train to `config.epochs`; with `resume=True` continue from `out_dir/checkpoint` when there is one."""
+        """Train to `config.epochs`; with `resume=True` continue from `out_dir/checkpoint` when there is one.
+
+        Training draws (dropout, random layers, callbacks) from the process's generators, seeded from
+        `config.seed` or restored from the checkpoint, under `own_rng`: the caller's generator states are as they
+        were when `fit` returns, so what runs after it does not depend on how long it trained or whether it resumed.
+        """
+        with own_rng():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         cfg = self.config
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)

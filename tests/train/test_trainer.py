@@ -277,3 +277,26 @@ def test_callback_tensors_survive_json_bit_for_bit():
               torch.tensor([], dtype=torch.int64), torch.arange(6, dtype=torch.int32).reshape(2, 3)):
         back = tensor_from_json(json.loads(json.dumps(tensor_to_json(t))))
         assert back.dtype == t.dtype and torch.equal(back, t)
+
+
+def test_fit_leaves_the_callers_generators_as_they_were(tmp_path):
+    """Training seeds and draws inside the Trainer's own scope: the caller's torch / NumPy / Python streams go on
+    as if fit had not run, and fit itself does not depend on them (the same weights after any prior draws)."""
+    import random
+
+    import numpy as np
+
+    def draws():
+        return torch.rand(3).tolist(), float(np.random.rand()), random.random()
+
+    results = []
+    for prior in (1, 2):
+        torch.manual_seed(prior), np.random.seed(prior), random.seed(prior)
+        expected = draws()
+        torch.manual_seed(prior), np.random.seed(prior), random.seed(prior)
+        model = _model()
+        torch.manual_seed(prior)
+        Trainer(model, CFG, _loader(_data())).fit()
+        assert draws() == expected
+        results.append(_weights(model))
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
