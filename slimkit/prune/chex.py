@@ -29,6 +29,7 @@ from slimkit.profile import count_node_macs
 from slimkit.prune.budget import MacsModel
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
+from slimkit.prune.record import next_record, with_record
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.validate import as_example_inputs
 from slimkit.train import Callback
@@ -180,9 +181,7 @@ class ChexCallback(Callback):
         keep = {g.id: self.masks[g.id].nonzero().flatten().tolist() for g in self.groups}
         plan = module_plan(self.model, self.groups, keep)
         pruned = apply_plan(copy.deepcopy(self.model), plan)
-        pruned.slimkit_pruning = {"version": 1, "steps": [[[n, r, k] for (n, r), k in plan.items()]],
-                                  "importance": "chex"}
-        return pruned
+        return with_record(pruned, next_record(self.model, plan, importance="chex"))
 
     def state_dict(self) -> dict[str, Any]:
         return {"masks": {str(k): v.tolist() for k, v in self.masks.items()}, "history": self.history,

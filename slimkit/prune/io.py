@@ -21,6 +21,7 @@ from slimkit.errors import CheckpointError
 from slimkit.fileio import atomic_write
 from slimkit.models import create_model, load_weights
 from slimkit.models._user import copy_model_file, resolve_model_name
+from slimkit.prune.record import record_of, with_record
 from slimkit.prune.rewrite import apply_rewrites
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.tokens import insert_token_reducers
@@ -37,11 +38,12 @@ def record_path(path: str | Path) -> Path:
 
 
 def save(model: nn.Module, path: str | Path, *, model_name: str | None = None,
-         model_kwargs: dict[str, Any] | None = None) -> Path:
-    """Write weights and the pruning record (`model.slimkit_pruning`, set by `slimkit.prune.prune`). A model from a
-    user's file (`net.py:build`) gets a copy of that file beside the record, so it reloads wherever the file goes."""
+         model_kwargs: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> Path:
+    """Write weights and the pruning record (`record`, default the one the model carries: `record_of(model)`, set
+    by every pruning method). A model from a user's file (`net.py:build`) gets a copy of that file beside the
+    record, so it reloads wherever the file goes."""
     path = Path(path)
-    record = dict(getattr(model, "slimkit_pruning", None) or {"version": 1, "steps": []})
+    record = dict(record or record_of(model) or {"version": 1, "steps": []})
     if model_name is not None:
         record["model"] = {"name": copy_model_file(model_name, path.parent), "kwargs": model_kwargs or {}}
     text = json.dumps(record)
@@ -83,8 +85,7 @@ def replay(model: nn.Module, record: dict[str, Any]) -> nn.Module:
             insert_token_reducers(model, plan)
         else:
             apply_plan(model, {(n, r): k for n, r, k in plan})
-    model.slimkit_pruning = record
-    return model
+    return with_record(model, record)
 
 
 def load(path: str | Path, model_or_name: nn.Module | str | None = None, **model_kwargs: Any) -> nn.Module:

@@ -1,0 +1,42 @@
+"""The pruning record: how a pruned model was made from its original, and what the method reports about it.
+
+A record is JSON: `{"version": 1, "steps": [[[module, role, kept indices], ...], ...], "model": {"name", "kwargs"}
+(when known), "importance": ..., and what the method adds (ratio, budget, kept_whole)}`. Replaying its steps with
+`apply_plan` on a fresh original rebuilds the pruned structure (`slimkit.prune.io`).
+
+A pruned model carries its record as the attribute `slimkit_pruning` (so `slimkit.prune.save(pruned, path)` needs
+nothing else); this module is the one place that reads and writes that attribute: `record_of(model)`,
+`with_record(model, record)`, and `next_record(original, plan, **info)` for a method that has just cut `original`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+__all__ = ["RECORD_ATTR", "next_record", "record_of", "with_record"]
+
+RECORD_ATTR = "slimkit_pruning"
+VERSION = 1
+
+
+def record_of(model: nn.Module) -> dict[str, Any] | None:
+    """The record `model` carries (None: it was not pruned by slimkit, or not reloaded from a pruned file)."""
+    return getattr(model, RECORD_ATTR, None)
+
+
+def with_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
+    """`model` carrying `record` (set in place; returned for chaining)."""
+    setattr(model, RECORD_ATTR, record)
+    return model
+
+
+def next_record(original: nn.Module, plan: dict[tuple[str, str], list[int]], **info: Any) -> dict[str, Any]:
+    """The record of a model cut from `original` by `plan` ((module, role) -> kept indices): `original`'s own steps
+    (a model pruned before grows by one step) and its model spec, then this step, then `info` (what the method
+    reports: criterion, ratio, budget, ...)."""
+    earlier = record_of(original) or {}
+    steps = list(earlier.get("steps", []))
+    spec = {k: v for k, v in earlier.items() if k == "model"}
+    return {**spec, "version": VERSION, "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]], **info}
