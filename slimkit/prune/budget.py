@@ -1,4 +1,5 @@
-"""What a pruning plan costs, computed from the channel counts alone (no model is built): MACs and parameters.
+"""What a pruning plan costs, computed from the channel counts alone (no model is built): MACs and parameters; and
+`solve`, the one bisection that finds the least pruning meeting a budget.
 
 MACs: every traced operation's MACs, counted once on the unpruned model (`slimkit.profile.count_node_macs`), scale
 with the kept share of the channel dimensions the graph lists for it (`slimkit.graph.costs`): a convolution with
@@ -10,7 +11,7 @@ and corrects the search if the two ever disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -20,7 +21,7 @@ from slimkit.graph import Group
 from slimkit.graph.costs import Dim
 from slimkit.graph.params import parse_param_role
 
-__all__ = ["MacsModel", "ParamsModel"]
+__all__ = ["MacsModel", "ParamsModel", "solve"]
 
 
 def _scaled(dim: Dim, keep: dict[int, int], size: dict[int, int]) -> tuple[int, int]:
@@ -96,6 +97,23 @@ class ParamsModel:
                 f *= Fraction(length - removed, length)
             total += f
         return round(total)
+
+
+def solve(fits: Callable[[float], bool], cap: float, steps: int = 20) -> float:
+    """The smallest ratio in [0, cap] (to cap / 2**steps) for which `fits` holds, by bisection; cap if none does.
+    `fits` must be monotone (pruning more never costs more): every budget search over a pruning ratio uses this."""
+    if fits(0.0):
+        return 0.0
+    lo, hi = 0.0, cap
+    if not fits(hi):
+        return hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _sliced(role: str) -> list[tuple[str, int]]:

@@ -26,7 +26,7 @@ from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
 from slimkit.profile import count_node_macs
-from slimkit.prune.budget import MacsModel
+from slimkit.prune.budget import MacsModel, solve
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
 from slimkit.prune.record import next_record, with_record
@@ -119,14 +119,9 @@ class ChexCallback(Callback):
         the largest allowed sparsity if none does."""
         if fraction >= 1.0:
             return 0.0
-        target, lo, hi = fraction * self._base_macs, 0.0, self.alloc.max_group_ratio
-        for _ in range(12):
-            mid = (lo + hi) / 2
-            if self._macs(keep_counts(self.groups, scores, mid, self.alloc)) <= target:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        target = fraction * self._base_macs
+        return solve(lambda r: self._macs(keep_counts(self.groups, scores, r, self.alloc)) <= target,
+                     self.alloc.max_group_ratio, steps=12)
 
     # ---- exploration step
     def update(self, step: int) -> None:

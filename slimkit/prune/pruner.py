@@ -33,7 +33,7 @@ from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.graph.trace import empty_caches
 from slimkit.profile import channel_multiple, count_macs, count_node_macs, count_params, measure_latency
-from slimkit.prune.budget import MacsModel, ParamsModel
+from slimkit.prune.budget import MacsModel, ParamsModel, solve
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
@@ -326,7 +326,7 @@ class Pruner:
         scaled by their ratio (and, failing that, by measuring built candidates as the search goes)."""
         cap, goal = self._ratio_cap(), target
         for _ in range(8):
-            ratio = _bisect(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
+            ratio = solve(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
             n = len(self.groups)
             pruned = self._checked(lambda r=ratio: self.step(r), self._info(ratio))
             if len(self.groups) != n:
@@ -394,22 +394,6 @@ class Pruner:
             return measure_latency(m, shape, backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
 
         return self._search_measured(latency, float(cfg.latency_target), "latency (ms)")
-
-
-def _bisect(fits: Callable[[float], bool], cap: float, steps: int = 20) -> float:
-    """The smallest ratio in [0, cap] (to cap / 2**steps) for which `fits` holds; cap if none does."""
-    if fits(0.0):
-        return 0.0
-    lo, hi = 0.0, cap
-    if not fits(hi):
-        return hi
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,

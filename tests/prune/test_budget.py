@@ -70,3 +70,20 @@ def test_macs_and_params_targets_land_on_the_computed_cost():
         rec = pruned.slimkit_pruning["budget"]
         assert rec["computed"] == rec["counted"] == count(pruned) <= rec["target"]
         assert rec["counted"] >= 0.9 * rec["target"]  # the least pruning that meets the budget, not far below it
+
+
+def test_solve_is_the_least_fitting_ratio_to_its_resolution():
+    """The one bisection (the pruner's budget search and CHEX's re-allocation both use it), against a scan."""
+    from slimkit.prune.budget import solve
+
+    for threshold in (0.0, 0.137, 0.5, 0.8999, 0.95):
+        def fits(r, t=threshold):
+            return r >= t
+
+        got = solve(fits, 0.9, steps=12)
+        if threshold == 0.0:
+            assert got == 0.0
+        elif threshold > 0.9:
+            assert got == 0.9  # nothing fits: the cap
+        else:
+            assert fits(got) and threshold <= got <= threshold + 0.9 / 2**12
