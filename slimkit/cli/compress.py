@@ -20,7 +20,7 @@ from slimkit.cli._common import (
 )
 from slimkit.cli.quantize import print_int8
 from slimkit.jobs.compress import CompressConfig, run
-from slimkit.prune import list_importances
+from slimkit.prune import list_importances, list_pruning_methods
 from slimkit.report import rich_table
 
 
@@ -38,7 +38,7 @@ def compress_cmd(
     params: float = typer.Option(None, "--params", help="Parameters to keep: fraction or absolute."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
-    method: str = typer.Option(None, "--method", help="oneshot (default), iterative or chex."),
+    method: str = typer.Option(None, "--method", help=f"Pruning method: {one_of(list_pruning_methods(), 'oneshot')}."),
     importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}."),
     allocation: str = typer.Option(None, "--allocation", help="How the cut is spread over layers: latency "
                                    "(default: by time per MAC on this CPU, whole vector blocks), uniform (the old "

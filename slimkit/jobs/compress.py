@@ -12,7 +12,7 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,18 +45,18 @@ from slimkit.nas.prune_ratios import search_prune_ratios
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
 from slimkit.profile.verdict import speed_verdict
-from slimkit.prune import ALLOCATIONS, ChexCallback, create_importance, iterative_prune, prune
+from slimkit.prune import ALLOCATIONS, Budget, PruneJob, PruningMethod, create_importance, create_pruning_method
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
 from slimkit.prune.dims import check_dims
 from slimkit.quantize import Int8Config
+from slimkit.registry import PRUNERS
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
 from slimkit.train.distributed import is_main_process
 
 __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
 
-_METHODS = ("oneshot", "iterative", "chex")
 # options a resumed run may change
 RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches", "workers", "quantize", "int8")
 
@@ -71,7 +71,7 @@ class CompressConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra model arguments
     baseline: str | None = None  # a `slimkit train` run folder to start from; None: train one here
     baseline_epochs: int = 10  # epochs of the baseline trained when `baseline` is None
-    method: str = "oneshot"  # oneshot (prune once, fine-tune), iterative (3 prune + fine-tune rounds), chex
+    method: str = "oneshot"  # a pruning method (slimkit.prune.list_pruning_methods(): oneshot, iterative, chex)
     importance: str = "l1"  # pruning criterion (slimkit.prune.list_importances())
     macs: float | None = 0.5  # MACs to keep (fraction, or absolute if > 1)
     params: float | None = None  # parameters to keep (fraction, or absolute if > 1)
@@ -118,18 +118,22 @@ class CompressConfig:
             ("kd_alpha", 0 <= self.kd_alpha <= 1, f"must be in [0, 1], got {self.kd_alpha}"),
             ("latency_batches", all(b >= 1 for b in self.latency_batches),
              f"must be >= 1, got {list(self.latency_batches)}"),
-            ("method", self.method in _METHODS, f"must be one of {', '.join(_METHODS)}, got {self.method!r}"),
+            ("method", self.method in PRUNERS, f"must be one of {', '.join(PRUNERS.list())}, got {self.method!r}"),
             ("allocation", self.allocation in ALLOCATIONS,
              f"must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"),
-            ("allocation", self.method != "chex" or self.allocation == "latency",
-             "applies to oneshot and iterative: method chex allocates channels itself (globally, by importance)"),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"{name} {rule}", option=name, detail=rule)
-        self.budget()
+        method = PRUNERS.get(self.method)
+        if not method.allocates and self.allocation != "latency":
+            rule = (f"applies to methods that take an allocation: method {self.method} allocates channels itself "
+                    "(globally, by importance)")
+            raise ConfigError(f"allocation {rule}", option="allocation", detail=rule)
+        method().check(self.budget())
 
-    def budget(self) -> dict[str, float]:
+    def budget(self) -> Budget:
+        """The one budget (`--macs 0.5` is the default, dropped when another is given)."""
         given = {"ratio": self.ratio, "macs_target": self.macs, "params_target": self.params,
                  "latency_target": self.latency_ms}
         given = {k: v for k, v in given.items() if v is not None}
@@ -145,7 +149,7 @@ class CompressConfig:
         if not (math.isfinite(value) and value > 0):
             rule = f"must be a positive number (a fraction to keep, e.g. 0.5, or an absolute target), got {value}"
             raise ConfigError(f"{option} {rule}", option=option, detail=rule)
-        return given
+        return Budget(key, float(value))
 
 
 def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Console) -> None:
@@ -240,76 +244,42 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
                       *summary["speed_verdict"], *([int8_note(int8)] if int8 else [])])
 
 
-def _oneshot(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
-             budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
+def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec: dict, loaders: Any,
+               example: torch.Tensor, calib: list, out: Path, resume: bool) -> PruneJob:
+    """What the pruning method gets: the baseline, the budget and criterion, and this job's training as hooks."""
+    rounds_ft = TrainConfig(epochs=max(1, cfg.finetune_epochs // method.rounds), lr=cfg.finetune_lr,
+                            batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
+
+    def finetune(model: nn.Module, step: int) -> None:  # between the rounds of a multi-round method
+        Trainer(model, rounds_ft, loaders.train).fit()
+
+    def fresh_model() -> nn.Module:  # trained from scratch (chex), or from the user's own weights
+        with seeded(cfg.seed):
+            return copy.deepcopy(base) if cfg.weights else create_model(
+                spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
+
+    def train(model: nn.Module, callbacks: Sequence[Any]) -> None:  # as long as the baseline trained
+        tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+        Trainer(model, tc, loaders.train, callbacks=list(callbacks), out_dir=out / method.name).fit(resume=resume)
+
+    return PruneJob(base, (example,), cfg.budget(), importance=cfg.importance, ignored_layers=cfg.ignored_layers,
+                    allocation=cfg.allocation, round_to=cfg.round_to, seed=cfg.seed, data=calib, dims=cfg.dims,
+                    ratios=dict(cfg.dim_ratios) or None, token_method=cfg.token_method,
+                    finetune=finetune if cfg.finetune_epochs else None, train=train, fresh_model=fresh_model,
+                    train_steps=cfg.baseline_epochs * len(loaders.train), steps_per_epoch=len(loaders.train))
+
+
+def _prune(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
+           out: Path, resume: bool) -> nn.Module:
     if cfg.ratio_search:  # GP-EI over per-dimension ratios; the proxy is accuracy on held-out batches
         held_out = list(itertools.islice(iter(loaders.val if loaders.val is not None else loaders.train),
                                          cfg.calib_batches))
-        return search_prune_ratios(base, example, macs_target=budget["macs_target"], data=calib, eval_data=held_out,
+        return search_prune_ratios(base, example, macs_target=cfg.budget().value, data=calib, eval_data=held_out,
                                    dims=cfg.dims or ("heads", "neurons", "tokens"), queries=cfg.search_queries,
                                    importance=cfg.importance, seed=cfg.seed, token_method=cfg.token_method,
                                    round_to=cfg.round_to).model
-    if cfg.dim_ratios:
-        budget = {"ratios": dict(cfg.dim_ratios)}
-    return prune(base, example, importance=cfg.importance, ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                 allocation=cfg.allocation, data=calib, seed=cfg.seed, dims=cfg.dims, token_method=cfg.token_method,
-                 **budget)
-
-
-def _fraction(budget: dict[str, float], method: str) -> tuple[str, float]:
-    ((key, value),) = budget.items()
-    if key not in ("macs_target", "params_target", "ratio") or (key != "ratio" and value > 1):
-        raise ConfigError(f"method {method!r} takes --ratio or a --macs / --params fraction (<= 1), not {key}")
-    return key, value
-
-
-def _iterative(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
-               budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
-    key, value = _fraction(budget, "iterative")
-    steps = 3
-    ft = TrainConfig(epochs=max(1, cfg.finetune_epochs // steps), lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-                     seed=cfg.seed, progress=False)
-
-    def finetune(model: nn.Module, step: int) -> None:
-        Trainer(model, ft, loaders.train).fit()
-
-    return iterative_prune(base, example, steps=steps, finetune=finetune if cfg.finetune_epochs else None,
-                           importance=cfg.importance,
-                           ignored_layers=cfg.ignored_layers, round_to=cfg.round_to,
-                           allocation=cfg.allocation, data=calib, **{key: value})
-
-
-def _chex(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
-          budget: dict[str, float], out: Path, resume: bool) -> nn.Module:
-    """CHEX trains a fresh model from scratch while pruning and regrowing, for as long as the baseline trained.
-    A MACs fraction is CHEX's own budget (each re-allocation meets the ramped MACs); a params fraction f becomes a
-    channel sparsity of 1 - sqrt(f) (params scale with channels squared) and is trimmed one-shot at the end."""
-    key, value = _fraction(budget, "chex")
-    amount = {"ratio": {"sparsity": value}, "macs_target": {"macs_target": value}}.get(
-        key, {"sparsity": 1.0 - value**0.5})
-    with seeded(cfg.seed):  # from scratch, or from the user's own weights
-        model = copy.deepcopy(base) if cfg.weights else create_model(
-            spec["model"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec["kwargs"])
-    steps = cfg.baseline_epochs * len(loaders.train)
-    chex = ChexCallback(model, example, **amount, ramp_steps=int(0.75 * steps),
-                        interval=max(1, len(loaders.train) // 4), importance=cfg.importance, data=calib,
-                        seed=cfg.seed, round_to=cfg.round_to)
-    tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    Trainer(model, tc, loaders.train, callbacks=[chex], out_dir=out / "chex").fit(resume=resume)
-    pruned = chex.finalize()
-    if key == "ratio":
-        return pruned
-    # a params budget (and a MACs one CHEX could not reach within max_group_ratio): trim the rest one-shot
-    measure = (lambda m: count_macs(m, example)) if key == "macs_target" else count_params
-    target = value * measure(base)
-    if measure(pruned) <= target:
-        return pruned
-    return prune(pruned, example, importance=cfg.importance, data=calib, round_to=cfg.round_to,
-                 ignored_layers=cfg.ignored_layers, **{key: target})
-
-
-_PRUNE_STAGES = {"oneshot": _oneshot, "iterative": _iterative, "chex": _chex}
-assert tuple(_PRUNE_STAGES) == _METHODS
+    method = create_pruning_method(cfg.method)
+    return method.run(_prune_job(cfg, method, base, spec, loaders, example, calib, out, resume))
 
 
 def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
@@ -321,17 +291,14 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
         check_dims(cfg.dims, "dims")
     if cfg.dim_ratios:
         check_dims(cfg.dim_ratios, "dim_ratios")
-    if (cfg.ratio_search or cfg.dim_ratios or cfg.dims) and cfg.method != "oneshot":
-        raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune once: use them with --method oneshot "
-                          f"(got {cfg.method!r})")
-    if cfg.ratio_search and ("macs_target" not in cfg.budget() or cfg.budget()["macs_target"] >= 1):
+    if (cfg.ratio_search or cfg.dim_ratios or cfg.dims) and not PRUNERS.get(cfg.method).prunes_dims:
+        takes = ", ".join(f"--method {m}" for m in PRUNERS.list() if PRUNERS.get(m).prunes_dims)
+        raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune transformer dimensions: use them with "
+                          f"{takes} (got {cfg.method!r})")
+    if cfg.ratio_search and (cfg.budget().kind != "macs_target" or cfg.budget().value >= 1):
         raise ConfigError("--ratio-search finds ratios under a MACs budget: give --macs as a fraction (e.g. 0.6)")
     if cfg.ratio_search and cfg.dim_ratios:
         raise ConfigError("--ratio-search finds the per-dimension ratios itself: drop --dim-ratio")
-    if cfg.method == "iterative" and "ratio" in cfg.budget():
-        raise ConfigError("method 'iterative' takes a --macs or --params fraction")
-    if cfg.method in ("iterative", "chex"):
-        _fraction(cfg.budget(), cfg.method)
     if cfg.weights and cfg.baseline:
         raise ConfigError("give either --weights (your model's weights file, with --model) or --baseline (a slimkit "
                           "run folder), not both")
@@ -396,7 +363,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     base, spec = _baseline(cfg, out, resume, console)
     loaders = make_loaders(splits, cfg.batch_size, seed=cfg.seed, num_workers=cfg.workers)
     shape = (splits.info.in_chans, *splits.info.image_size)
-    example = torch.randn(1, *shape)
+    example = torch.randn(1, *shape, generator=torch.Generator().manual_seed(cfg.seed))  # not the global stream
     pruned_path = out / "pruned.safetensors"  # the weights carry their pruning record: one file, one unit
     record_kwargs = {**spec["kwargs"], "num_classes": spec["num_classes"], "in_chans": spec["in_chans"]}
     if resume and pruned_path.is_file():
@@ -405,10 +372,10 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     else:
         console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {budget}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
-        busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if cfg.method != "chex" \
-            else contextlib.nullcontext()  # chex trains, showing its own progress
+        busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if PRUNERS.get(cfg.method).allocates \
+            else contextlib.nullcontext()  # a method that trains (chex) shows its own progress
         with busy:
-            pruned = _PRUNE_STAGES[cfg.method](cfg, base, spec, loaders, example, calib, budget, out, resume)
+            pruned = _prune(cfg, base, spec, loaders, example, calib, out, resume)
         save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
     acc_pruned = evaluate(pruned, loaders.test, progress="pruned: test set")["acc"]
     if cfg.finetune_epochs:
@@ -440,8 +407,8 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
             rows.append({**row, **_latency(model, shape, cfg.latency_batches, step)})
     b, p = rows
     summary = {
-        "model": spec["model"], "data": splits.info.name, "baseline_source": _source(cfg, out), "budget": budget,
-        "importance": cfg.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
+        "model": spec["model"], "data": splits.info.name, "baseline_source": _source(cfg, out),
+        "budget": budget.kwargs(), "importance": cfg.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
         "acc_after_prune_before_finetune": acc_pruned,
         "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
         "onnx_max_abs_diff": onnx.max_abs_diff, "input_size": list(shape), **data_summary(splits.info, loaders),

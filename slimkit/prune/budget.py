@@ -12,16 +12,52 @@ and corrects the search if the two ever disagree.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from torch import nn
 
+from slimkit.errors import ConfigError
 from slimkit.graph import Group
 from slimkit.graph.costs import Dim
 from slimkit.graph.params import parse_param_role
 
-__all__ = ["MacsModel", "ParamsModel", "solve"]
+__all__ = ["BUDGET_KINDS", "Budget", "MacsModel", "ParamsModel", "solve"]
+
+BUDGET_KINDS = ("ratio", "macs_target", "params_target", "latency_target")  # the keyword each is given as
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One pruning budget, the same value whichever method meets it: `kind` is ratio (share of channels removed),
+    macs_target / params_target (what to keep: a fraction of the original, or an `absolute` count when above 1) or
+    latency_target (onnxruntime batch-1 milliseconds)."""
+
+    kind: str
+    value: float
+    absolute: bool = field(init=False)  # macs / params given as a count, not a fraction of the original
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise ConfigError(f"budget kind must be one of {', '.join(BUDGET_KINDS)}, got {self.kind!r}")
+        object.__setattr__(self, "absolute", self.kind in ("macs_target", "params_target") and self.value > 1)
+
+    @classmethod
+    def of(cls, **given: float | None) -> Budget:
+        """The one budget among keyword arguments (None: not given), e.g. `Budget.of(ratio=None, macs_target=0.5)`."""
+        set_ = {k: v for k, v in given.items() if v is not None}
+        if len(set_) != 1:
+            raise ConfigError(f"give exactly one budget: {', '.join(BUDGET_KINDS)} (got {sorted(set_) or 'none'})")
+        ((kind, value),) = set_.items()
+        return cls(kind, float(value))
+
+    def kwargs(self) -> dict[str, Any]:
+        """As the keyword `slimkit.prune.prune` takes: {"macs_target": 0.5}."""
+        return {self.kind: self.value}
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.value:g}"
 
 
 def _scaled(dim: Dim, keep: dict[int, int], size: dict[int, int]) -> tuple[int, int]:

@@ -25,16 +25,18 @@ from torch import nn
 from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
-from slimkit.profile import count_node_macs
+from slimkit.profile import count_macs, count_node_macs, count_params
 from slimkit.prune.budget import MacsModel, solve
 from slimkit.prune.importance import ImportanceContext, create_importance
-from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan
+from slimkit.prune.method import PruneJob, PruningMethod
+from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan, prune
 from slimkit.prune.record import next_record, with_record
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.validate import as_example_inputs
+from slimkit.registry import PRUNERS
 from slimkit.train import Callback
 
-__all__ = ["ramp", "ChexCallback"]
+__all__ = ["Chex", "ChexCallback", "ramp"]
 
 
 def ramp(step: int, ramp_steps: int, target: float) -> float:
@@ -186,3 +188,37 @@ class ChexCallback(Callback):
         self.masks = {int(k): torch.tensor(v, dtype=torch.bool) for k, v in state["masks"].items()}
         self.history = list(state["history"])
         self.gen.set_state(torch.tensor(state["gen"], dtype=torch.uint8))
+
+
+@PRUNERS.register("chex")
+class Chex(PruningMethod):
+    """CHEX as a method: trains the job's fresh model (`fresh_model`, `train`) for `train_steps` with the callback,
+    then cuts the masked channels. A MACs fraction is CHEX's own budget (each re-allocation meets the ramped MACs); a
+    params fraction f becomes a channel sparsity of 1 - sqrt(f) (params scale with channels squared) and what is left
+    over (or a MACs target CHEX could not reach within max_group_ratio) is trimmed one-shot at the end."""
+
+    name = "chex"
+    budgets = ("ratio", "macs_target", "params_target")
+    fractions_only = True
+    allocates = False  # globally, by importance, at every re-allocation
+
+    def run(self, job: PruneJob) -> nn.Module:
+        if job.fresh_model is None or job.train is None:
+            raise ConfigError("CHEX trains while it prunes: the job must give fresh_model and train")
+        b = job.budget
+        amount = {"ratio": {"sparsity": b.value}, "macs_target": {"macs_target": b.value}}.get(
+            b.kind, {"sparsity": 1.0 - b.value**0.5})
+        model = job.fresh_model()
+        chex = ChexCallback(model, job.example_inputs, **amount, ramp_steps=int(0.75 * job.train_steps),
+                            interval=max(1, job.steps_per_epoch // 4), importance=job.importance, data=job.data,
+                            seed=job.seed, round_to=job.round_to)
+        job.train(model, [chex])
+        pruned = chex.finalize()
+        if b.kind == "ratio":
+            return pruned
+        measure = (lambda m: count_macs(m, job.example_inputs)) if b.kind == "macs_target" else count_params
+        target = b.value * measure(job.model)
+        if measure(pruned) <= target:
+            return pruned
+        return prune(pruned, job.example_inputs, importance=job.importance, data=job.data, round_to=job.round_to,
+                     ignored_layers=job.ignored_layers, **{b.kind: target})

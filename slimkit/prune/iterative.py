@@ -10,10 +10,12 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.profile import count_macs, count_params
+from slimkit.prune.method import PruneJob, PruningMethod
 from slimkit.prune.pruner import PruneConfig, Pruner
 from slimkit.prune.validate import as_example_inputs
+from slimkit.registry import PRUNERS
 
-__all__ = ["keep_schedule", "iterative_prune"]
+__all__ = ["Iterative", "keep_schedule", "iterative_prune"]
 
 
 def keep_schedule(step: int, steps: int, final_keep: float, kind: Literal["linear", "geometric"] = "geometric"
@@ -53,3 +55,18 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
         if finetune is not None:
             finetune(current, step)
     return current
+
+
+@PRUNERS.register("iterative")
+class Iterative(PruningMethod):
+    """Three prune + fine-tune rounds towards a MACs or params fraction (`iterative_prune`, the job's `finetune`)."""
+
+    name = "iterative"
+    budgets = ("macs_target", "params_target")
+    fractions_only = True
+    rounds = 3
+
+    def run(self, job: PruneJob) -> nn.Module:
+        return iterative_prune(job.model, job.example_inputs, steps=self.rounds, finetune=job.finetune,
+                               importance=job.importance, ignored_layers=job.ignored_layers, round_to=job.round_to,
+                               allocation=job.allocation, data=job.data, **job.budget.kwargs())

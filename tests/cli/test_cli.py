@@ -118,10 +118,11 @@ def test_option_help_lists_every_registered_name():
     """Help reads the registries: a criterion, method or strategy registered in one file is listed without edits."""
     from slimkit.distill import list_distillers
     from slimkit.nas import list_strategies
-    from slimkit.prune import list_importances
+    from slimkit.prune import list_importances, list_pruning_methods
     from slimkit.registry import SPACES
 
     for cmd, option, names in (("compress", "--importance", list_importances()),
+                               ("compress", "--method", list_pruning_methods()),
                                ("distill", "--method", list_distillers()),
                                ("search", "--strategy", list_strategies()),
                                ("search", "--space", SPACES.list())):

@@ -47,7 +47,7 @@ def test_resume_skips_finished_stages(tmp_path):
 def test_one_budget_only():
     with pytest.raises(ConfigError, match="one budget"):
         CompressConfig(params=0.5, ratio=0.3).budget()
-    assert CompressConfig(params=0.5).budget() == {"params_target": 0.5}
+    assert CompressConfig(params=0.5).budget().kwargs() == {"params_target": 0.5}
 
 
 def test_round_to_parses_auto_and_numbers():
