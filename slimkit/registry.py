@@ -26,6 +26,7 @@ __all__ = [
     "SPACES",
     "DISTILLERS",
     "PROXIES",
+    "CHANNEL_RULES",
 ]
 
 T = TypeVar("T")
@@ -104,3 +105,9 @@ PREDICTORS: Registry[Callable[..., Any]] = Registry("predictor")
 SPACES: Registry[Callable[..., Any]] = Registry("search space")
 DISTILLERS: Registry[Callable[..., Any]] = Registry("distillation method")
 PROXIES: Registry[Callable[..., Any]] = Registry("training-free proxy")
+# Module classes with their own channel rule, read by the graph analysis (slimkit.graph.rules): a layer registers
+# itself (`@CHANNEL_RULES.register("dynamic_conv2d", rule="conv", pooled_input="fc1")`), so the analysis never names
+# it and a user's own layer can do the same. rule="pass": traced as one node whose output carries its input's
+# channels (no parameter along them); rule="conv": sliced like nn.Conv2d (weight out x in/groups x ..., attributes
+# in_channels / out_channels / groups), `pooled_input` naming a Linear submodule that reads every input channel.
+CHANNEL_RULES: Registry[type] = Registry("channel rule")

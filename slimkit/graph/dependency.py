@@ -30,17 +30,14 @@ from torch import fx, nn
 from slimkit.graph.costs import Dim, mac_dims
 from slimkit.graph.layout import SizeOf, _LayoutOps, is_softmax
 from slimkit.graph.params import _ParamOps, param_role
-from slimkit.graph.rules import _RuleOps, declared_rule
+from slimkit.graph.rules import _RuleOps, conv_types, declared_rule, rule_of
 from slimkit.graph.sizes import _SizeOps
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
-from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["Segment", "ChannelInfo", "Member", "Group", "DependencyGraph", "build_dependency_graph"]
 
 
-# Modules sliced like nn.Conv2d (weight: out x in/groups x ..., attributes in/out_channels and groups)
-_CONVS = (nn.Conv2d, DynamicConv2d)
 
 _PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
@@ -78,6 +75,7 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         self.calls: dict[str, tuple[Any, Any]] = {}  # module -> (input info, output info) of its first call
         self.param_uses: dict[tuple[str, str], ChannelInfo] = {}  # (owner, param role) -> channels of first use
         self.attr_uses: dict[tuple[str, str], ChannelInfo] = {}  # (owner, int attribute) -> channels it sizes
+        self.convs = conv_types()  # sliced like nn.Conv2d: nn.Conv2d and the classes registered with rule "conv"
 
     # -- helpers
     def _shape(self, node: Any) -> tuple[int, ...] | None:
@@ -166,14 +164,14 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         x = self.info.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         if isinstance(m, _PASS_MODULES):
             return x
-        if declared_rule(m) is not None:
+        if declared_rule(m) == "pass":
             return self._declared(node, m, x)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)) and isinstance(x, ChannelInfo) and isinstance(m.dim, int):
             return x if m.dim % len(self._shape(node)) != x.dim else self._unknown(node, "softmax over channels")
-        if isinstance(m, (*_CONVS, nn.Linear)) and not self._readable_input(m, node, x):
+        if isinstance(m, (*self.convs, nn.Linear)) and not self._readable_input(m, node, x):
             # the input's channels cannot be followed into this layer: keep them, still prune its own outputs
             self._block_info(x, f"input to {type(m).__name__} '{name}' in a layout the engine does not follow")
-            if isinstance(m, _CONVS):
+            if isinstance(m, self.convs):
                 return self._conv_out(node, m)
             out = self._fresh(node, False, dim=len(self._shape(node)) - 1)
             self._add_out(name, m, out.segments[0].space, m.out_features)
@@ -183,7 +181,7 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         if isinstance(m, nn.Flatten):
             return self._flatten(node, x, m.start_dim, m.end_dim)
         offs = x.offsets()
-        if isinstance(m, _CONVS) and x.dim == 1:
+        if isinstance(m, self.convs) and x.dim == 1:
             return self._conv(node, m, x)
         if isinstance(m, nn.Linear) and x.dim == len(self._shape(node.args[0])) - 1:
             for s, o in zip(x.segments, offs, strict=True):
@@ -226,16 +224,17 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
     def _readable_input(self, m: nn.Module, node: fx.Node, x: Any) -> bool:
         if not isinstance(x, ChannelInfo):
             return False
-        return x.dim == (1 if isinstance(m, _CONVS) else len(self._shape(node.args[0])) - 1)
+        return x.dim == (1 if isinstance(m, self.convs) else len(self._shape(node.args[0])) - 1)
 
     def _conv(self, node: fx.Node, m: nn.Conv2d, x: ChannelInfo) -> ChannelInfo | None:
         """Plain conv: in / out spaces. Depthwise (groups == in_channels, any multiplier k = out / in): input channel
         c owns k consecutive filters, so the output keeps the input's spaces with `repeat` k. Grouped conv: the
         input and output are read as g tiles of one space each (see `_grouped_input`)."""
         name, offs = str(node.target), x.offsets()
-        if isinstance(m, DynamicConv2d):  # its kernel attention reads every input channel (pooled)
+        pooled = (rule_of(m) or {}).get("pooled_input")  # a submodule reading every input channel (pooled)
+        if pooled:
             for s, o in zip(x.segments, offs, strict=True):
-                self.spaces.add(s.space, Member(f"{name}.fc1", "in", o, s.repeat))
+                self.spaces.add(s.space, Member(f"{name}.{pooled}", "in", o, s.repeat))
         if m.groups == m.in_channels > 1:
             k = m.out_channels // m.in_channels
             for s, o in zip(x.segments, offs, strict=True):
@@ -259,7 +258,7 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         """`m`'s output rows join `space`, with any other per-output-channel tensor a subclass adds (the `gain` of
         timm's ScaledStdConv2d): sliced along with the rows. Another extra tensor blocks the space."""
         self.spaces.add(space, Member(name, "out"))
-        if type(m) in (*_CONVS, nn.Linear):
+        if type(m) in (*self.convs, nn.Linear):
             return
         for attr, t in [*m._parameters.items(), *m._buffers.items()]:
             if attr in ("weight", "bias") or t is None or t.numel() == 1:
@@ -578,4 +577,4 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> DependencyG
             groups.append(g)
             gid[r] = g.id
     return DependencyGraph(groups, blocked, tuple(n for n, _ in model.named_modules()), b.gm,
-                           mac_dims(b.gm, b.info, b.modules, sp, gid, _CONVS))
+                           mac_dims(b.gm, b.info, b.modules, sp, gid, b.convs))

@@ -8,9 +8,11 @@ Mixed into the dependency builder.
 - `F.linear(x, layer.weight, bias)` with the weight of an `nn.Linear` module is that layer (Swin-V2 passes
   `cat(q_bias, k_bias, v_bias)` as the bias: each part is a parameter of one third of the outputs).
 - `F.normalize` along another dimension (Swin-V2's cosine attention) passes the channels.
-- A module class may declare `channel_rule = "pass"`: it is traced as one node, its output's channels are its
-  input's (same dimension, same coupling) and it owns no parameter along them. slimkit's token reducers declare it,
-  so the analysis never needs to know their internals (top-k, gather, scatter) and never names them.
+- A module class may register its own channel rule in `slimkit.registry.CHANNEL_RULES` (`rule_of`): "pass", traced
+  as one node whose output's channels are its input's (same dimension, same coupling), owning no parameter along
+  them (slimkit's token reducers: the analysis never needs their internals, top-k, gather, scatter); "conv", sliced
+  like nn.Conv2d, with `pooled_input` naming a Linear submodule that reads every input channel (DynamicConv2d's
+  kernel attention). The analysis never names such a class: a user's own layer registers the same way.
 """
 
 from __future__ import annotations
@@ -21,17 +23,36 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from slimkit.errors import GraphError
 from slimkit.graph.params import param_role
 from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
+from slimkit.registry import CHANNEL_RULES
 
-__all__ = ["declared_rule", "RULES"]
+__all__ = ["declared_rule", "RULES", "conv_types", "rule_of"]
 
-RULES = ("pass",)  # the channel rules a module may declare
+RULES = ("pass", "conv")  # the channel rules a module class may register
+
+
+def rule_of(module: nn.Module) -> dict[str, Any] | None:
+    """The registration (`rule` and its options) of the first registered class `module` is an instance of."""
+    for name in CHANNEL_RULES:
+        if isinstance(module, CHANNEL_RULES.get(name)):
+            meta = CHANNEL_RULES.meta(name)
+            if meta.get("rule") not in RULES:
+                raise GraphError(f"channel rule {name!r} declares rule={meta.get('rule')!r}; registered rules are "
+                                 f"{', '.join(RULES)}")
+            return meta
+    return None
 
 
 def declared_rule(module: nn.Module) -> str | None:
-    rule = getattr(type(module), "channel_rule", None)
-    return rule if rule in RULES else None
+    meta = rule_of(module)
+    return meta["rule"] if meta else None
+
+
+def conv_types() -> tuple[type, ...]:
+    """nn.Conv2d and every class registered with the "conv" rule (sliced like it)."""
+    return (nn.Conv2d, *(CHANNEL_RULES.get(n) for n in CHANNEL_RULES if CHANNEL_RULES.meta(n).get("rule") == "conv"))
 
 
 def _dims(value: Any, nd: int) -> list[int] | None:

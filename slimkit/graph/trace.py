@@ -28,16 +28,16 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from slimkit.errors import GraphError
-from slimkit.graph.rules import declared_rule
-from slimkit.layers.dynamic import DynamicConv2d
+from slimkit.graph.rules import conv_types, declared_rule
 
 __all__ = ["trace", "untraceable_modules", "empty_caches", "LEAF_TYPES"]
 
 
 # Subclasses of these (timm's BatchNormAct2d, LayerNorm2d, Conv2dSame, ...) stay single nodes: their parameters
 # are sliced like their base class's, whatever their forward adds around them (activation, padding, permutes).
+# Classes registered with a channel rule (slimkit.registry.CHANNEL_RULES) stay single nodes too.
 LEAF_TYPES: tuple[type, ...] = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
-                                nn.PReLU, DynamicConv2d)
+                                nn.PReLU)
 
 
 class _Tracer(fx.Tracer):
@@ -254,7 +254,8 @@ def untraceable_modules(model: nn.Module, functions: tuple[Any, ...] = ()) -> li
             return
         for child_name, child in module.named_children():
             full = f"{name}.{child_name}" if name else child_name
-            if not isinstance(child, LEAF_TYPES) and not _traces(child, frozenset(opaque), f"{full}.", functions):
+            leaf = isinstance(child, (*LEAF_TYPES, *conv_types()))
+            if not leaf and not _traces(child, frozenset(opaque), f"{full}.", functions):
                 visit(child, full)
         if name and not _traces(module, frozenset(opaque), f"{name}.", functions):
             opaque.add(name)  # its own forward fails: keep it whole

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimkit.errors import ConfigError
+from slimkit.registry import CHANNEL_RULES
 
 __all__ = ["DynamicReLU", "DynamicConv2d", "annealed_temperature", "set_dynamic_temperature"]
 
@@ -79,6 +80,7 @@ class DynamicReLU(nn.Module):
         return f"{self.fc1.in_features}, mode={self.mode}, k={self.k}"
 
 
+@CHANNEL_RULES.register("dynamic_conv2d", rule="conv", pooled_input="fc1")  # its kernel attention reads all inputs
 class DynamicConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, bias: bool = False, num_kernels: int = 4,

@@ -2,7 +2,7 @@
 
 Each keeps the `num_prefix` leading tokens (class / distillation tokens) untouched and first, and reduces the
 patch tokens after them to a fixed count, so every shape is static: the modules trace, export to ONNX and count
-their MACs like any layer. They have no parameter along the channels and declare it (`channel_rule = "pass"`), so
+their MACs like any layer. They have no parameter along the channels and register it (`CHANNEL_RULES`, rule "pass"), so
 channel pruning passes through them.
 
 - `TokenSelect`: keeps a fixed set of patch positions (an index buffer), chosen once from calibration statistics
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimkit.errors import ConfigError
+from slimkit.registry import CHANNEL_RULES
 
 __all__ = ["TokenDrop", "TokenMerge", "TokenSelect"]
 
@@ -35,10 +36,10 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+@CHANNEL_RULES.register("token_select", rule="pass")
 class TokenSelect(nn.Module):
     """Keep the patch tokens at fixed positions `index` (sorted), after the prefix tokens."""
 
-    channel_rule = "pass"
 
     def __init__(self, index: torch.Tensor | list[int], num_prefix: int = 1) -> None:
         super().__init__()
@@ -60,10 +61,10 @@ class TokenSelect(nn.Module):
         return f"keep={self.keep}, num_prefix={self.num_prefix}"
 
 
+@CHANNEL_RULES.register("token_drop", rule="pass")
 class TokenDrop(nn.Module):
     """Keep the `keep` patch tokens with the highest class-token attention (order preserved); fuse the rest."""
 
-    channel_rule = "pass"
 
     def __init__(self, keep: int, num_prefix: int = 1, fuse: bool = True) -> None:
         super().__init__()
@@ -87,10 +88,10 @@ class TokenDrop(nn.Module):
         return f"keep={self.keep}, num_prefix={self.num_prefix}, fuse={self.fuse}"
 
 
+@CHANNEL_RULES.register("token_merge", rule="pass")
 class TokenMerge(nn.Module):
     """Merge the `r` most similar (A, B) pairs of patch tokens (bipartite soft matching), T -> T - r."""
 
-    channel_rule = "pass"
 
     def __init__(self, r: int, num_prefix: int = 1) -> None:
         super().__init__()

@@ -20,8 +20,8 @@ from torch import nn
 
 from slimkit.errors import UnsupportedOpError
 from slimkit.graph.params import parse_param_role
+from slimkit.graph.rules import declared_rule
 from slimkit.graph.sizes import parse_attr_role
-from slimkit.layers.dynamic import DynamicConv2d
 
 __all__ = ["apply_plan", "role_size", "SURGERY"]
 
@@ -102,7 +102,6 @@ def _prelu(m: nn.PReLU, role: str, keep: torch.Tensor) -> None:
 
 SURGERY: dict[type, Callable[[nn.Module, str, torch.Tensor], None]] = {
     nn.Conv2d: _conv,
-    DynamicConv2d: _conv,  # same layout and attributes (its attention's fc1 is a Linear member of its own)
     nn.Linear: _linear,
     nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm,
@@ -110,6 +109,7 @@ SURGERY: dict[type, Callable[[nn.Module, str, torch.Tensor], None]] = {
     nn.GroupNorm: _groupnorm,
     nn.PReLU: _prelu,
 }
+_BY_RULE = {"conv": _conv}  # classes registered in CHANNEL_RULES (DynamicConv2d: "conv", its fc1 a Linear of its own)
 
 
 def _heads(m: nn.Module, role: str, keep: torch.Tensor) -> None:
@@ -162,7 +162,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         elif role.startswith("attr:"):
             fn = _attribute
         else:
-            fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None)
+            fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None) or _BY_RULE.get(declared_rule(m))
         if fn is None:
             raise UnsupportedOpError(
                 f"no pruning surgery for {type(m).__name__} '{name}'; add it to ignored_layers=['{name}']")
