@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from slimkit.errors import GraphError
 from slimkit.graph.costs import Dim, mac_dims
 from slimkit.graph.layout import SizeOf, _LayoutOps, is_softmax
 from slimkit.graph.params import _ParamOps, param_role
@@ -34,6 +35,7 @@ from slimkit.graph.rules import _RuleOps, conv_types, declared_rule, rule_of
 from slimkit.graph.sizes import _SizeOps
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
+from slimkit.inputs import as_tensor_tuple
 
 __all__ = ["Segment", "ChannelInfo", "Member", "Group", "DependencyGraph", "build_dependency_graph"]
 
@@ -559,7 +561,7 @@ class DependencyGraph:
 
 def build_dependency_graph(model: nn.Module, example_inputs: Any) -> DependencyGraph:
     """Trace `model` on `example_inputs` (a tensor or tuple) and group its coupled channels."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_tensor_tuple(example_inputs, GraphError)
     b = _Builder(trace(model, inputs), model)
     b.run()
     sp = b.spaces

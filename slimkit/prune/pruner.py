@@ -38,6 +38,7 @@ from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
+from slimkit.prune.record import next_record, record_of, with_record
 from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 from slimkit.prune.safety import failure, find_culprits
 from slimkit.prune.surgery import apply_plan
@@ -253,9 +254,7 @@ class Pruner:
         plan = module_plan(self.model, self.groups, keep)
         with empty_caches(self.model):  # tensors cached from parameters have the old shapes (and may not copy)
             pruned = apply_plan(copy.deepcopy(self.model), plan)
-        earlier = getattr(self.model, "slimkit_pruning", None) or {}
-        steps = list(earlier.get("steps", []))  # a model pruned before: its record grows by one step
-        steps = [*steps, [[n, r, k] for (n, r), k in plan.items()]]
+        record = next_record(self.model, plan, self.rewrites, importance=self.config.importance, **info)
         tokens = info.get("dims", {}).get("tokens", 0.0)
         if tokens > 0:
             if self.token_stack is None:
@@ -263,14 +262,10 @@ class Pruner:
             step = token_step(self.token_stack, tokens, self.config.token_layers, self.config.token_method,
                               self.token_scores)
             insert_token_reducers(pruned, step)
-            steps.append(step)
-        rewrites = [*earlier.get("rewrites", []), *self.rewrites]
-        pruned.slimkit_pruning = {**{k: v for k, v in earlier.items() if k == "model"}, "version": 1,
-                                  **({"rewrites": rewrites} if rewrites else {}),
-                                  "steps": steps, "importance": self.config.importance, **info}
+            record["steps"].append(step)
         if self.kept_whole:
-            pruned.slimkit_pruning["kept_whole"] = list(self.kept_whole)
-        return pruned
+            record["kept_whole"] = list(self.kept_whole)
+        return with_record(pruned, record)
 
     def _try(self, keep: dict[int, list[int]], info: dict[str, Any]) -> tuple[nn.Module | None, str | None]:
         try:
@@ -332,7 +327,7 @@ class Pruner:
             if len(self.groups) != n:
                 continue  # groups were kept whole: the plan's cost changed, search again
             got, est = measure(pruned), cost(self._counts(ratio))
-            pruned.slimkit_pruning["budget"] = {"what": what, "target": target, "computed": est, "counted": got}
+            record_of(pruned)["budget"] = {"what": what, "target": target, "computed": est, "counted": got}
             if got <= target:
                 return pruned
             if ratio >= cap:

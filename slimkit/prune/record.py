@@ -32,11 +32,14 @@ def with_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     return model
 
 
-def next_record(original: nn.Module, plan: dict[tuple[str, str], list[int]], **info: Any) -> dict[str, Any]:
-    """The record of a model cut from `original` by `plan` ((module, role) -> kept indices): `original`'s own steps
-    (a model pruned before grows by one step) and its model spec, then this step, then `info` (what the method
-    reports: criterion, ratio, budget, ...)."""
+def next_record(original: nn.Module, plan: dict[tuple[str, str], list[int]] | dict[str, Any],
+                rewrites: list[str] | tuple[str, ...] = (), **info: Any) -> dict[str, Any]:
+    """The record of a model made from `original` by one more step: `plan` ((module, role) -> kept indices), or a
+    step already in record form (a dict, e.g. a token step). `original`'s steps (a model pruned before grows by one
+    step), its model spec and its equivalent rewrites are kept; `rewrites` made now are added; then `info` (what the
+    method reports: criterion, ratio, budget, ...)."""
     earlier = record_of(original) or {}
-    steps = list(earlier.get("steps", []))
-    spec = {k: v for k, v in earlier.items() if k == "model"}
-    return {**spec, "version": VERSION, "steps": [*steps, [[n, r, k] for (n, r), k in plan.items()]], **info}
+    step = plan if "kind" in plan else [[n, r, k] for (n, r), k in plan.items()]
+    done = [*earlier.get("rewrites", []), *rewrites]
+    return {**{k: v for k, v in earlier.items() if k == "model"}, "version": VERSION,
+            **({"rewrites": done} if done else {}), "steps": [*earlier.get("steps", []), step], **info}

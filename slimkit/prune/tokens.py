@@ -197,6 +197,7 @@ def reduce_tokens(model: nn.Module, example_inputs: Any, ratio: float, *, layers
     scores = token_position_scores(model, stack, layers, data) if method == "select" else None
     step = token_step(stack, ratio, layers, method, scores)
     out = insert_token_reducers(copy.deepcopy(model), step)
-    earlier = getattr(model, "slimkit_pruning", None) or {}
-    out.slimkit_pruning = {**earlier, "version": 1, "steps": [*earlier.get("steps", []), step]}
-    return out
+    from slimkit.prune.record import next_record, record_of, with_record
+
+    info = {k: v for k, v in (record_of(model) or {}).items() if k not in ("model", "version", "rewrites", "steps")}
+    return with_record(out, next_record(model, step, **info))
