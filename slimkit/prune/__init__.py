@@ -5,6 +5,7 @@ from slimkit._callable import make_callable
 from slimkit.prune import discriminant as _discriminant  # noqa: F401  (registers the "di" criterion)
 from slimkit.prune import hsic as _hsic  # noqa: F401  (registers the "hsic" criterion)
 from slimkit.prune import subset as _subset  # noqa: F401  (registers the "css" criterion)
+from slimkit.prune.allocation import Allocation
 from slimkit.prune.budget import Budget
 from slimkit.prune.chex import Chex, ChexCallback, ramp
 from slimkit.prune.dims import DIMENSIONS, group_dimension
@@ -18,8 +19,8 @@ from slimkit.prune.surgery import SURGERY, apply_plan
 from slimkit.prune.tokens import find_token_stack, insert_token_reducers, reduce_tokens
 
 __all__ = [
-    "ALLOCATIONS", "Budget", "Chex", "ChexCallback", "DIMENSIONS", "ImportanceContext", "Iterative", "OneShot",
-    "PruneConfig", "PruneJob", "Pruner", "PruningMethod", "SURGERY", "apply_plan", "create_importance",
+    "ALLOCATIONS", "Allocation", "Budget", "Chex", "ChexCallback", "DIMENSIONS", "ImportanceContext", "Iterative",
+    "OneShot", "PruneConfig", "PruneJob", "Pruner", "PruningMethod", "SURGERY", "apply_plan", "create_importance",
     "create_pruning_method", "find_token_stack", "group_dimension", "insert_token_reducers", "iterative_prune",
     "keep_counts", "keep_schedule", "list_importances", "list_pruning_methods", "load", "module_plan", "prune", "ramp",
     "reduce_tokens", "replay", "save",

@@ -26,10 +26,12 @@ from slimkit.errors import ConfigError
 from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
 from slimkit.profile import count_macs, count_node_macs, count_params
+from slimkit.prune.allocation import Allocation, keep_counts
 from slimkit.prune.budget import MacsModel, solve
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.method import PruneJob, PruningMethod
-from slimkit.prune.pruner import PruneConfig, keep_counts, module_plan, prune
+from slimkit.prune.plan import module_plan
+from slimkit.prune.pruner import prune
 from slimkit.prune.record import next_record, with_record
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.validate import as_example_inputs
@@ -65,7 +67,7 @@ class ChexCallback(Callback):
         if macs_target is not None:  # MACs of any allocation, computed from the channel counts (no copy is cut)
             self._macs = MacsModel.build(count_node_macs(graph.gm, inputs), graph.mac_dims, self.groups)
             self._base_macs = self._macs.total
-        self.alloc = PruneConfig(ratio=0.0, allocation="global", round_to=round_to)  # validates round_to
+        self.alloc = Allocation("global", round_to)  # validates round_to
         self.score = create_importance(importance)
         self.ctx = ImportanceContext(data=data, seed=seed)
         self.gen = torch.Generator().manual_seed(seed)

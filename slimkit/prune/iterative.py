@@ -10,6 +10,7 @@ from torch import nn
 
 from slimkit.errors import ConfigError
 from slimkit.profile import count_macs, count_params
+from slimkit.prune.budget import Budget
 from slimkit.prune.method import PruneJob, PruningMethod
 from slimkit.prune.pruner import PruneConfig, Pruner
 from slimkit.prune.validate import as_example_inputs
@@ -40,16 +41,15 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
     step)` after each step (e.g. a few epochs with `slimkit.train.Trainer`). Returns the final pruned copy."""
     if (macs_target is None) == (params_target is None):
         raise ConfigError("give exactly one of macs_target or params_target (a fraction of the original, <= 1)")
-    final = macs_target if macs_target is not None else params_target
+    budget = Budget.of(macs_target=macs_target, params_target=params_target)
     inputs = as_example_inputs(example_inputs)
-    measure = (lambda m: count_macs(m, inputs)) if macs_target is not None else count_params
+    measure = (lambda m: count_macs(m, inputs)) if budget.kind == "macs_target" else count_params
     original = measure(model)
     current = model
     for step in range(1, steps + 1):
-        target = keep_schedule(step, steps, float(final), schedule) * original
-        key = "macs_target" if macs_target is not None else "params_target"
+        target = keep_schedule(step, steps, budget.value, schedule) * original
         cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), allocation=allocation,
-                          round_to=round_to, **{key: target})
+                          round_to=round_to, **Budget(budget.kind, target).kwargs())
         if measure(current) > target:  # an earlier step may already have cut past this one (whole-block steps)
             current = Pruner(current, inputs, cfg, data=data).run()
         if finetune is not None:

@@ -20,7 +20,6 @@ estimated nanosecond.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,8 +31,9 @@ from torch import nn
 from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.graph.trace import empty_caches
-from slimkit.profile import channel_multiple, count_macs, count_node_macs, count_params, measure_latency
-from slimkit.prune.budget import MacsModel, ParamsModel, solve
+from slimkit.profile import count_macs, count_node_macs, count_params, measure_latency
+from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, keep_counts, unit_multiple
+from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
@@ -54,8 +54,6 @@ from slimkit.prune.validate import as_example_inputs, check_budget, check_model,
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
-ALLOCATIONS = ("latency", "uniform", "global", "global_latency")
-_BY_LATENCY = ("latency", "global_latency")  # allocations that count whole blocks unless round_to says otherwise
 
 
 @dataclass(frozen=True)
@@ -89,69 +87,24 @@ class PruneConfig:
             raise ConfigError(f"token_method must be one of {TOKEN_METHODS}, got {self.token_method!r}")
         for name in ("ratio", "macs_target", "params_target", "latency_target"):
             check_budget(name, getattr(self, name))  # a number in range: never NaN, inf or a string
-        if isinstance(self.round_to, str) and self.round_to != "auto":
-            raise ConfigError(f"round_to must be a positive int or 'auto' (this CPU's channel block), "
-                              f"got {self.round_to!r}")
-        if isinstance(self.round_to, int) and self.round_to < 1:
-            raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
-        if self.allocation not in ALLOCATIONS:
-            raise ConfigError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
-        if not 0.0 < self.max_group_ratio < 1.0:
-            raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
+        self.spread  # noqa: B018 - validates allocation, round_to and max_group_ratio
 
     @property
     def channel_round(self) -> int | None:
-        """`round_to` as a number: 'auto' is the channel block of this machine's kernels (16 on AVX-512); None
-        resolves by allocation (the latency allocations count whole blocks)."""
-        r = self.round_to if self.round_to is not None else ("auto" if self.allocation in _BY_LATENCY else None)
-        return channel_multiple() if r == "auto" else r  # type: ignore[return-value]
+        return self.spread.channel_round
 
+    @property
+    def spread(self) -> Allocation:
+        """How the cut is spread over the groups (allocation, rounding, cap): what `keep_counts` reads."""
+        return Allocation(self.allocation, self.round_to, self.max_group_ratio)
 
-def _round_keep(keep: int, size: int, round_to: int | None) -> int:
-    """Kept channels rounded to a multiple of `round_to` (at least one multiple: a group of exactly `round_to`
-    channels stays whole, as a vector kernel pads what is cut back to its block width); smaller groups unrounded."""
-    if round_to and size >= round_to:
-        keep = max(round_to, int(round(keep / round_to)) * round_to)
-    return int(min(size, max(1, keep)))
-
-
-def unit_multiple(g: Group, multiple: int | None) -> int | None:
-    """`multiple` channels in units of group `g`: a unit that spans several channels of every layer it touches (an
-    attention head of 64) needs fewer units per vector block (one head is a whole block of 8 or 16)."""
-    unit = min((m.repeat for m in g.members if m.role in ("in", "out")), default=1)
-    return multiple // math.gcd(multiple, unit) if multiple else multiple
-
-
-def keep_counts(groups: Sequence[Group], scores: dict[int, torch.Tensor], ratio: float, cfg: PruneConfig,
-                weights: dict[int, float] | None = None) -> dict[int, int]:
-    """How many channels each group keeps at `ratio`: uniform, the same share everywhere; latency, `ratio` times the
-    group's weight (`slimkit.prune.latency.latency_weights`; 1 where none is given); global and global_latency, the
-    lowest `scores` across groups."""
-    cap, multiple = cfg.max_group_ratio, cfg.channel_round
-    if cfg.allocation in ("uniform", "latency"):
-        w = weights if cfg.allocation == "latency" and weights else {}
-        out, carry = {}, 0.0  # rounding error carried on, so many equal groups do not all jump a block at once
-        for g in groups:
-            cut, m = min(ratio * w.get(g.id, 1.0), cap) * g.size, unit_multiple(g, multiple)
-            if not m or g.size <= m:  # unrounded, or one block that stays whole: nothing to carry
-                out[g.id] = _round_keep(g.size - math.floor(cut), g.size, m)
-                continue
-            out[g.id] = _round_keep(g.size - cut + carry, g.size, m)
-            carry = max(-m, min(m, g.size - cut + carry - out[g.id]))
-        return out
-    total = sum(g.size for g in groups)
-    removable = sorted((float(s), g.id) for g in groups for s in scores[g.id])
-    removed = {g.id: 0 for g in groups}
-    size = {g.id: g.size for g in groups}
-    budget = int(ratio * total)
-    for _, gid in removable:
-        if budget <= 0:
-            break
-        if removed[gid] + 1 <= math.floor(cap * size[gid]):
-            removed[gid] += 1
-            budget -= 1
-    unit = {g.id: unit_multiple(g, multiple) for g in groups}
-    return {gid: _round_keep(size[gid] - r, size[gid], unit[gid]) for gid, r in removed.items()}
+    @property
+    def budget(self) -> Budget | None:
+        """The one budget (None when per-dimension `ratios` replace it)."""
+        if self.ratios is not None:
+            return None
+        return Budget.of(ratio=self.ratio, macs_target=self.macs_target, params_target=self.params_target,
+                         latency_target=self.latency_target)
 
 
 @dataclass
@@ -223,8 +176,8 @@ class Pruner:
 
     def _counts(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, int]:
         if self.config.dims is None and self.config.ratios is None and ratios is None:
-            return keep_counts(self.groups, self.scores, ratio, self.config, self.weights)
-        uniform = replace(self.config, allocation="uniform")  # a dimension's share, cut from each of its groups
+            return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights)
+        uniform = replace(self.config.spread, allocation="uniform")  # a dimension's share, cut from each group
         per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
         counts = {g.id: g.size for g in self.groups}
         for r in sorted(set(per.values()) - {0.0}):
@@ -370,25 +323,25 @@ class Pruner:
         return value
 
     def run(self) -> nn.Module:
-        cfg = self.config
-        if cfg.ratio is not None or cfg.ratios is not None:
-            return self.apply(cfg.ratio or 0.0)
-        if cfg.macs_target is not None:
-            target = self._target("macs_target", cfg.macs_target, count_macs(self.model, self.example_inputs))
+        budget = self.config.budget
+        if budget is None or budget.kind == "ratio":
+            return self.apply(budget.value if budget is not None else 0.0)
+        if budget.kind == "macs_target":
+            target = self._target("macs_target", budget.value, count_macs(self.model, self.example_inputs))
             if self.token_stack is not None:  # fewer tokens: costs the channel counts do not give
                 return self._search_measured(lambda m: count_macs(m, self.example_inputs), target, "MACs")
             macs = MacsModel.build(count_node_macs(self.graph.gm, self.example_inputs), self.graph.mac_dims,
                                    self.graph.groups)
             return self._search(macs, lambda m: count_macs(m, self.example_inputs), target, "MACs")
-        if cfg.params_target is not None:
-            target = self._target("params_target", cfg.params_target, count_params(self.model))
+        if budget.kind == "params_target":
+            target = self._target("params_target", budget.value, count_params(self.model))
             return self._search(ParamsModel.build(self.model, self.graph.groups), count_params, target, "params")
         shape = tuple(self.example_inputs[0].shape[1:])
 
         def latency(m: nn.Module) -> float:
             return measure_latency(m, shape, backend="onnxruntime", repeats=20, min_time_s=0.2).median_ms
 
-        return self._search_measured(latency, float(cfg.latency_target), "latency (ms)")
+        return self._search_measured(latency, budget.value, "latency (ms)")
 
 
 def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", ratio: float | None = None,

@@ -87,3 +87,21 @@ def test_solve_is_the_least_fitting_ratio_to_its_resolution():
             assert got == 0.9  # nothing fits: the cap
         else:
             assert fits(got) and threshold <= got <= threshold + 0.9 / 2**12
+
+
+def test_one_budget_type_for_every_method():
+    """PruneConfig, compress's config and the methods read the same Budget: kind, value, absolute."""
+    from slimkit.errors import ConfigError
+    from slimkit.jobs.compress import CompressConfig
+    from slimkit.prune import Allocation, Budget, PruneConfig
+
+    assert PruneConfig(macs_target=0.5).budget == Budget("macs_target", 0.5) == CompressConfig(macs=0.5).budget()
+    assert PruneConfig(params_target=2e6).budget.absolute and not Budget("macs_target", 1.0).absolute
+    assert not Budget("ratio", 0.3).absolute and PruneConfig(ratios={"heads": 0.3}).budget is None
+    assert CompressConfig(ratio=0.3).budget() == Budget("ratio", 0.3)  # --macs is only the default
+    assert Budget.of(ratio=None, latency_target=2.0).kwargs() == {"latency_target": 2.0}
+    with pytest.raises(ConfigError, match="exactly one budget"):
+        Budget.of(ratio=0.3, macs_target=0.5)
+    with pytest.raises(ConfigError, match="round_to"):
+        Allocation("global", "fast")  # CHEX's allocation settings, without a PruneConfig carrying a fake budget
+    assert PruneConfig(ratio=0.5, allocation="uniform").spread == Allocation("uniform", None, 0.9)

@@ -90,12 +90,12 @@ def test_round_to_keeps_multiples_and_leaves_groups_of_one_block_whole():
 
 
 def test_round_to_auto_is_this_cpus_block(monkeypatch):
-    import slimkit.prune.pruner as pruner_mod
+    import slimkit.prune.allocation as allocation_mod
 
     model = create_model("resnet20", in_chans=1)
     x = torch.randn(1, 1, 28, 28)
     for block in (8, 16):
-        monkeypatch.setattr(pruner_mod, "channel_multiple", lambda b=block: b)
+        monkeypatch.setattr(allocation_mod, "channel_multiple", lambda b=block: b)
         auto = prune(model, x, ratio=0.4, round_to="auto")
         explicit = prune(model, x, ratio=0.4, round_to=block)
         widths = [m.out_channels for m in auto.modules() if isinstance(m, nn.Conv2d)]
