@@ -11,7 +11,8 @@ Mixed into the dependency builder. A view / reshape / expand whose argument alon
   engine cannot follow, so the space whose size was read is blocked, and so is the reshaped one.
 
 Arguments along other dimensions must not depend on a channel size either (DaViT's and torchvision Swin's
-`reshape(B, N, 3, heads, C // heads)` derive the head width from the input width: such attention is kept whole).
+`reshape(B, N, 3, heads, C // heads)` derive the head width from the input width: such attention is kept whole;
+`slimkit.prune.rewrite` gives both an equivalent forward that prunes).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ tests; Swin-V2's key bias, which torchvision zeroes at every call, is zeroed onc
 model saves and reloads like any pruned model: the record lists the rewritten modules and `replay` rewrites them
 first.
 
+timm's DaViT window and channel attention derive the head width the same way (`reshape(B, N, 3, heads, C //
+heads)`, output reshaped to `C`): their rewrite reads `head_dim` (set at rewrite time) and reshapes the output with
+-1; channel attention (each head attends over its own features) stays exact when whole heads go.
+
 Rewrites are declared per class in `REWRITES` (the module's qualified class name -> a function that rewrites one
 instance in place); generic code never names a model.
 """
@@ -128,7 +132,27 @@ def _rewrite_merging(m: nn.Module) -> None:
     _swap_class(m, _merging_forward)
 
 
+def _davit_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """timm DaViT's WindowAttention / ChannelAttention with the head width from `head_dim`."""
+    b, n, _ = x.shape
+    q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    if self._channel:  # channel attention: a head's features attend over each other
+        x = (((k * self.scale).transpose(-1, -2) @ v).softmax(dim=-1) @ q.transpose(-1, -2)).transpose(-1, -2)
+    else:
+        x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+    return self.proj(x.transpose(1, 2).reshape(b, n, -1))
+
+
+def _rewrite_davit(m: nn.Module) -> None:
+    """timm DaViT WindowAttention / ChannelAttention: explicit head width, output merged with -1."""
+    m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+    m._channel = type(m).__name__ == "ChannelAttention"
+    _swap_class(m, _davit_forward)
+
+
 REWRITES: dict[str, Callable[[nn.Module], None]] = {
+    "timm.models.davit.ChannelAttention": _rewrite_davit,
+    "timm.models.davit.WindowAttention": _rewrite_davit,
     "torchvision.models.swin_transformer.PatchMerging": _rewrite_merging,
     "torchvision.models.swin_transformer.PatchMergingV2": _rewrite_merging,
     "torchvision.models.swin_transformer.ShiftedWindowAttention": _rewrite_swin,

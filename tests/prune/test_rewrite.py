@@ -52,3 +52,31 @@ def test_rewritten_swin_prunes_heads_and_replays_from_its_record(v2, tmp_path):
     again = load(tmp_path / "m.safetensors", rebuilt).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(x), pruned(x))
+
+
+def _small_davit():
+    davit = pytest.importorskip("timm.models.davit")
+    torch.manual_seed(0)
+    model = davit.DaVit(depths=(1, 1), embed_dims=(16, 32), num_heads=(2, 4), window_size=4, num_classes=5).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("qkv.bias"):
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def test_rewritten_davit_attention_computes_the_same_function_and_prunes_whole_heads():
+    model = _small_davit()
+    x = torch.randn(2, 3, 40, 40)  # 10x10 tokens, padded to 12x12 windows of 4
+    new = copy.deepcopy(model)
+    names = rewrite_model(new)  # window and channel attention of both stages
+    assert sorted(type(new.get_submodule(n)).__name__ for n in names) == [
+        "PrunableChannelAttention", "PrunableChannelAttention", "PrunableWindowAttention", "PrunableWindowAttention"]
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), atol=1e-5, rtol=1e-5)
+    pruned = prune(model, x[:1], ratios={"heads": 0.5}, dims=("heads",)).eval()
+    heads = [pruned.get_submodule(n).num_heads for n in names]
+    assert heads == [1, 1, 2, 2]
+    assert all(pruned.get_submodule(n).qkv.out_features == 3 * h * 8 for n, h in zip(names, heads, strict=True))
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 5)
