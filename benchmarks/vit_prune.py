@@ -75,20 +75,27 @@ def baseline(args, name: str, loaders, info) -> nn.Module:
 
 
 # -- the methods: each returns a pruned copy at (or as close as it can get to) the MACs target
-def _bisect(make, target: float, x: torch.Tensor, base: float, hi: float = 0.9):
-    lo, best = 0.0, None
-    for _ in range(10):
+def _bisect(make, target: float, x: torch.Tensor, base: float, hi: float = 0.9, steps: int = 10):
+    """The least pruning `make(ratio)` whose MACs meet the target; if none does, the buildable candidate with the
+    fewest MACs (heads-only pruning of a 3-head model cannot reach 60%: its row says what it reached)."""
+    lo, best, fewest = 0.0, None, None
+    for _ in range(steps):
         mid = (lo + hi) / 2
         try:
             m = make(mid)
         except (RuntimeError, BudgetError):  # pruned too far to build (e.g. a layer left without heads)
             hi = mid
             continue
-        if count_macs(m, x) <= target * base:
+        macs = count_macs(m, x)
+        if fewest is None or macs < fewest[0]:
+            fewest = (macs, m)
+        if macs <= target * base:
             best, hi = m, mid
         else:
             lo = mid
-    return best if best is not None else make(hi)
+    if best is None and fewest is None:
+        raise BudgetError("no candidate could be built")
+    return best if best is not None else fewest[1]
 
 
 def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, calib) -> nn.Module:
@@ -97,7 +104,7 @@ def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, ca
     import torch_pruning as tp
 
     m = copy.deepcopy(model)
-    attn = {mod.qkv: mod for mod in m.modules() if hasattr(mod, "qkv") and type(getattr(mod, "num_heads", 0)) is int
+    attn = {mod.qkv: mod for mod in m.modules() if hasattr(mod, "qkv") and type(getattr(mod, "num_heads", None)) is int
             and isinstance(mod.qkv, nn.Linear)}
     ignored = [m.get_classifier(), *[mod for name, mod in m.named_modules() if name.startswith("tokens.")]]
     if heads_only:  # nothing but the attention heads: every other producer of channels is ignored
@@ -122,11 +129,12 @@ def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, ca
     return m
 
 
-def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, seed: int, budget: int):
+def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, seed: int, queries: int,
+            steps: int = 10):
     base_macs = count_macs(base, x)
 
     def gp_search():
-        r = search_prune_ratios(base, x, macs_target=target, data=calib, eval_data=held_out, budget=budget,
+        r = search_prune_ratios(base, x, macs_target=target, data=calib, eval_data=held_out, queries=queries,
                                 dims=("heads", "neurons", "tokens"), seed=seed)
         return r.model, {"ratios": r.ratios, "searched": r.searched_ratios, "proxy": r.proxy}
 
@@ -134,12 +142,16 @@ def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, se
         "slimkit heads only": lambda: (_bisect(lambda r: slimkit.prune(base, x, ratio=r, dims=("heads",)),
                                                target, x, base_macs), {}),
         "torch-pruning heads only": lambda: (_bisect(lambda r: tp_vit(base, x, r, True, calib), target, x,
-                                                     base_macs), {}),
+                                                     base_macs, steps=steps), {}),
         "torch-pruning heads + channels": lambda: (_bisect(lambda r: tp_vit(base, x, r, False, calib), target, x,
-                                                           base_macs), {}),
+                                                           base_macs, steps=steps), {}),
         "slimkit default (all channel groups)": lambda: (slimkit.prune(base, x, macs_target=target), {}),
         "slimkit heads + neurons + tokens, GP-EI": gp_search,
     }
+
+
+DEFAULT_METHODS = ("torch-pruning heads only", "torch-pruning heads + channels",
+                   "slimkit heads + neurons + tokens, GP-EI")
 
 
 def accuracy_table(args) -> list[dict]:
@@ -162,28 +174,34 @@ def accuracy_table(args) -> list[dict]:
         rows.append({"model": name, "method": "unpruned", "seed": 0, "test_acc": base_acc, "MACs": base_macs,
                      "params": count_params(base), "onnx": _onnx(base, x, f"{name}_unpruned")})
         print(rows[-1], flush=True)
-        for seed in args.seeds:
-            for label, make in methods(base, x, args.macs, calib, held_out, seed, args.search_budget).items():
-                if args.methods and label not in args.methods:
-                    continue
-                torch.manual_seed(seed)
-                t0 = time.perf_counter()
-                try:
-                    pruned, extra = make()
-                except (BudgetError, RuntimeError) as e:
-                    rows.append({"model": name, "method": label, "seed": seed, "error": f"{type(e).__name__}: {e}"})
-                    print(rows[-1], flush=True)
-                    continue
-                prune_s = time.perf_counter() - t0
-                acc0 = evaluate(pruned, test)["acc"]
+        # each method prunes the trained model once (deterministic; the GP-EI search with --search-seed), then the
+        # same fine-tune runs from that pruned model once per seed
+        for label, make in methods(base, x, args.macs, calib, held_out, args.search_seed, args.search_queries,
+                                   args.bisect_steps).items():
+            if label not in args.methods:
+                continue
+            torch.manual_seed(args.search_seed)
+            t0 = time.perf_counter()
+            try:
+                pruned0, extra = make()
+            except (BudgetError, RuntimeError) as e:
+                rows.append({"model": name, "method": label, "error": f"{type(e).__name__}: {e}"})
+                print(rows[-1], flush=True)
+                continue
+            prune_s = time.perf_counter() - t0
+            pruned0.eval()
+            macs = count_macs(pruned0, x)
+            acc0 = evaluate(pruned0, test)["acc"]
+            for seed in args.seeds:
+                pruned = copy.deepcopy(pruned0)
                 Trainer(pruned, recipe(args.finetune_epochs, args.finetune_lr, seed, 0.0), loaders.train).fit()
                 pruned.eval()
-                macs = count_macs(pruned, x)
                 acc = evaluate(pruned, test)["acc"]
-                rows.append({"model": name, "method": label, "seed": seed, "test_acc": acc, "acc_before_finetune": acc0,
-                             "MACs": macs, "MACs_kept": macs / base_macs, "params": count_params(pruned),
-                             "prune_s": round(prune_s, 1),
-                             "onnx": _onnx(pruned, x, f"{name}_{label}_{seed}"), **extra})
+                rows.append({"model": name, "method": label, "seed": seed, "test_acc": acc,
+                             "acc_before_finetune": acc0, "MACs": macs, "MACs_kept": macs / base_macs,
+                             "reached_target": macs <= args.macs * base_macs, "params": count_params(pruned),
+                             "prune_s": round(prune_s, 1), "onnx": _onnx(pruned, x, f"{name}_{label}_{seed}"),
+                             **extra})
                 print(rows[-1], flush=True)
                 _write(args.results, {"rows": rows})
     return rows
@@ -240,8 +258,11 @@ def summarise(rows: list[dict]) -> list[dict]:
         row = {"model": model, "method": method, "seeds": len(g),
                "test_acc": f"{np.mean(accs):.4f} ± {np.std(accs):.4f}" if len(g) > 1 else f"{accs[0]:.4f}",
                "vs unpruned": f"{100 * (np.mean(accs) - base['test_acc']):+.2f}",
+               "before fine-tune": "" if method == "unpruned" else
+               f"{np.mean([r['acc_before_finetune'] for r in g]):.4f}",
                "MACs kept": f"{np.mean([r['MACs'] for r in g]) / base['MACs']:.3f}",
-               "params": f"{np.mean([r['params'] for r in g]) / 1e6:.2f}M"}
+               "params": f"{np.mean([r['params'] for r in g]) / 1e6:.2f}M",
+               "target met": "" if method == "unpruned" else "yes" if all(r.get("reached_target") for r in g) else "no"}
         for key in ("ort_b1_1t_ms", "ort_b32_ms"):
             if all(key in r for r in g):
                 ms = np.mean([r[key] for r in g])
@@ -321,13 +342,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
-    ap.add_argument("--search-budget", type=int, default=24)
-    ap.add_argument("--methods", nargs="+", default=None)
+    ap.add_argument("--search-queries", type=int, default=24)
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="labels of methods() to run")
+    ap.add_argument("--search-seed", type=int, default=0, help="seed of the GP-EI ratio search")
+    ap.add_argument("--bisect-steps", type=int, default=10, help="bisection steps of the ratio-bisected methods")
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
     ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
     ap.add_argument("--coverage", action="store_true", help="the family coverage table instead")
     ap.add_argument("--only", nargs="+", choices=list(FAMILIES), help="--coverage: only these families")
     ap.add_argument("--results", default="vit_prune")
+    ap.add_argument("--combine", nargs="+", default=None, help="--latency-only: the rows of these result files")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -343,11 +367,16 @@ def main() -> None:
             base = baseline(args, name, loaders, splits.info)
             print(name, "test", evaluate(base, loaders.test)["acc"], flush=True)
         return
-    path = HERE / "results" / f"{args.results}.json"
-    rows = json.loads(path.read_text())["rows"] if args.latency_only else accuracy_table(args)
+    runs = {args.results: vars(args)}
+    if args.latency_only:  # re-time (at normal priority) the ONNX files of one or more accuracy runs
+        files = {n: json.loads((HERE / "results" / f"{n}.json").read_text()) for n in args.combine or [args.results]}
+        runs = {n: f.get("args", f.get("runs")) for n, f in files.items()}
+        rows = [r for f in files.values() for r in f["rows"]]
+    else:
+        rows = accuracy_table(args)
     latency(rows)
     table = summarise(rows)
-    _write(args.results, {"args": vars(args), "rows": rows, "summary": table})
+    _write(args.results, {"args": vars(args), "runs": runs, "rows": rows, "summary": table})
     print(markdown_table(table))
 
 

@@ -370,7 +370,9 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         console.print("[bold]2/5 prune[/]: already pruned")
         pruned = load_pruned(pruned_path, copy.deepcopy(base))
     else:
-        console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {budget}")
+        target = {"ratios": dict(cfg.dim_ratios)} if cfg.dim_ratios else \
+            {**budget, "ratio search": "GP-EI"} if cfg.ratio_search else budget
+        console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {target}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
         busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if PRUNERS.get(cfg.method).allocates \
             else contextlib.nullcontext()  # a method that trains (chex) shows its own progress
