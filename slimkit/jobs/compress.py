@@ -370,8 +370,8 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         console.print("[bold]2/5 prune[/]: already pruned")
         pruned = load_pruned(pruned_path, copy.deepcopy(base))
     else:
-        target = {"ratios": dict(cfg.dim_ratios)} if cfg.dim_ratios else \
-            {**budget, "ratio search": "GP-EI"} if cfg.ratio_search else budget
+        target = f"ratios {dict(cfg.dim_ratios)}" if cfg.dim_ratios else \
+            f"{budget}, ratios by GP-EI search" if cfg.ratio_search else budget
         console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {target}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
         busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if PRUNERS.get(cfg.method).allocates \
