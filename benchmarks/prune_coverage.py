@@ -198,8 +198,9 @@ def _evaluate(pruned, model, x, base_macs, ref_shape, onnx_ok_unpruned) -> dict:
     return row
 
 
-def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS, partial=None) -> dict:
-    """The row of one model; `partial(rec)` is called after each library (a later hang keeps the earlier ones)."""
+def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS, partial=None, carried: dict | None = None) -> dict:
+    """The row of one model; `partial(rec)` is called after each library (a later hang keeps the earlier ones).
+    A library's row in `carried` (an earlier sweep's record of this model) is kept instead of being rerun."""
     import copy
     import functools
 
@@ -238,6 +239,9 @@ def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS, partial=Non
     for lib, make in runs.items():
         if lib not in libs:
             continue
+        if lib in (carried or {}):
+            rec[lib] = {**carried[lib], "carried": True}
+            continue
         row: dict = {}
         t0 = time.perf_counter()
         try:
@@ -272,6 +276,8 @@ def check_one(spec: str, threads: int, libs: tuple[str, ...] = LIBS, partial=Non
 def _worker(specs: list[str], args) -> subprocess.Popen:
     """A child process that checks `specs` in turn, printing one JSON line per model (imports paid once)."""
     cmd = [sys.executable, __file__, "--one", *specs, "--threads", str(args.threads), "--libs", *args.libs]
+    if args.carry:
+        cmd += ["--carry", *args.carry]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile("w+"), text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})  # (stderr to a file: never blocks)
 
@@ -405,15 +411,30 @@ def main(argv=None) -> None:
     ap.add_argument("--one", nargs="+", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
+        carried = _carried(args.carry)
         for spec in args.one:
             try:
                 rec = check_one(spec, args.threads, tuple(args.libs), partial=lambda r: print(
-                    json.dumps({**r, "partial": True}, default=str), flush=True))
+                    json.dumps({**r, "partial": True}, default=str), flush=True), carried=carried.get(spec))
             except Exception as e:  # noqa: BLE001 - the model could not even be built: recorded, the next goes on
                 rec = {"spec": spec, "status": "unbuildable", "error": f"{type(e).__name__}: {str(e)[:400]}"}
             print(json.dumps(rec, default=str), flush=True)
         return
     coverage(args)
+
+
+def _carried(carry: list[str] | None) -> dict:
+    """{spec: {lib: row}} from earlier sweeps' .jsonl files (library, results name): the libraries whose code did
+    not change are not rerun (Torch-Pruning's rows do not depend on slimkit's default)."""
+    out: dict = {}
+    for item in carry or []:
+        lib, name = item.split("=", 1)
+        path = RESULTS / f"{name}.jsonl"
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            r = json.loads(line) if line.strip() else {}
+            if r.get(lib, {}).get("status") not in (None, "died"):
+                out.setdefault(r["spec"], {})[lib] = r[lib]
+    return out
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -426,6 +447,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--libs", nargs="+", default=["slimkit", "torch_pruning"], choices=LIBS,
                     help="slimkit (macs_target=0.5), torch_pruning, slimkit_ratio (timing at Torch-Pruning's ratio; "
                          "benchmarks/prune_speed.py times the calls properly)")
+    ap.add_argument("--carry", nargs="+", default=None, metavar="LIB=RESULTS",
+                    help="keep LIB's rows from results/RESULTS.jsonl instead of rerunning them "
+                         "(e.g. torch_pruning=prune_coverage_uniform)")
     ap.add_argument("--max-params", type=float, default=15e6,
                     help="only families whose smallest model has at most this many parameters (117 of 200 at 15M)")
 
