@@ -12,7 +12,7 @@ in one file appears in the CLI help, the job's dispatch and the contract tests (
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -48,7 +48,6 @@ class PruneJob:
     fresh_model: Callable[[], nn.Module] | None = None  # the model to train from scratch (chex)
     train_steps: int = 0  # optimizer steps `train` takes
     steps_per_epoch: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)  # method-specific options
 
 
 class PruningMethod:
