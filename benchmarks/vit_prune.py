@@ -371,7 +371,9 @@ def main() -> None:
     if args.latency_only:  # re-time (at normal priority) the ONNX files of one or more accuracy runs
         files = {n: json.loads((HERE / "results" / f"{n}.json").read_text()) for n in args.combine or [args.results]}
         runs = {n: f.get("args", f.get("runs")) for n, f in files.items()}
-        rows = [r for f in files.values() for r in f["rows"]]
+        seen: set = set()  # a row per (model, method, seed): runs that split the methods each have the unpruned row
+        rows = [r for f in files.values() for r in f["rows"]
+                if (key := (r["model"], r["method"], r.get("seed"))) not in seen and not seen.add(key)]
     else:
         rows = accuracy_table(args)
     latency(rows)
