@@ -44,7 +44,7 @@ __all__ = ["Segment", "ChannelInfo", "Member", "Group", "DependencyGraph", "buil
 _PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
     nn.Mish, nn.Softplus, nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.Hardtanh, nn.GELU,
+    nn.AdaptiveMaxPool2d, nn.Hardtanh, nn.GELU, nn.Upsample,  # (Upsample resizes the spatial dimensions only)
 )
 _PASS_FUNCS = {
     torch.relu, torch.sigmoid, torch.tanh, torch.clamp, operator.neg, nn.functional.relu, nn.functional.relu6,
@@ -53,6 +53,7 @@ _PASS_FUNCS = {
     nn.functional.max_pool2d, nn.functional.adaptive_max_pool2d, nn.functional.hardtanh, nn.functional.mish,
     torch.exp, torch.log, torch.abs, torch.sqrt, torch.rsqrt, torch.square, torch.erf, operator.abs,
     nn.functional.softplus, nn.functional.elu, nn.functional.selu, nn.functional.celu, nn.functional.hardsigmoid,
+    nn.functional.interpolate, nn.functional.upsample,  # resize the dimensions after batch and channels
 }
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "clamp", "contiguous", "clone", "float", "detach", "relu_", "sigmoid_",
                  "clamp_", "to", "type_as", "neg", "exp", "log", "abs", "sqrt", "rsqrt", "square", "erf"}
@@ -341,7 +342,8 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         is tied to the other (C channels read as H heads of D features)."""
         if a.dim != b.dim or a.offsets() != b.offsets() or [s.size * s.repeat for s in a.segments] != [
                 s.size * s.repeat for s in b.segments]:
-            self._block_info([a, b], f"{node.name}: incompatible channel layouts")
+            if not self._merge_tiles(a, b) and not self._merge_tiles(b, a):
+                self._block_info([a, b], f"{node.name}: incompatible channel layouts")
             return
         for x, y in zip(a.segments, b.segments, strict=True):
             if x.repeat == y.repeat:
@@ -352,6 +354,19 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
                 self.spaces.tie(x.space, y.space, y.repeat // x.repeat)
             else:
                 self._block_info([a, b], f"{node.name}: incompatible channel layouts")
+
+    def _merge_tiles(self, one: ChannelInfo, many: ChannelInfo) -> bool:
+        """One segment against the same channels repeated n times (a ghost module's [x, cheap(x)] times a gate of
+        its own width): channel c of the single segment is channel c mod |X| of the repeated space X (a tie)."""
+        if one.dim != many.dim or len(one.segments) != 1 or len(many.segments) < 2 or one.length != many.length:
+            return False
+        y, first = one.segments[0], many.segments[0]
+        leaf = self.spaces.leaf(first.space)
+        if any(self.spaces.leaf(s.space) != leaf or (s.size, s.repeat) != (first.size, first.repeat)
+               for s in many.segments) or first.repeat % y.repeat:
+            return False
+        self.spaces.tie(y.space, first.space, first.repeat // y.repeat)
+        return True
 
     def _split(self, node: fx.Node, x: ChannelInfo, sizes: list[int], dim: int) -> Any:
         nd = len(self._shape(node.args[0]))

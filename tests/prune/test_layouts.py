@@ -203,3 +203,35 @@ def test_a_model_that_fx_fails_on_in_one_submodule_prunes_the_rest():
     assert pruned.b.out_channels < 16
     assert count_macs(pruned, x) <= 0.7 * count_macs(model, x)
     assert pruned(x).shape == (2, 4)
+
+
+class GhostGate(nn.Module):
+    """GhostNetV2/V3's module: [x, depthwise(x)] concatenated, times an upsampled sigmoid gate of the full width made
+    from the block input (DFC attention): the gate's channel c and c + 8 meet channel c of x."""
+
+    def __init__(self):
+        super().__init__()
+        self.primary = nn.Conv2d(3, 8, 1)
+        self.cheap = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.short = nn.Conv2d(3, 16, 1)
+        self.head = nn.Conv2d(16, 6, 1)
+
+    def forward(self, x):
+        x1 = torch.relu(self.primary(x))
+        out = torch.cat([x1, self.cheap(x1)], 1)
+        gate = torch.sigmoid(self.short(nn.functional.avg_pool2d(x, 2)))
+        out = out[:, :16] * nn.functional.interpolate(gate, size=out.shape[-2:], mode="nearest")
+        return self.head(out).mean((2, 3))
+
+
+def test_ghost_module_gate_of_the_concatenated_width_prunes_both_copies_together():
+    torch.manual_seed(0)
+    model = GhostGate().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = build_dependency_graph(model, x)
+    (g,) = [g for g in graph.groups if any(m.module == "primary" for m in g.members)]
+    assert g.size == 8 and {"cheap", "short", "head"} <= {m.module for m in g.members}
+    pruned, pruner = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
+    kept = pruner.step(0.5)[g.id]
+    assert pruned.primary.out_channels == pruned.cheap.out_channels == 4 and pruned.head.in_channels == 8
+    torch.testing.assert_close(pruned.short.weight, model.short.weight[kept + [c + 8 for c in kept]])
