@@ -20,6 +20,7 @@ space they meet (`slimkit.graph.params`).
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from slimkit.graph.costs import Dim, mac_dims
 from slimkit.graph.layout import SizeOf, _LayoutOps, is_softmax
 from slimkit.graph.params import _ParamOps, param_role
 from slimkit.graph.rules import _RuleOps, conv_types, declared_rule, rule_of
-from slimkit.graph.sizes import _SizeOps
+from slimkit.graph.sizes import _SizeOps, sizes_role
 from slimkit.graph.spaces import ChannelInfo, Group, Member, Segment, _Spaces
 from slimkit.graph.trace import trace
 from slimkit.inputs import as_tensor_tuple
@@ -342,7 +343,7 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
         is tied to the other (C channels read as H heads of D features)."""
         if a.dim != b.dim or a.offsets() != b.offsets() or [s.size * s.repeat for s in a.segments] != [
                 s.size * s.repeat for s in b.segments]:
-            if not self._merge_tiles(a, b) and not self._merge_tiles(b, a):
+            if not (self._merge_tiles(a, b) or self._merge_tiles(b, a) or self._in_step(a, b)):
                 self._block_info([a, b], f"{node.name}: incompatible channel layouts")
             return
         for x, y in zip(a.segments, b.segments, strict=True):
@@ -367,6 +368,19 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
             return False
         self.spaces.tie(y.space, first.space, first.repeat // y.repeat)
         return True
+
+    def _in_step(self, a: ChannelInfo, b: ChannelInfo, sizes: tuple[int, ...] = ()) -> int | None:
+        """Same channels cut at other boundaries (a residual add of two concatenations, a split into sizes that
+        straddle segments): every segment is tied to one space of d channels, d the gcd of all segment sizes (and
+        `sizes`), channel c -> c mod d. Each d-channel period then keeps the same channels, so any boundary at a
+        multiple of d stays aligned. The space, or None (repeated features, other dimensions or lengths)."""
+        segs = [*a.segments, *b.segments]
+        if a.dim != b.dim or a.length != b.length or any(s.repeat != 1 for s in segs):
+            return None
+        unit = self.spaces.new(math.gcd(*sizes, *(s.size for s in segs)))
+        for s in segs:
+            self.spaces.tie(s.space, unit)
+        return unit
 
     def _split(self, node: fx.Node, x: ChannelInfo, sizes: list[int], dim: int) -> Any:
         nd = len(self._shape(node.args[0]))
@@ -512,12 +526,36 @@ class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations be
             n = ref.frac.denominator  # split(C // n) of its own C channels: n equal parts, like chunk(n)
             sizes = [total // n] * n
         elif dim % len(shape) == x.dim:
+            sizes = self._split_sizes(node, arg, total, dim)
+            parts = self._split_attribute(node, x, arg, sizes)
+            if parts is not None:
+                return parts
             # sizes fixed in the model's code stay fixed when channels go: the channels must keep their count
             self._block_info(x, f"{node.name}: split into fixed sizes")
-            return [self._fresh_like(x, n) for n in self._split_sizes(node, arg, total, dim)]
+            return [self._fresh_like(x, n) for n in sizes]
         else:
             sizes = self._split_sizes(node, arg, total, dim)
         return self._split(node, x, sizes, dim)
+
+    def _split_attribute(self, node: fx.Node, x: ChannelInfo, arg: Any, sizes: list[int]) -> list[ChannelInfo] | None:
+        """A split into sizes listed in an attribute of the module that calls it (MixNet's `self.splits`): the
+        attribute becomes a member (surgery sets each size to what its part keeps) and the segments and parts are
+        cut in step (`_in_step`), so the boundaries stay where the new sizes put them. None when no attribute
+        holds them."""
+        stack = node.meta.get("nn_module_stack") or {}
+        owner = next(reversed(stack.values()))[0] if stack else ""  # (no stack: the model's own forward)
+        mod = self.modules.get(owner) if isinstance(owner, str) else None
+        if mod is None or not isinstance(arg, (list, tuple)) or any(s.repeat != 1 for s in x.segments):
+            return None
+        attr = next((a for a, v in vars(mod).items() if not a.startswith("_") and isinstance(v, (list, tuple))
+                     and [int(n) for n in v if isinstance(n, int)] == sizes and len(v) == len(sizes)), None)
+        if attr is None:
+            return None
+        for s, o in zip(x.segments, x.offsets(), strict=True):
+            self.spaces.add(s.space, Member(owner, sizes_role(attr), o))
+        parts = ChannelInfo(x.dim, tuple(Segment(self.spaces.new(n), n) for n in sizes))
+        self._in_step(x, parts, tuple(sizes))
+        return [ChannelInfo(x.dim, (p,)) for p in parts.segments]
 
     def _split_sizes(self, node: fx.Node, arg: Any, total: int, dim: int) -> list[int]:
         if isinstance(arg, int):

@@ -6,7 +6,8 @@ Mixed into the dependency builder. A view / reshape / expand whose argument alon
   the pruned size, so the argument adapts; the two tensors' channels are coupled (they must have the same count);
 - an int equal to an int attribute of the module whose forward makes the call (`self.attn_dim`, `self.out_dim`,
   `self.num_heads`): that attribute becomes a member of the space (role `attr:<name>`) and surgery sets it to the
-  kept count (an attribute used along two spaces couples them);
+  kept count (an attribute used along two spaces couples them); likewise a split into the sizes an attribute lists
+  (MixNet's `self.splits`, role `sizes:<name>`: each size becomes what its part keeps);
 - anything computed from a channel size (`C // self.num_heads`, `C * 2`): would change with pruning in a way the
   engine cannot follow, so the space whose size was read is blocked, and so is the reshaped one.
 
@@ -25,7 +26,7 @@ from torch import fx, nn
 
 from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
 
-__all__ = ["attr_role", "parse_attr_role"]
+__all__ = ["attr_role", "parse_attr_role", "sizes_role", "parse_sizes_role"]
 
 _ARITH = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
           operator.neg, int, max, min, operator.getitem}
@@ -38,6 +39,17 @@ def attr_role(attr: str) -> str:
 def parse_attr_role(role: str) -> str | None:
     """The attribute name of an `attr:` role, None for any other role."""
     return role[len("attr:"):] if role.startswith("attr:") else None
+
+
+def sizes_role(attr: str) -> str:
+    """The role of a module attribute that lists split sizes along the channels (MixNet's `splits`): surgery sets
+    each size to the channels its part keeps."""
+    return f"sizes:{attr}"
+
+
+def parse_sizes_role(role: str) -> str | None:
+    """The attribute of a `sizes:` role, None for any other role."""
+    return role[len("sizes:"):] if role.startswith("sizes:") else None
 
 
 class _SizeOps:

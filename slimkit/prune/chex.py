@@ -86,7 +86,7 @@ class ChexCallback(Callback):
                 mod = self.mods[m.module]
                 idx = m.index(g.size)[drop].flatten()
                 param = parse_param_role(m.role)
-                if m.role == "heads" or m.role.startswith("attr:"):  # a count, no tensor of its own
+                if m.role == "heads" or m.role.startswith(("attr:", "sizes:")):  # counts, no tensor of their own
                     continue
                 if param is not None:  # a layer scale / embedding along the channels
                     getattr(mod, param[0]).index_fill_(param[1], idx, 0.0)

@@ -42,7 +42,7 @@ def _param_slices(mod: nn.Module, m: Member, size: int, tensor: str = "weight") 
             return []
         return [p.movedim(param[1], 0).index_select(0, idx.flatten()).reshape(size, -1)]
     w = getattr(mod, tensor, None)
-    if not isinstance(w, torch.Tensor) or m.role == "heads" or m.role.startswith("attr:"):
+    if not isinstance(w, torch.Tensor) or m.role == "heads" or m.role.startswith(("attr:", "sizes:")):
         return []
     if m.role in ("out", "dw", "norm"):
         return [w.index_select(0, idx.flatten()).reshape(size, -1)]

@@ -8,7 +8,8 @@ attention module keeps: its `num_heads` (and timm's `attn_dim`) follow; q, k, v 
 "out" / "in" entries; the head width and the softmax `scale` stay what the model was trained with),
 "param:<attribute>:<dim>" (a parameter or buffer the forward uses directly along the channels, such as a layer
 scale or a position embedding: that dimension of the module's attribute), "attr:<name>" (an int attribute the
-forward reads as a channel count, such as `attn_dim` or `num_heads`: set to the number of kept indices).
+forward reads as a channel count, such as `attn_dim` or `num_heads`: set to the number of kept indices),
+"sizes:<name>" (a list of split sizes along the channels: each becomes the number of channels its part keeps).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from slimkit.errors import UnsupportedOpError
 from slimkit.graph.params import parse_param_role
 from slimkit.graph.rules import declared_rule
-from slimkit.graph.sizes import parse_attr_role
+from slimkit.graph.sizes import parse_attr_role, parse_sizes_role
 
 __all__ = ["apply_plan", "role_size", "SURGERY"]
 
@@ -135,12 +136,26 @@ def _attribute(m: nn.Module, role: str, keep: torch.Tensor) -> None:
     setattr(m, attr, len(keep))
 
 
+def _sizes(m: nn.Module, role: str, keep: torch.Tensor) -> None:
+    """A list of split sizes along the channels: each part's size becomes the number of its channels kept."""
+    attr = parse_sizes_role(role)
+    sizes = getattr(m, attr)
+    bounds = torch.tensor([0, *sizes]).cumsum(0)
+    new = [int(((keep >= lo) & (keep < hi)).sum()) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    if 0 in new:
+        raise UnsupportedOpError(f"pruning plan empties a part of {type(m).__name__}.{attr} = {list(sizes)}")
+    setattr(m, attr, type(sizes)(new))
+
+
 def role_size(m: nn.Module, role: str) -> int:
     """Length of the dimension a plan entry (module, role) indexes."""
     if role == "heads":
         return int(m.num_heads)
     if parse_attr_role(role) is not None:
         return int(getattr(m, parse_attr_role(role)))
+    attr = parse_sizes_role(role)
+    if attr is not None:
+        return int(sum(getattr(m, attr)))
     param = parse_param_role(role)
     if param is not None:
         return int(getattr(m, param[0]).shape[param[1]])
@@ -161,6 +176,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             fn = _heads
         elif role.startswith("attr:"):
             fn = _attribute
+        elif parse_sizes_role(role) is not None:
+            fn = _sizes
         else:
             fn = next((SURGERY[t] for t in type(m).__mro__ if t in SURGERY), None) or _BY_RULE.get(declared_rule(m))
         if fn is None:

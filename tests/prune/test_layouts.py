@@ -235,3 +235,47 @@ def test_ghost_module_gate_of_the_concatenated_width_prunes_both_copies_together
     kept = pruner.step(0.5)[g.id]
     assert pruned.primary.out_channels == pruned.cheap.out_channels == 4 and pruned.head.in_channels == 8
     torch.testing.assert_close(pruned.short.weight, model.short.weight[kept + [c + 8 for c in kept]])
+
+
+class Mixed(nn.Module):
+    """MixNet's MixedConv2d: the input split into the sizes listed in `self.splits`, one conv per part, concatenated."""
+
+    def __init__(self, splits: list[int], outs: list[int], kernels: list[int], depthwise: bool):
+        super().__init__()
+        self.splits = splits
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, padding=k // 2, groups=i if depthwise else 1)
+                                   for i, o, k in zip(splits, outs, kernels, strict=True))
+
+    def forward(self, x):
+        parts = torch.split(x, self.splits, 1)
+        return torch.cat([c(parts[i]) for i, c in enumerate(self.convs)], 1)
+
+
+class MixBlock(nn.Module):
+    """A pointwise mixed conv (two parts of 6) feeding a depthwise one split at other boundaries (4 | 4 | 4), added
+    to its input: every boundary (6, 4, 8) is a multiple of 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.pw = Mixed([6, 6], [6, 6], [1, 1], depthwise=False)
+        self.dw = Mixed([4, 4, 4], [4, 4, 4], [3, 5, 7], depthwise=True)
+        self.head = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.head(x + self.dw(torch.relu(self.pw(x)))).mean((2, 3))
+
+
+def test_split_sizes_held_in_an_attribute_are_pruned_in_step_and_rewritten():
+    torch.manual_seed(0)
+    model = MixBlock().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = build_dependency_graph(model, x)
+    assert not graph.blocked or all(r in ("model input", "model output") for _, r in graph.blocked)
+    (g,) = [g for g in graph.groups if any(m.module == "stem" for m in g.members)]
+    assert g.size == 2  # channel c of every part and segment is cut with channel c mod 2 (gcd of 6, 6, 4, 4, 4)
+    assert {("pw", "sizes:splits"), ("dw", "sizes:splits")} <= {(m.module, m.role) for m in g.members}
+    pruned, pruner = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
+    assert pruned.pw.splits == [3, 3] and pruned.dw.splits == [2, 2, 2] and pruned.stem.out_channels == 6
+    assert [c.out_channels for c in pruned.dw.convs] == [2, 2, 2] and pruned.head.in_channels == 6
