@@ -457,6 +457,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 def coverage(args) -> dict:
     rows = run_sweep(args)
     summary = summarize(rows)
+    listed = list(model_list(args.max_params)["models"].values())
+    reached = {r["spec"] for r in rows}
+    summary["not_reached"] = [s for s in listed if s not in reached]  # (a sweep cut short: rerun to resume)
     from slimkit.report import markdown_table
 
     print(markdown_table(table(rows)))
