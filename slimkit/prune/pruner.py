@@ -54,6 +54,8 @@ from slimkit.prune.validate import as_example_inputs, check_budget, check_model,
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
+_COST_AGREEMENT = 0.02  # a computed cost within 2% of the count, or a count within 2% of the target, ends the search
+
 
 
 @dataclass(frozen=True)
@@ -271,10 +273,16 @@ class Pruner:
                 what: str) -> nn.Module:
         """The least pruning whose cost, computed from the channel counts, meets `target`; then built, checked and
         measured for real. If the count and the computed cost ever disagree, the search is redone with the target
-        scaled by their ratio (and, failing that, by measuring built candidates as the search goes)."""
+        scaled by their ratio, both ways: a computed cost that is high would otherwise prune far past the target
+        (the best candidate that meets it is kept; failing all, built candidates are measured as the search goes)."""
         cap, goal = self._ratio_cap(), target
+        best: tuple[float, nn.Module] | None = None
+        tried: set[float] = set()
         for _ in range(8):
             ratio = solve(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
+            if ratio in tried and best is not None:
+                break  # the correction settled on a plan already measured
+            tried.add(ratio)
             n = len(self.groups)
             pruned = self._checked(lambda r=ratio: self.step(r), self._info(ratio))
             if len(self.groups) != n:
@@ -282,11 +290,14 @@ class Pruner:
             got, est = measure(pruned), cost(self._counts(ratio))
             record_of(pruned)["budget"] = {"what": what, "target": target, "computed": est, "counted": got}
             if got <= target:
-                return pruned
-            if ratio >= cap:
+                if best is None or got > best[0]:
+                    best = (got, pruned)
+                if abs(est - got) <= _COST_AGREEMENT * got or got >= (1 - _COST_AGREEMENT) * target or ratio <= 0:
+                    return pruned  # on target, or the cost model agrees (the gap left is the plan's granularity)
+            elif ratio >= cap:
                 raise self._budget_error(what, target, got)
-            goal *= target / got  # the computed cost was low: aim lower by the measured error
-        return self._search_measured(measure, target, what)
+            goal *= target / got  # aim by the measured error: lower when the count is high, higher when it is low
+        return best[1] if best is not None else self._search_measured(measure, target, what)
 
     def _budget_error(self, what: str, target: float, reached: float) -> BudgetError:
         base = self.base.get(what)

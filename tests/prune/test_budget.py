@@ -105,3 +105,32 @@ def test_one_budget_type_for_every_method():
     with pytest.raises(ConfigError, match="round_to"):
         Allocation("global", "fast")  # CHEX's allocation settings, without a PruneConfig carrying a fake budget
     assert PruneConfig(ratio=0.5, allocation="uniform").spread == Allocation("uniform", None, 0.9)
+
+
+@pytest.mark.parametrize("factor", [1.6, 0.7])
+def test_a_cost_model_that_disagrees_with_the_count_still_lands_on_the_target(monkeypatch, factor):
+    """A computed cost that is high (as a missed shrinking term makes it) must not prune far past the target, nor one
+    that is low leave it unmet: the search corrects by the count (an independent forward pass) both ways."""
+    from slimkit.prune import pruner as pruner_mod
+
+    build = pruner_mod.MacsModel.build
+
+    class Skewed:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, keep):
+            return int(self.model(keep) * factor)
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+    monkeypatch.setattr(pruner_mod.MacsModel, "build", lambda *a, **k: Skewed(build(*a, **k)))
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_chans=1).eval()
+    x = torch.randn(1, 1, 28, 28)
+    target = 0.5 * count_macs(model, x)
+    pruned = prune(model, x, macs_target=0.5, allocation="uniform")
+    got = count_macs(pruned, x)
+    assert 0.9 * target <= got <= target
+    assert pruned.slimkit_pruning["budget"]["counted"] == got
