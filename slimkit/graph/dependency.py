@@ -70,7 +70,7 @@ def _is_stochastic_depth(t: Any) -> bool:
     return getattr(t, "__name__", "") == "stochastic_depth" and getattr(t, "__module__", "").startswith("torchvision")
 
 
-class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # implementations before the stubs of later mixins
+class _Builder(_SizeOps, _ParamOps, _LayoutOps, _RuleOps):  # their shared interface: graph.ops._BuilderOps
     def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
         self.gm = gm
         self.modules = {**dict(gm.named_modules()), **dict(model.named_modules())}  # fx stubs the containers

@@ -35,8 +35,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from slimkit.graph.ops import _BuilderOps
 from slimkit.graph.sizes import is_index_tensor
-from slimkit.graph.spaces import ChannelInfo, Member, Segment, _Spaces
+from slimkit.graph.spaces import ChannelInfo, Member, Segment
 
 __all__ = ["ShapeOf", "SizeOf", "head_owner_of"]
 
@@ -73,32 +74,7 @@ def _prod(xs: Any) -> int:
     return math.prod(int(x) for x in xs)
 
 
-class _LayoutOps:
-    spaces: _Spaces
-    modules: dict[str, nn.Module]
-    info: dict[fx.Node, Any]
-
-    def _shape(self, node: Any) -> tuple[int, ...] | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _unknown(self, node: fx.Node, what: str) -> ChannelInfo | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:  # params
-        raise NotImplementedError
-
-    def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
-        raise NotImplementedError
-
-    def _call_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:  # provided by the size rules
-        raise NotImplementedError
-
-    def _size_arg(self, node: fx.Node, arg: Any, x: ChannelInfo) -> bool:  # provided by the size rules
-        raise NotImplementedError
-
-    def _fixed_elsewhere(self, node: fx.Node, args: list[Any], pos: int) -> bool:  # provided by the size rules
-        raise NotImplementedError
-
+class _LayoutOps(_BuilderOps):
     def _head_owner(self, node: fx.Node) -> tuple[str, nn.Module] | None:
         owner = self._call_owner(node)
         return owner if owner is not None and head_owner_of(owner[1]) else None

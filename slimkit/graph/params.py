@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
+from slimkit.graph.ops import _BuilderOps
+from slimkit.graph.spaces import ChannelInfo, Member
 
 __all__ = ["param_role", "parse_param_role"]
 
@@ -60,17 +61,8 @@ def _ints(args: Any) -> list[int]:
     return out
 
 
-class _ParamOps:
-    spaces: _Spaces
-    modules: dict[str, nn.Module]
-    info: dict[fx.Node, Any]
+class _ParamOps(_BuilderOps):
     param_uses: dict[tuple[str, str], ChannelInfo]
-
-    def _shape(self, node: Any) -> tuple[int, ...] | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
-        raise NotImplementedError
 
     def _chain_input(self, node: fx.Node) -> tuple[str, fx.Node] | None:
         """(operation, tensor input) when `node` is a single-tensor operation the dimension tracking follows."""

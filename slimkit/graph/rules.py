@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from slimkit.errors import GraphError
+from slimkit.graph.ops import _BuilderOps
 from slimkit.graph.params import param_role
-from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
+from slimkit.graph.spaces import ChannelInfo, Member
 from slimkit.registry import CHANNEL_RULES
 
 __all__ = ["declared_rule", "RULES", "conv_types", "rule_of"]
@@ -62,32 +63,7 @@ def _dims(value: Any, nd: int) -> list[int] | None:
     return [v % nd for v in vals]
 
 
-class _RuleOps:
-    info: dict[fx.Node, Any]
-    spaces: _Spaces
-    modules: dict[str, nn.Module]
-
-    def _shape(self, node: Any) -> tuple[int, ...] | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _reshape(self, node: fx.Node, x: ChannelInfo, args: list[Any] | None) -> ChannelInfo | None:  # layout
-        raise NotImplementedError
-
-    def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
-        raise NotImplementedError
-
-    def _unknown(self, node: fx.Node, what: str) -> ChannelInfo | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _fresh(self, node: fx.Node, blocked: bool, reason: str = "", dim: int | None = None) -> ChannelInfo | None:
-        raise NotImplementedError  # provided by the builder
-
-    def _block_info(self, info: Any, reason: str) -> None:  # provided by the builder
-        raise NotImplementedError
-
-    def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:  # params
-        raise NotImplementedError
-
+class _RuleOps(_BuilderOps):
     def _arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
         return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
 

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from slimkit.graph.spaces import ChannelInfo, Member, _Spaces
+from slimkit.graph.ops import _BuilderOps
+from slimkit.graph.spaces import ChannelInfo, Member
 
 __all__ = ["attr_role", "parse_attr_role", "sizes_role", "parse_sizes_role"]
 
@@ -52,20 +53,8 @@ def parse_sizes_role(role: str) -> str | None:
     return role[len("sizes:"):] if role.startswith("sizes:") else None
 
 
-class _SizeOps:
-    spaces: _Spaces
-    modules: dict[str, nn.Module]
-    info: dict[fx.Node, Any]
+class _SizeOps(_BuilderOps):
     attr_uses: dict[tuple[str, str], ChannelInfo]
-
-    def _shape(self, node: Any) -> tuple[int, ...] | None:  # provided by the builder
-        raise NotImplementedError
-
-    def _merge_simple(self, a: ChannelInfo, b: ChannelInfo, node: fx.Node) -> None:  # provided by the builder
-        raise NotImplementedError
-
-    def _block_info(self, info: Any, reason: str) -> None:  # provided by the builder
-        raise NotImplementedError
 
     # -- run-time size reads
     def _size_read(self, node: Any) -> tuple[fx.Node, int] | None:
