@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 import slimkit
 from slimkit.data import create_dataset, make_loaders
@@ -132,6 +133,9 @@ def accuracy_table(args, seed=0):
     x = torch.randn(1, info.in_chans, *info.image_size)
     base = baseline(args, loaders, info, seed).eval()
     calib = [b for _, b in zip(range(8), loaders.train, strict=False)]
+    test = loaders.test
+    if args.test_limit:  # the first N test images (a smaller, still honest run when time is short)
+        test = DataLoader(Subset(loaders.test.dataset, range(args.test_limit)), batch_size=256)
     onnx_dir = HERE / "cache" / "prune_accuracy_onnx" / f"{args.results}_{args.model}_s{seed}"
 
     def measure(model, i):
@@ -142,7 +146,7 @@ def accuracy_table(args, seed=0):
         return {"onnx": str(path), "input": list(x.shape[1:])} if i == 0 else {"onnx": str(path)}
 
     base_macs, base_lat = count_macs(base, x), measure(base, 0)
-    rows = [{"method": "unpruned", "k": 1, "seed": seed, "test_acc": evaluate(base, loaders.test)["acc"],
+    rows = [{"method": "unpruned", "k": 1, "seed": seed, "test_acc": evaluate(base, test)["acc"],
              "MACs": base_macs, "params": count_params(base), **base_lat}]
     @functools.cache
     def latency_pruner() -> Pruner:  # costs estimated once, reused by bisection (and only if that row runs)
@@ -177,7 +181,7 @@ def accuracy_table(args, seed=0):
             Trainer(pruned, TrainConfig(epochs=args.finetune_epochs, lr=0.01, progress=False, seed=seed),
                     loaders.train).fit()
             macs, lat = count_macs(pruned, x), measure(pruned, len(rows))
-            row = {"method": name, "k": k, "seed": seed, "test_acc": evaluate(pruned, loaders.test)["acc"],
+            row = {"method": name, "k": k, "seed": seed, "test_acc": evaluate(pruned, test)["acc"],
                    "MACs": macs, "params": count_params(pruned), **lat}
             for key in LATENCY if not args.interleaved else ():
                 tag = key.removeprefix("ort_").removesuffix("_ms")
@@ -241,6 +245,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.0, help="baseline (and CHEX) warm-up epochs (VGG-16: 0.5 at "
                     "lr 0.02; at 0.1 without it, it does not train in 3 epochs)")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test images (0: all)")
     ap.add_argument("--speedups", type=float, nargs="+", default=[2.0, 3.0])
     ap.add_argument("--coverage", action="store_true", help="run the family coverage sweep instead (prune_coverage)")
     ap.add_argument("--skip-coverage", action="store_true", help=argparse.SUPPRESS)  # (the old default; kept)
