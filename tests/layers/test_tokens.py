@@ -34,6 +34,22 @@ def test_soft_split_equals_an_explicit_patch_loop(k, s, p):
             torch.testing.assert_close(tokens[:, i * wo + j], patch.reshape(2, -1))
 
 
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (7, 4, 2), (3, 1, 1), (2, 2, 0)])
+def test_soft_split_equals_unfold_and_exports_without_gathers(k, s, p, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 11, 8)
+    assert torch.equal(soft_split(x, k, s, p), F.unfold(x, k, padding=p, stride=s).transpose(1, 2))
+
+    class Split(torch.nn.Module):
+        def forward(self, x):
+            return soft_split(x, k, s, p)
+
+    torch.onnx.export(Split(), (x,), tmp_path / "s.onnx", opset_version=17, dynamo=False)
+    ops = {n.op_type for n in onnx.load(tmp_path / "s.onnx").graph.node}
+    assert "Gather" not in ops and "GatherElements" not in ops  # slices, not the index gathers unfold exports as
+
+
 def test_restructurize_round_trips():
     torch.manual_seed(0)
     img = torch.randn(2, 5, 4, 6)
