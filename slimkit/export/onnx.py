@@ -17,7 +17,7 @@ from slimkit.errors import ExportError, MissingDependencyError
 from slimkit.fileio import atomic_write
 from slimkit.inputs import as_tensor_tuple
 
-__all__ = ["ExportResult", "export_onnx", "onnx_session"]
+__all__ = ["ExportResult", "export_onnx", "onnx_session", "onnx_optimized"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,20 @@ def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = 
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_optimized(path: str | Path, out: str | Path) -> Path:
+    """Write the graph onnxruntime actually runs for `path` (its CPU graph optimisations, as `onnx_session`
+    applies them: fused QDQ groups, NCHWc layouts, inserted transposes) to `out`, and return `out`."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError('ONNX needs onnxruntime: pip install "slimkit[onnx]"') from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return Path(out)
 
 
 def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int | None, dynamic_batch: bool,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,15 @@ from torch.utils.data import DataLoader
 from slimkit.config import load_yaml
 from slimkit.data import DataSplits
 from slimkit.errors import ConfigError
-from slimkit.export import export_onnx, onnx_session
+from slimkit.export import export_onnx, onnx_optimized, onnx_session
 from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
-from slimkit.profile import compare_onnx_latency
+from slimkit.profile import compare_onnx_latency, has_vnni
 from slimkit.quantize import Int8Config, quantize_int8, resolve_reduce_range
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
+from slimkit.quantize.graph import conversions, dq_q_pairs, int8_kernel_misses
 from slimkit.report import write_html
 
-__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "run"]
+__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict", "run"]
 
 INT8_ONNX = "model.int8.onnx"
 INT8_JSON = "int8.json"
@@ -86,6 +88,21 @@ def _check_shape(fp32: Path, splits: DataSplits) -> None:
                           "the data the model was trained on")
 
 
+def int8_kernels(int8: Path) -> dict[str, Any]:
+    """What onnxruntime runs for an INT8 model: the convolutions its fast INT8 kernels do not take (and why), and,
+    in its optimised graph, the float <-> int8 conversions left and the dequantize -> quantize round trips."""
+    import onnx
+
+    misses = int8_kernel_misses(onnx.load(str(int8)))
+    with tempfile.TemporaryDirectory(prefix="slimkit-ort-") as tmp:
+        opt = onnx.load(str(onnx_optimized(int8, Path(tmp) / "optimized.onnx")))
+    ops = [n.op_type for n in opt.graph.node]
+    return {"slow_convs": [{"layer": m.layer.module, "node": m.layer.node, "reason": m.reason} for m in misses],
+            "convs": sum(op in ("QLinearConv", "ConvInteger") for op in ops) + ops.count("Conv"),
+            "int8_convs": sum(op in ("QLinearConv", "ConvInteger") for op in ops),
+            "conversions": conversions(opt), "dq_q_pairs": len(dq_q_pairs(opt)), "vnni": has_vnni()}
+
+
 def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, batch_size: int = 64, seed: int = 0,
                latency_batches: tuple[int, ...] = (1, 32), console: Console | None = None) -> dict[str, Any]:
     """Quantize `fp32` (calibrated on training images, checked on the validation split), then measure fp32 vs
@@ -119,6 +136,7 @@ def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, ba
         "int8_layers": len(res.int8_layers),
         "float_layers": [vars(x) for x in res.float_layers],
         "held_out": res.held_out, "settings": res.settings, "seconds": res.seconds,
+        "kernels": int8_kernels(res.int8_path),
         "sensitivity": res.to_dict()["sensitivity"], "steps": [vars(s) for s in res.steps],
     }
     return json.loads(write_json(out / INT8_JSON, summary).read_text())  # as a resumed run reads it back
@@ -160,9 +178,53 @@ def int8_note(s: dict[str, Any]) -> str:
                  f"points {met})")
     b = [k for k in s if k.startswith("speedup_b")]
     speed = ", ".join(f"batch {k.removeprefix('speedup_b')} x{s[k]:.2f}" for k in b)
-    return (f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
-            f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file x{s['size_ratio']:.2f} "
-            f"smaller, {len(s['float_layers'])} layer(s) kept in float{check}")
+    return " ".join([f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
+                     f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file "
+                     f"x{s['size_ratio']:.2f} smaller, {len(s['float_layers'])} layer(s) kept in float{check}.",
+                     *int8_verdict(s)])
+
+
+_WORTH = 1.25  # an INT8 speed-up below this is "barely faster": the report says why
+
+
+def int8_verdict(s: dict[str, Any]) -> list[str]:
+    """Plain sentences when INT8 is not (or barely) faster than fp32 at a measured batch size, and why, from what
+    `int8_kernels` found in the graph onnxruntime runs. Empty when INT8 is at least x1.25 faster everywhere."""
+    speed = {int(k.removeprefix("speedup_b")): v for k, v in s.items() if k.startswith("speedup_b")}
+    slow = {b: v for b, v in speed.items() if v < _WORTH}
+    if not slow:
+        return []
+    said = ", ".join(f"batch {b} x{v:.2f}" for b, v in slow.items())
+    head = ("INT8 is NOT faster than fp32" if min(slow.values()) < 1.0 else "INT8 is barely faster than fp32") + \
+        f" here ({said})."
+    k = s.get("kernels")
+    if k is None:  # a summary written before the kernels were inspected
+        return [head]
+    why = []
+    if k["slow_convs"]:
+        names = ", ".join(f"{m['layer']} ({m['reason']})" for m in k["slow_convs"][:4])
+        more = f" and {len(k['slow_convs']) - 4} more" if len(k["slow_convs"]) > 4 else ""
+        why.append(f"{len(k['slow_convs'])} of {k['int8_convs']} INT8 convolutions miss onnxruntime's fast INT8 "
+                   f"kernels and take its generic path (im2col, int32 result, separate requantization), about as "
+                   f"slow as fp32: {names}{more}. Its fast kernels want at least 16 output channels in multiples of "
+                   "8, input channels in multiples of 4 and depthwise channels in multiples of 16: prune with "
+                   "--round-to 16.")
+    islands = max(0, k["conversions"] - 2) // 2
+    if islands:
+        why.append(f"onnxruntime's optimised graph still converts between float and INT8 at {islands} more "
+                   "place(s) than the input and output (layers kept in float, operators without an INT8 kernel); "
+                   "each conversion is a pass over an activation tensor.")
+    if k["dq_q_pairs"]:
+        why.append(f"{k['dq_q_pairs']} dequantize -> quantize round trip(s) were left unfused.")
+    if not k.get("vnni"):
+        why.append("This CPU has no VNNI: its INT8 kernels add 8-bit products in 16-bit pairs (vpmaddubsw) and "
+                   "gain little over fp32 on small convolutions (few channels, small images); small models also "
+                   "pay fixed per-operator costs that INT8 does not cut.")
+    if not why:
+        why.append("every INT8 convolution takes onnxruntime's fast kernels and no float island is left: the "
+                   "model is too small for INT8 arithmetic to outweigh the per-operator costs it does not cut, or "
+                   "the measurement was disturbed by other load (measure again on an idle machine).")
+    return [f"{head} Why:", *why]
 
 
 def run(cfg: QuantizeJobConfig, console: Console | None = None) -> dict[str, Any]:

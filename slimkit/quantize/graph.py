@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Layer", "weighted_layers", "int8_layers", "module_name", "op_counts", "file_bytes", "feeding_activations"]
+__all__ = ["Layer", "weighted_layers", "int8_layers", "module_name", "op_counts", "file_bytes", "feeding_activations",
+           "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -109,6 +110,83 @@ def feeding_activations(model: Any, nodes: Iterable[str]) -> set[str]:
             elif prod.op_type in _PASS_THROUGH:
                 todo.extend(prod.input[:1] if prod.op_type != "Concat" else prod.input)
     return found
+
+
+def dq_q_pairs(model: Any) -> list[tuple[str, str]]:
+    """(DequantizeLinear, QuantizeLinear) node pairs where a dequantized tensor is quantized again with nothing
+    computed in between: a round trip through float that costs two passes over the tensor and does no work. In
+    onnxruntime's optimised graph (`SessionOptions.optimized_model_filepath`) there should be none: every QDQ group
+    is fused into an integer kernel (QLinearConv, QLinearAdd, QGemm ...)."""
+    producers = _producers(model)
+    return [(producers[n.input[0]].name, n.name) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input and n.input[0] in producers
+            and producers[n.input[0]].op_type == "DequantizeLinear"]
+
+
+def conversions(model: Any) -> int:
+    """QuantizeLinear + DequantizeLinear nodes of a graph. In onnxruntime's optimised graph each is one pass over an
+    activation tensor between float and int8: the model's input and output, and two per float island (a layer kept
+    in float, or an operator with no integer kernel, inside the INT8 graph)."""
+    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+@dataclass(frozen=True)
+class KernelMiss:
+    layer: Layer
+    reason: str  # why onnxruntime's fast INT8 convolution kernel does not take it
+
+
+# onnxruntime's (MLAS) symmetric INT8 convolution kernels on x86 (AVX2, AVX-VNNI, AVX-512): requantization fused
+# into an indirect convolution; the other convolutions take the generic path (im2col, an int32 GEMM result, then a
+# separate requantization pass), which at small sizes is about as slow as fp32. Rules of `MlasConvSymPackWSize`.
+INT8_CONV_MIN_OUT = 16  # output channels at least (one packed block)
+INT8_CONV_OUT_MULTIPLE = 8
+INT8_CONV_IN_MULTIPLE = 4
+INT8_DEPTHWISE_MULTIPLE = 16  # channels of a depthwise convolution
+
+
+def _initializer(model: Any, name: str) -> Any:
+    return next((t for t in model.graph.initializer if t.name == name), None)
+
+
+def int8_kernel_misses(model: Any) -> list[KernelMiss]:
+    """The INT8 convolutions of a QDQ model that onnxruntime's fast x86 INT8 kernels do not take, and why: output
+    channels fewer than 16 or not a multiple of 8, input channels not a multiple of 4, a depthwise convolution whose
+    channels are not a multiple of 16, another grouped convolution, or weights that are not symmetric int8. These
+    rules are onnxruntime's x86 ones (other CPUs have their own)."""
+    from onnx import TensorProto, numpy_helper
+
+    producers, int8 = _producers(model), int8_layers(model)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.name not in int8:
+            continue
+        dq = producers[n.input[1]]
+        w = _initializer(model, dq.input[0])
+        if w is None or len(w.dims) < 3:
+            continue
+        zero = _initializer(model, dq.input[2]) if len(dq.input) > 2 else None
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        cout, cin = int(w.dims[0]), int(w.dims[1]) * group
+        layer = Layer(n.name, module_name(n.name), n.op_type)
+        if w.data_type != TensorProto.INT8 or (zero is not None and numpy_helper.to_array(zero).any()):
+            reason = "weights are not symmetric int8"
+        elif group == 1:
+            reason = "; ".join(r for r in (
+                f"{cout} output channels (fewer than {INT8_CONV_MIN_OUT})" if cout < INT8_CONV_MIN_OUT else "",
+                f"{cout} output channels (not a multiple of {INT8_CONV_OUT_MULTIPLE})"
+                if cout % INT8_CONV_OUT_MULTIPLE else "",
+                f"{cin} input channels (not a multiple of {INT8_CONV_IN_MULTIPLE})"
+                if cin % INT8_CONV_IN_MULTIPLE else "",
+            ) if r)
+        elif group == cin == cout:
+            reason = (f"depthwise over {cout} channels (not a multiple of {INT8_DEPTHWISE_MULTIPLE})"
+                      if cout % INT8_DEPTHWISE_MULTIPLE else "")
+        else:
+            reason = f"grouped convolution ({group} groups)"
+        if reason:
+            out.append(KernelMiss(layer, reason))
+    return out
 
 
 def op_counts(model: Any) -> dict[str, int]:

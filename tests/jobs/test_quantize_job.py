@@ -14,7 +14,7 @@ from slimkit.export import export_onnx
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.compress import CompressConfig
 from slimkit.jobs.compress import run as compress
-from slimkit.jobs.quantize import QuantizeJobConfig
+from slimkit.jobs.quantize import QuantizeJobConfig, int8_note, int8_verdict
 from slimkit.jobs.quantize import run as quantize
 from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
@@ -50,6 +50,8 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     assert report["int8"]["int8"]["test_acc"] == q["int8"]["test_acc"]
     html = (out / "report.html").read_text()
     assert "INT8 vs fp32" in html and "layers kept in float" in html
+    k = q["kernels"]  # what onnxruntime runs: convnet_small's convolutions, every QDQ pair fused
+    assert k["int8_convs"] >= 1 and k["dq_q_pairs"] == 0 and k["conversions"] >= 2
     mtime = (out / "model.int8.onnx").stat().st_mtime_ns
     again = compress(cfg, resume=True)
     assert (out / "model.int8.onnx").stat().st_mtime_ns == mtime and again["int8"] == q
@@ -102,3 +104,30 @@ def test_quantize_sees_the_images_as_the_run_did(tmp_path):
     assert f["fp32"]["test_acc"] == pytest.approx(t["test_acc"], abs=1e-6)
     with pytest.raises(ConfigError, match="takes inputs of"):
         quantize(QuantizeJobConfig(source=str(tmp_path / "q" / "model.onnx"), data="digits"))
+
+
+def _summary(speedups, kernels):
+    side = {"test_acc": 0.9, "size_bytes": 100}
+    return {"fp32": side, "int8": side, "acc_change_points": 0.0, "size_ratio": 3.9, "float_layers": [],
+            "held_out": None, **{f"speedup_b{b}": v for b, v in speedups.items()},
+            **({"kernels": kernels} if kernels is not None else {})}
+
+
+def test_int8_verdict_says_plainly_when_int8_is_not_faster_and_why():
+    kernels = {"slow_convs": [{"layer": f"stages.0.{i}.conv1", "node": f"n{i}", "reason": "8 output channels "
+                               "(fewer than 16)"} for i in range(5)],
+               "convs": 20, "int8_convs": 19, "conversions": 6, "dq_q_pairs": 0, "vnni": False}
+    assert int8_verdict(_summary({1: 1.6, 32: 2.0}, kernels)) == []  # clearly faster: nothing to explain
+    lines = int8_verdict(_summary({1: 1.3, 32: 0.95}, kernels))
+    assert lines[0].startswith("INT8 is NOT faster than fp32") and "batch 32 x0.95" in lines[0]
+    assert "batch 1" not in lines[0]
+    text = " ".join(lines)
+    assert "5 of 19 INT8 convolutions" in text and "stages.0.3.conv1" in text and "and 1 more" in text
+    assert "at 2 more place(s)" in text and "no VNNI" in text and "round trip" not in text
+    calm = {**kernels, "slow_convs": [], "conversions": 2, "vnni": True}
+    lines = int8_verdict(_summary({32: 1.1}, calm))
+    assert lines[0] == "INT8 is barely faster than fp32 here (batch 32 x1.10). Why:" and len(lines) == 2
+    assert "fast kernels and no float island" in lines[1]
+    old = _summary({32: 0.9}, None)  # a summary from before the kernels were inspected (a resumed run)
+    assert int8_verdict(old) == ["INT8 is NOT faster than fp32 here (batch 32 x0.90)."]
+    assert "NOT faster" in int8_note(old)
