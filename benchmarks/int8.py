@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 
 from slimkit.data import create_dataset, make_loaders
 from slimkit.export import export_onnx, onnx_session
-from slimkit.jobs.compress import CompressConfig
+from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.models import create_model
 from slimkit.profile import compare_onnx_latency, count_macs, has_vnni
@@ -95,8 +96,8 @@ def small_models(args: argparse.Namespace) -> list[dict[str, Any]]:
             continue
         out = CACHE / f"{name}_{args.limit}_{args.epochs}+{args.finetune_epochs}ep"
         cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
-                             baseline_epochs=args.epochs, finetune_epochs=args.finetune_epochs, quantize="int8",
-                             out=str(out))
+                             baseline_epochs=args.epochs, quantize="int8", out=str(out),
+                             finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs else None)
         t0 = time.perf_counter()
         s = compress(cfg, resume=True)
         int8 = s["int8"]

@@ -19,7 +19,7 @@ import yaml
 
 from slimkit.errors import ConfigError
 
-__all__ = ["from_dict", "load_yaml", "build_config", "to_dict", "config_changes"]
+__all__ = ["from_dict", "load_yaml", "build_config", "to_dict", "config_changes", "upgrade", "merge"]
 
 C = TypeVar("C")
 
@@ -112,22 +112,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
+def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "", base: Any = None) -> C:
     """Build dataclass `cls` from a mapping; unknown keys and bad values raise `ConfigError`, whose `option` is the
-    dotted path of the option (`train.lr`) so a front end can name it its own way (the CLI: `--lr`)."""
+    dotted path of the option (`train.lr`) so a front end can name it its own way (the CLI: `--lr`). Options
+    renamed since are read under their new names (`upgrade`). A nested section given as a mapping changes only
+    the options it names of the field's default (`base`): a job whose default fine-tuning recipe has lr 0.01 keeps
+    it when a file gives `finetune: {epochs: 2}`."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     prefix = f"{where}." if where else ""
-    for key, value in _renamed(cls, data, prefix).items():
+    data = upgrade(cls, data, where)
+    if base is not None:
+        data = merge(cls, {f: getattr(base, f) for f in fields}, data)
+    for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown option {prefix}{key!r}{hint}. Valid: {', '.join(sorted(fields))}")
-        kwargs[name] = _coerce(value, hints.get(name, Any), f"{prefix}{name}")
+        default = _section_default(fields[name])
+        if isinstance(value, Mapping) and default is not None:
+            kwargs[name] = from_dict(type(default), value, where=f"{prefix}{name}", base=default)
+        else:
+            kwargs[name] = _coerce(value, hints.get(name, Any), f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a check of the config itself: its option is relative to this section
@@ -138,27 +148,78 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
-def _renamed(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """`data` with options renamed since (the class's `RENAMED_OPTIONS`, old name -> new name) under their new
-    names, so old config files and run folders still load; the new name wins when both are given."""
+def _section_default(f: dataclasses.Field) -> Any:
+    """The default of a field that holds a nested config section (a dataclass instance), else None."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
+
+
+def _section_type(cls: type, name: str) -> type | None:
+    """The dataclass a field of `cls` holds (also through `X | None`), else None."""
+    tp = typing.get_type_hints(cls).get(name)
+    for t in typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,):
+        if dataclasses.is_dataclass(t):
+            return t
+    return None
+
+
+def upgrade(cls: type, data: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """`data` (options of `cls`, e.g. an old config file or run folder) in today's layout: options renamed since
+    (the class's `RENAMED_OPTIONS`, old name -> new name, which may be a dotted path into a section such as
+    `prune.macs_target`) under their new names, each with a DeprecationWarning; the new name wins when both are
+    given. Nested sections are upgraded by their own class, then the class's `upgrade_options` (if any) applies."""
+    prefix = f"{where}." if where else ""
     renamed: Mapping[str, str] = getattr(cls, "RENAMED_OPTIONS", {})
     out = {str(k).replace("-", "_"): v for k, v in data.items()}
     for old, new in renamed.items():
-        if old in out:
-            value = out.pop(old)
-            warnings.warn(f"option {prefix}{old} is now called {prefix}{new}", DeprecationWarning, stacklevel=3)
-            out.setdefault(new, value)
+        if old not in out:
+            continue
+        value = out.pop(old)
+        warnings.warn(f"option {prefix}{old} is now called {prefix}{new}", DeprecationWarning, stacklevel=3)
+        *path, last = new.split(".")
+        section = out
+        for part in path:
+            if part not in section:
+                section[part] = {}
+            if not isinstance(section[part], Mapping):
+                break  # the section is given whole (or as null) in today's layout: it wins
+            section[part] = section = dict(section[part])
+        else:
+            section.setdefault(last, value)
+    for name, value in list(out.items()):
+        sub = _section_type(cls, name) if isinstance(value, Mapping) else None
+        if sub is not None:
+            out[name] = upgrade(sub, value, f"{prefix}{name}")
+    hook = getattr(cls, "upgrade_options", None)
+    return hook(out) if hook is not None else out
+
+
+def merge(cls: type, base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Options `over` layered on `base` (both in today's layout, see `upgrade`): `over` wins, sections merge option
+    by option, and an option of one of the class's `ONE_OF` groups (e.g. PruneConfig's budgets) given in `over`
+    replaces the group's other options from `base` (a budget on the command line replaces the config file's)."""
+    out = dict(base)
+    for group in getattr(cls, "ONE_OF", ()):
+        if any(over.get(k) is not None for k in group):
+            for k in group:
+                out.pop(k, None)
+    for k, v in over.items():
+        sub, old = _section_type(cls, k), out.get(k)
+        if sub is not None and isinstance(v, Mapping) and dataclasses.is_dataclass(old):
+            old = {f.name: getattr(old, f.name) for f in dataclasses.fields(old) if f.init}
+        out[k] = merge(sub, old, v) if sub is not None and isinstance(v, Mapping) and isinstance(old, Mapping) else v
     return out
 
 
 def build_config(cls: type[C], *sources: Mapping[str, Any] | str | Path | None) -> C:
-    """Layer sources left to right (later wins): YAML paths or mappings; `None` entries and `None` values skip."""
+    """Layer sources left to right (later wins, see `merge`): YAML paths or mappings; `None` entries and `None`
+    values skip."""
     merged: dict[str, Any] = {}
     for src in sources:
         if src is None:
             continue
         data = load_yaml(src) if isinstance(src, (str, Path)) else src
-        merged.update({k: v for k, v in data.items() if v is not None})
+        merged = merge(cls, merged, upgrade(cls, {k: v for k, v in data.items() if v is not None}))
     return from_dict(cls, merged)
 
 
@@ -199,9 +260,12 @@ def _lookup(data: Any, dotted: str) -> Any:
 
 def config_changes(saved: Mapping[str, Any], now: Any, allowed: Sequence[str] = ()) -> list[str]:
     """What differs between a run's saved options (a mapping, e.g. its config.yaml) and config `now`, as
-    `"key: old -> new"` lines. Nested sections compare key by key (`train.lr`); keys the saved options lack (options
-    added to slimkit since) and keys in `allowed` (the dotted key, its last part, or a whole section such as `int8`)
-    are not compared."""
+    `"key: old -> new"` lines, the saved options read in today's layout (`upgrade`). Nested sections compare key by
+    key (`train.lr`); keys the saved options lack (options added to slimkit since) and keys in `allowed` (the dotted
+    key, its last part, or a whole section such as `int8`) are not compared."""
+    with warnings.catch_warnings():  # a run folder of an older layout: compared in today's (it warned on loading)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        saved = upgrade(type(now), saved)
     out = []
     for key, value in _fields(now).items():
         old = _lookup(saved, key)

@@ -49,13 +49,37 @@ def test_build_config_layers_yaml_then_overrides(tmp_path):
 def test_config_changes_skip_allowed_keys_and_whole_sections():
     from slimkit.config import config_changes, to_dict
     from slimkit.jobs.compress import CompressConfig
-    from slimkit.quantize import Int8Config
 
     saved = to_dict(CompressConfig())
-    now = CompressConfig(finetune_epochs=9, macs=0.25, int8=Int8Config(calibration_images=64, tolerance=1.0))
-    assert config_changes(saved, now, ("finetune_epochs", "int8")) == ["macs: 0.5 -> 0.25"]
-    assert sorted(config_changes(saved, now)) == ["finetune_epochs: 5 -> 9", "int8.calibration_images: 512 -> 64",
-                                                  "int8.tolerance: 0.5 -> 1.0", "macs: 0.5 -> 0.25"]
+    now = from_dict(CompressConfig, {"finetune": {"epochs": 9}, "prune": {"macs_target": 0.25},
+                                     "int8": {"calibration_images": 64, "tolerance": 1.0}})
+    assert config_changes(saved, now, ("finetune.epochs", "int8")) == ["prune.macs_target: 0.5 -> 0.25"]
+    assert sorted(config_changes(saved, now)) == ["finetune.epochs: 5 -> 9", "int8.calibration_images: 512 -> 64",
+                                                  "int8.tolerance: 0.5 -> 1.0", "prune.macs_target: 0.5 -> 0.25"]
+    old = {"macs": 0.5, "params": None, "importance": "l1", "finetune_epochs": 5, "finetune_lr": 0.01}
+    # a run folder of the flat layout is compared in today's
+    assert config_changes(old, now, ("int8",)) == ["prune.macs_target: 0.5 -> 0.25", "finetune.epochs: 5 -> 9"]
+
+
+def test_renamed_options_reach_into_sections_and_sections_keep_their_defaults():
+    """The flat options of an older layout land in today's sections; a section given in part keeps the job's own
+    defaults for the rest (fine-tuning lr 0.01, not TrainConfig's 0.1); a budget given replaces the default one."""
+    from slimkit.jobs.compress import CompressConfig
+
+    with pytest.warns(DeprecationWarning, match="option macs is now called prune.macs_target"):
+        old = from_dict(CompressConfig, {"macs": 0.3, "importance": "taylor", "finetune_epochs": 2, "seed": 3})
+    assert (old.prune.macs_target, old.prune.importance) == (0.3, "taylor")
+    assert (old.finetune.epochs, old.finetune.lr) == (2, 0.01)
+    assert old.prune.seed == old.finetune.seed == 3  # the job's one seed
+    assert old == from_dict(CompressConfig, {"prune": {"macs_target": 0.3, "importance": "taylor"},
+                                             "finetune": {"epochs": 2}, "seed": 3})
+    with pytest.warns(DeprecationWarning):
+        assert from_dict(CompressConfig, {"finetune_epochs": 0, "dim_ratios": {}}).finetune is None
+    assert from_dict(CompressConfig, {"prune": {"ratio": 0.3}}).prune.budget.kwargs() == {"ratio": 0.3}
+    assert build_config(CompressConfig, {"prune": {"macs_target": 0.4}}, {"prune": {"params_target": 0.5}}
+                        ).prune.budget.kwargs() == {"params_target": 0.5}  # a later layer's budget replaces it
+    with pytest.raises(ConfigError, match="finetune.seed"):
+        from_dict(CompressConfig, {"seed": 1, "finetune": {"seed": 2}})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from slimkit.config import build_config, load_yaml
+from slimkit.config import from_dict, load_yaml, merge, upgrade
 from slimkit.errors import ConfigError
 from slimkit.jobs._common import read_run_config
 from slimkit.train.distributed import is_main_process
@@ -72,10 +72,12 @@ _OPTION_NAMES = {"model_kwargs": "model_arg", "ignored_layers": "ignore", "strat
                  "options": "option"}
 
 
-def flag_name(option: str) -> str:
-    """The command-line flag of config option `option` (a dotted path; nested options are given flat), e.g.
-    `train.lr` -> `--lr`; an option without a flag of its own is named as in a --config file."""
-    name = option.rsplit(".", 1)[-1].split("[")[0]
+def flag_name(option: str, flags: Mapping[str, str] = {}) -> str:  # noqa: B006 - read only
+    """The command-line flag of config option `option` (a dotted path), e.g. `train.lr` -> `--lr` (nested options
+    given flat) or, through the command's `flags` (flag name -> option path), `prune.macs_target` -> `--macs`; an
+    option without a flag of its own is named as in a --config file."""
+    by_path = {path: flag for flag, path in flags.items()}
+    name = by_path.get(option.split("[")[0]) or option.rsplit(".", 1)[-1].split("[")[0]
     ctx = get_current_context(silent=True)
     wanted = _OPTION_NAMES.get(name, name)
     for param in ctx.command.params if ctx is not None else ():
@@ -84,39 +86,43 @@ def flag_name(option: str) -> str:
     return f"option {name!r}"
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
+def _put(out: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        out = out.setdefault(part, {})
+    out[last] = value
 
 
 def job_config(cls: type, config: Path | None, cli: Mapping[str, Any],
-               nested: Mapping[str, type | Iterable[str]] = (), resume: bool = False) -> Any:
+               nested: Mapping[str, type | Iterable[str]] = (), resume: bool = False,
+               flags: Mapping[str, str] = {}) -> Any:  # noqa: B006 - read only
     """Build a job config from YAML then CLI values. Keys of nested configs (e.g. TrainConfig's `epochs`; a section
-    is given as its dataclass or as its option names) may be given flat; they are routed to their section. With
-    `resume`, the run folder's own config.yaml is the first layer: a resumed run keeps the options it was started
-    with, and any option given must agree with them (the job checks). A bad value is reported with its flag
-    (`--lr must be > 0`)."""
-    merged: dict[str, Any] = dict(load_yaml(config)) if config else {}
-    merged.update({k: v for k, v in cli.items() if v is not None})
+    is given as its dataclass or as its option names) may be given flat; they are routed to their section; `flags`
+    routes a command-line value to the option it sets (`{"macs": "prune.macs_target"}`). Options renamed since are
+    read under their new names (`slimkit.config.upgrade`). With `resume`, the run folder's own config.yaml is the
+    first layer: a resumed run keeps the options it was started with, and any option given must agree with them
+    (the job checks). A bad value is reported with its flag (`--lr must be > 0`, `--macs must be ...`)."""
     routes = {name: section for section, sub in dict(nested).items()
               for name in ([f.name for f in fields(sub)] if is_dataclass(sub) else sub)}
     top = {f.name for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in merged.items():
-        name = key.replace("-", "_")
-        if name not in top and name in routes:
-            out.setdefault(routes[name], {})[name] = value
-        else:
-            out[name] = value
+
+    def layout(values: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            _put(out, paths.get(name) or (f"{routes[name]}.{name}" if name not in top and name in routes else name),
+                 value)
+        return upgrade(cls, out)
+
+    out = layout(load_yaml(config), {}) if config else {}
+    out = merge(cls, out, layout({k: v for k, v in cli.items() if v is not None}, flags))
     if resume:
         default_out = next((f.default for f in fields(cls) if f.name == "out"), None)
         saved = read_run_config(out.get("out", default_out)) if out.get("out", default_out) else None
-        out = _merge(saved, out) if saved else out
+        out = merge(cls, upgrade(cls, saved), out) if saved else out
     try:
-        return build_config(cls, out)
+        return from_dict(cls, out)  # (not build_config: an explicit null, e.g. finetune: null, is kept)
     except ConfigError as e:
         if e.option and e.detail:
-            raise ConfigError(f"{flag_name(e.option)} {e.detail}", option=e.option, detail=e.detail) from None
+            raise ConfigError(f"{flag_name(e.option, flags)} {e.detail}", option=e.option, detail=e.detail) from None
         raise

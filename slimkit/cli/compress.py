@@ -19,9 +19,17 @@ from slimkit.cli._common import (
     parse_kv,
 )
 from slimkit.cli.quantize import print_int8
+from slimkit.errors import ConfigError
 from slimkit.jobs.compress import CompressConfig, run
 from slimkit.prune import list_importances, list_pruning_methods
 from slimkit.report import rich_table
+
+# the flags that set an option of a section (the rest are CompressConfig's own): the CLI keeps the flat flags
+FLAGS = {"macs": "prune.macs_target", "params": "prune.params_target", "latency_ms": "prune.latency_target",
+         "ratio": "prune.ratio", "importance": "prune.importance", "allocation": "prune.allocation",
+         "round_to": "prune.round_to", "ignore": "prune.ignored_layers", "dims": "prune.dims",
+         "dim_ratio": "prune.ratios", "token_method": "prune.token_method", "finetune_epochs": "finetune.epochs",
+         "finetune_lr": "finetune.lr"}
 
 
 def compress_cmd(
@@ -72,18 +80,23 @@ def compress_cmd(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Prune a model to a MACs / params / latency budget, fine-tune it, export it and report measured gains."""
+    budgets = {"--macs": macs, "--params": params, "--latency-ms": latency_ms, "--ratio": ratio,
+               "--dim-ratio": dim_ratio or None}
+    given = [flag for flag, v in budgets.items() if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one budget: {' or '.join(given)}, not both")
     cli = dict(model=model, weights=weights, data=data, data_root=data_root, baseline=baseline,
                baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
                allocation=allocation, round_to=round_to,
-               ignored_layers=ignore or None, distill=distill, ratio_search=ratio_search,
+               ignore=ignore or None, distill=distill, ratio_search=ratio_search,
                search_queries=search_queries,
                dims=tuple(d.strip() for d in dims.split(",")) if dims else None, token_method=token_method,
-               dim_ratios={k: float(v) for k, v in parse_kv(dim_ratio).items()} if dim_ratio else None,
+               dim_ratio={k: float(v) for k, v in parse_kv(dim_ratio).items()} if dim_ratio else None,
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, quantize=quantize, limit=limit, seed=seed,
                out=out, input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)
-    cfg = job_config(CompressConfig, config, cli, resume=resume)
+    cfg = job_config(CompressConfig, config, cli, resume=resume, flags=FLAGS)
     s = run(cfg, resume=resume)
     b, p = s["baseline"], s["pruned"]
     rows = [{"metric": k, "baseline": b[k], "pruned": p[k], "baseline / pruned": b[k] / p[k] if p[k] else None}

@@ -11,11 +11,10 @@ import contextlib
 import copy
 import itertools
 import json
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from rich.console import Console
@@ -45,10 +44,9 @@ from slimkit.nas.prune_ratios import search_prune_ratios
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
 from slimkit.profile.verdict import speed_verdict
-from slimkit.prune import ALLOCATIONS, Budget, PruneJob, PruningMethod, create_importance, create_pruning_method
+from slimkit.prune import PruneConfig, PruneJob, PruningMethod, create_importance, create_pruning_method
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
-from slimkit.prune.dims import check_dims
 from slimkit.quantize import Int8Config
 from slimkit.registry import PRUNERS
 from slimkit.report import plot_bars, plot_scatter, write_html
@@ -58,11 +56,22 @@ from slimkit.train.distributed import is_main_process
 __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
 
 # options a resumed run may change
-RESUMABLE_OPTIONS = ("finetune_epochs", "latency_batches", "workers", "quantize", "int8")
+RESUMABLE_OPTIONS = ("finetune.epochs", "latency_batches", "workers", "quantize", "int8")
+PRUNE = PruneConfig(macs_target=0.5)  # the default pruning: half the MACs, the library's defaults otherwise
+FINETUNE = TrainConfig(epochs=5, lr=0.01)  # the default fine-tuning recipe (a tenth of training's lr)
 
 
 @dataclass(frozen=True)
 class CompressConfig:
+    # the flat options of earlier versions: config files and run folders written with them still load (with a
+    # DeprecationWarning); the command-line flags keep their names (--macs sets prune.macs_target)
+    RENAMED_OPTIONS: ClassVar[dict[str, str]] = {
+        "importance": "prune.importance", "macs": "prune.macs_target", "params": "prune.params_target",
+        "latency_ms": "prune.latency_target", "ratio": "prune.ratio", "allocation": "prune.allocation",
+        "round_to": "prune.round_to", "ignored_layers": "prune.ignored_layers", "dims": "prune.dims",
+        "dim_ratios": "prune.ratios", "token_method": "prune.token_method", "finetune_epochs": "finetune.epochs",
+        "finetune_lr": "finetune.lr"}
+
     model: str = "resnet20"  # registered model name, timm:<name> / torchvision:<name>, or path/to/net.py:build
     weights: str | None = None  # the user's trained weights for `model`: the baseline (its head fine-tuned first
     # for baseline_epochs when it was replaced for another class count)
@@ -72,44 +81,46 @@ class CompressConfig:
     baseline: str | None = None  # a `slimkit train` run folder to start from; None: train one here
     baseline_epochs: int = 10  # epochs of the baseline trained when `baseline` is None
     method: str = "oneshot"  # a pruning method (slimkit.prune.list_pruning_methods(): oneshot, iterative, chex)
-    importance: str = "l1"  # pruning criterion (slimkit.prune.list_importances())
-    macs: float | None = 0.5  # MACs to keep (fraction, or absolute if > 1)
-    params: float | None = None  # parameters to keep (fraction, or absolute if > 1)
-    latency_ms: float | None = None  # onnxruntime batch-1 latency to reach, ms
-    ratio: float | None = None  # or: share of channels to remove
-    allocation: str = "latency"  # how the cut is spread over layers (slimkit.prune.ALLOCATIONS; uniform: the old)
-    round_to: int | Literal["auto"] | None = None  # channel counts in multiples of this; auto: the CPU's block
-    ignored_layers: tuple[str, ...] = ()  # modules whose output channels are kept
-    dims: tuple[str, ...] | None = None  # transformers: dimensions to prune (heads, neurons, embed, tokens)
-    dim_ratios: dict[str, float] = field(default_factory=dict)  # explicit share to remove per dimension
-    ratio_search: bool = False  # GP-EI search of the per-dimension ratios under --macs (proxy: validation batches)
+    prune: PruneConfig = PRUNE  # what `slimkit.prune`
+    # takes: one budget (default macs_target 0.5, replaced by any other), importance, allocation, round_to,
+    # ignored_layers, transformer dims / per-dimension ratios, token_method; its seed is the job's `seed`
+    ratio_search: bool = False  # GP-EI search of the per-dimension ratios under prune.macs_target (proxy: validation)
     search_queries: int = 24  # candidates the ratio search evaluates
-    token_method: str = "select"  # tokens: select (fixed positions by HSIC), drop (EViT), merge (ToMe)
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
     distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9
-    finetune_epochs: int = 5
-    finetune_lr: float = 0.01
-    batch_size: int = 128
+    finetune: TrainConfig | None = FINETUNE  # the fine-tuning recipe after pruning (None, or epochs 0: none); a
+    # mapping changes only the options it names; its seed and batch_size are the job's `seed` and `batch_size`
+    batch_size: int = 128  # the job's batches (baseline, pruning, fine-tuning, evaluation)
     limit: int | None = None  # class-balanced subset of training images
     val_fraction: float = 0.1
     input_size: tuple[int, ...] | None = None  # SIZE, (H, W) or (C, H, W) (default: the baseline's; else native)
     norm: str = "auto"  # auto: the model's own mean / std (timm / torchvision) else the dataset's; or dataset
     workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
-    seed: int = 0
+    seed: int = 0  # the job's one seed: data split, baseline, pruning, fine-tuning
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
     quantize: Literal["int8"] | None = None  # after export: INT8 ONNX calibrated on training images
     int8: Int8Config = field(default_factory=Int8Config)  # INT8 options (calibration, tolerance, float layers)
     out: str = "runs/compress"
 
+    @staticmethod
+    def upgrade_options(data: dict[str, Any]) -> dict[str, Any]:
+        """Values of the flat layout that mean something else today: fine-tuning for 0 epochs is none, and an empty
+        per-dimension ratio mapping is no such budget."""
+        ft, pr = data.get("finetune"), data.get("prune")
+        if isinstance(ft, Mapping) and ft.get("epochs") == 0:
+            data["finetune"] = None
+        if isinstance(pr, Mapping) and pr.get("ratios") == {}:
+            data["prune"] = {**pr, "ratios": None}
+        return data
+
     def __post_init__(self) -> None:
+        self._tie("prune", seed=self.seed)
+        self._tie("finetune", seed=self.seed, batch_size=self.batch_size)
+        p = self.prune
         checks = [
             ("baseline_epochs", self.baseline_epochs >= 1, f"must be >= 1, got {self.baseline_epochs}"),
-            ("finetune_epochs", self.finetune_epochs >= 0, f"must be >= 0 (0: no fine-tuning), got "
-             f"{self.finetune_epochs}"),
-            ("finetune_lr", math.isfinite(self.finetune_lr) and self.finetune_lr > 0,
-             f"must be > 0, got {self.finetune_lr}"),
             ("batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
             ("calib_batches", self.calib_batches >= 1, f"must be >= 1, got {self.calib_batches}"),
             ("limit", self.limit is None or self.limit >= 1, f"must be >= 1, got {self.limit}"),
@@ -119,37 +130,39 @@ class CompressConfig:
             ("latency_batches", all(b >= 1 for b in self.latency_batches),
              f"must be >= 1, got {list(self.latency_batches)}"),
             ("method", self.method in PRUNERS, f"must be one of {', '.join(PRUNERS.list())}, got {self.method!r}"),
-            ("allocation", self.allocation in ALLOCATIONS,
-             f"must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"),
+            ("prune.ratio", p.ratio != 0, "must be in (0, 1), the share of channels to remove, got 0"),
+            ("prune.max_group_ratio", p.max_group_ratio == PruneConfig.max_group_ratio,
+             "is not one the pruning methods take from compress (leave it at its default)"),
+            ("prune.token_layers", p.token_layers is None,
+             "is not one the pruning methods take from compress (leave it unset)"),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"{name} {rule}", option=name, detail=rule)
         method = PRUNERS.get(self.method)
-        if not method.allocates and self.allocation != "latency":
+        if not method.allocates and p.allocation != "latency":
             rule = (f"applies to methods that take an allocation: method {self.method} allocates channels itself "
                     "(globally, by importance)")
-            raise ConfigError(f"allocation {rule}", option="allocation", detail=rule)
-        method().check(self.budget())
+            raise ConfigError(f"prune.allocation {rule}", option="prune.allocation", detail=rule)
+        try:
+            if p.budget is not None:
+                method().check(p.budget)
+        except ConfigError as e:  # an option of the prune section
+            e.option = f"prune.{e.option}"
+            raise
 
-    def budget(self) -> Budget:
-        """The one budget (`--macs 0.5` is the default, dropped when another is given)."""
-        given = {"ratio": self.ratio, "macs_target": self.macs, "params_target": self.params,
-                 "latency_target": self.latency_ms}
-        given = {k: v for k, v in given.items() if v is not None}
-        if self.ratio is not None or self.params is not None or self.latency_ms is not None:
-            given.pop("macs_target", None)  # macs is only the default budget
-        if len(given) != 1:
-            raise ConfigError(f"give one budget: --macs, --params, --latency-ms or --ratio (got {sorted(given)})")
-        ((key, value),) = given.items()
-        option = {"macs_target": "macs", "params_target": "params", "latency_target": "latency_ms"}.get(key, key)
-        if key == "ratio" and not 0 < value < 1:
-            raise ConfigError(f"ratio must be in (0, 1), the share of channels to remove, got {value}",
-                              option=option, detail=f"must be in (0, 1), the share of channels to remove, got {value}")
-        if not (math.isfinite(value) and value > 0):
-            rule = f"must be a positive number (a fraction to keep, e.g. 0.5, or an absolute target), got {value}"
-            raise ConfigError(f"{option} {rule}", option=option, detail=rule)
-        return Budget(key, float(value))
+    def _tie(self, section: str, **job: Any) -> None:
+        """A section's copy of a job-wide option (seed, batch_size) is the job's; a different one is refused."""
+        sec = getattr(self, section)
+        if sec is None:
+            return
+        default = {"prune": PRUNE, "finetune": FINETUNE}[section]
+        for k, v in job.items():
+            if getattr(sec, k) not in (v, getattr(default, k)):
+                rule = f"is the job's: give {k}: {getattr(sec, k)} at the top (got {section}.{k} {getattr(sec, k)}, " \
+                       f"{k} {v})"
+                raise ConfigError(f"{section}.{k} {rule}", option=f"{section}.{k}", detail=rule)
+        object.__setattr__(self, section, replace(sec, **job))
 
 
 def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Console) -> None:
@@ -167,7 +180,7 @@ def _from_weights(cfg: CompressConfig, run_dir: Path, resume: bool, console: Con
                                        limit=cfg.limit, out=str(run_dir), input_size=cfg.input_size,
                                        norm=cfg.norm, workers=cfg.workers,
                                        train=TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size,
-                                                         seed=cfg.seed, lr=cfg.finetune_lr))
+                                                         seed=cfg.seed, lr=(cfg.finetune or FINETUNE).lr))
         train_job.run(job, resume=resume)
         return
     console.print(f"[bold]1/5 baseline[/]: {escape(cfg.model)} with the weights of {escape(cfg.weights)} (no "
@@ -247,8 +260,8 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
 def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec: dict, loaders: Any,
                example: torch.Tensor, calib: list, out: Path, resume: bool) -> PruneJob:
     """What the pruning method gets: the baseline, the budget and criterion, and this job's training as hooks."""
-    rounds_ft = TrainConfig(epochs=max(1, cfg.finetune_epochs // method.rounds), lr=cfg.finetune_lr,
-                            batch_size=cfg.batch_size, seed=cfg.seed, progress=False)
+    p, ft = cfg.prune, cfg.finetune
+    rounds_ft = replace(ft, epochs=max(1, ft.epochs // method.rounds), progress=False) if ft else None
 
     def finetune(model: nn.Module, step: int) -> None:  # between the rounds of a multi-round method
         Trainer(model, rounds_ft, loaders.train).fit()
@@ -262,10 +275,10 @@ def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec
         tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
         Trainer(model, tc, loaders.train, callbacks=list(callbacks), out_dir=out / method.name).fit(resume=resume)
 
-    return PruneJob(base, (example,), cfg.budget(), importance=cfg.importance, ignored_layers=cfg.ignored_layers,
-                    allocation=cfg.allocation, round_to=cfg.round_to, seed=cfg.seed, data=calib, dims=cfg.dims,
-                    ratios=dict(cfg.dim_ratios) or None, token_method=cfg.token_method,
-                    finetune=finetune if cfg.finetune_epochs else None, train=train, fresh_model=fresh_model,
+    return PruneJob(base, (example,), p.budget, importance=p.importance, ignored_layers=p.ignored_layers,
+                    allocation=p.allocation, round_to=p.round_to, seed=p.seed, data=calib, dims=p.dims,
+                    ratios=dict(p.ratios) if p.ratios else None, token_method=p.token_method,
+                    finetune=finetune if ft else None, train=train, fresh_model=fresh_model,
                     train_steps=cfg.baseline_epochs * len(loaders.train), steps_per_epoch=len(loaders.train))
 
 
@@ -274,10 +287,11 @@ def _prune(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, examp
     if cfg.ratio_search:  # GP-EI over per-dimension ratios; the proxy is accuracy on held-out batches
         held_out = list(itertools.islice(iter(loaders.val if loaders.val is not None else loaders.train),
                                          cfg.calib_batches))
-        return search_prune_ratios(base, example, macs_target=cfg.budget().value, data=calib, eval_data=held_out,
-                                   dims=cfg.dims or ("heads", "neurons", "tokens"), queries=cfg.search_queries,
-                                   importance=cfg.importance, seed=cfg.seed, token_method=cfg.token_method,
-                                   round_to=cfg.round_to).model
+        p = cfg.prune
+        return search_prune_ratios(base, example, macs_target=p.macs_target, data=calib, eval_data=held_out,
+                                   dims=p.dims or ("heads", "neurons", "tokens"), queries=cfg.search_queries,
+                                   importance=p.importance, seed=p.seed, token_method=p.token_method,
+                                   round_to=p.round_to).model
     method = create_pruning_method(cfg.method)
     return method.run(_prune_job(cfg, method, base, spec, loaders, example, calib, out, resume))
 
@@ -285,20 +299,17 @@ def _prune(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, examp
 def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     """Check every input before any work (and before the run folder is touched): names, the baseline folder, the
     data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
-    create_importance(cfg.importance)
+    p = cfg.prune
+    create_importance(p.importance)
     cfg.int8.check()
-    if cfg.dims is not None:
-        check_dims(cfg.dims, "dims")
-    if cfg.dim_ratios:
-        check_dims(cfg.dim_ratios, "dim_ratios")
-    if (cfg.ratio_search or cfg.dim_ratios or cfg.dims) and not PRUNERS.get(cfg.method).prunes_dims:
+    if (cfg.ratio_search or p.ratios or p.dims) and not PRUNERS.get(cfg.method).prunes_dims:
         takes = ", ".join(f"--method {m}" for m in PRUNERS.list() if PRUNERS.get(m).prunes_dims)
         raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune transformer dimensions: use them with "
                           f"{takes} (got {cfg.method!r})")
-    if cfg.ratio_search and (cfg.budget().kind != "macs_target" or cfg.budget().value >= 1):
-        raise ConfigError("--ratio-search finds ratios under a MACs budget: give --macs as a fraction (e.g. 0.6)")
-    if cfg.ratio_search and cfg.dim_ratios:
+    if cfg.ratio_search and p.ratios:
         raise ConfigError("--ratio-search finds the per-dimension ratios itself: drop --dim-ratio")
+    if cfg.ratio_search and (p.macs_target is None or p.macs_target > 1):
+        raise ConfigError("--ratio-search finds ratios under a MACs budget: give --macs as a fraction (e.g. 0.6)")
     if cfg.weights and cfg.baseline:
         raise ConfigError("give either --weights (your model's weights file, with --model) or --baseline (a slimkit "
                           "run folder), not both")
@@ -357,7 +368,8 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     """Run the whole job; returns the summary also written to `out/report.json`."""
     console = console or Console(stderr=True, quiet=not is_main_process())
     out = Path(cfg.out)
-    budget = cfg.budget()
+    pc = cfg.prune
+    budget = pc.budget.kwargs() if pc.budget is not None else {"ratios": dict(pc.ratios or {})}
     splits, _ = _validate(cfg)
     prepare_run(out, cfg, resume, RESUMABLE_OPTIONS)  # inputs are valid: now the run folder may be written
     base, spec = _baseline(cfg, out, resume, console)
@@ -370,21 +382,20 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         console.print("[bold]2/5 prune[/]: already pruned")
         pruned = load_pruned(pruned_path, copy.deepcopy(base))
     else:
-        target = f"ratios {dict(cfg.dim_ratios)}" if cfg.dim_ratios else \
-            f"{budget}, ratios by GP-EI search" if cfg.ratio_search else budget
-        console.print(f"[bold]2/5 prune[/]: {cfg.method}, {cfg.importance}, to {target}")
+        target = f"ratios {dict(pc.ratios)}" if pc.ratios else \
+            f"{pc.budget}, ratios by GP-EI search" if cfg.ratio_search else pc.budget
+        console.print(f"[bold]2/5 prune[/]: {cfg.method}, {pc.importance}, to {target}")
         calib = list(itertools.islice(iter(loaders.train), cfg.calib_batches))
-        busy = console.status(f"pruning ({cfg.method}, {cfg.importance})") if PRUNERS.get(cfg.method).allocates \
+        busy = console.status(f"pruning ({cfg.method}, {pc.importance})") if PRUNERS.get(cfg.method).allocates \
             else contextlib.nullcontext()  # a method that trains (chex) shows its own progress
         with busy:
             pruned = _prune(cfg, base, spec, loaders, example, calib, out, resume)
         save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
     acc_pruned = evaluate(pruned, loaders.test, progress="pruned: test set")["acc"]
-    if cfg.finetune_epochs:
-        console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune_epochs} epochs" + (" with KD" if cfg.distill else ""))
+    if cfg.finetune is not None:
+        console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune.epochs} epochs" + (" with KD" if cfg.distill else ""))
         loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
-        ft = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size, seed=cfg.seed)
-        Trainer(pruned, ft, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
+        Trainer(pruned, cfg.finetune, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
                 out_dir=out / "finetune").fit(resume=resume)
     else:
         console.print("[bold]3/5 fine-tune[/]: skipped (--finetune-epochs 0)")
@@ -410,7 +421,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     b, p = rows
     summary = {
         "model": spec["model"], "data": splits.info.name, "baseline_source": _source(cfg, out),
-        "budget": budget.kwargs(), "importance": cfg.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
+        "budget": budget, "importance": pc.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
         "acc_after_prune_before_finetune": acc_pruned,
         "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
         "onnx_max_abs_diff": onnx.max_abs_diff, "input_size": list(shape), **data_summary(splits.info, loaders),

@@ -33,15 +33,18 @@ class Allocation:
     max_group_ratio: float = 0.9  # never remove more than this share of one group
 
     def __post_init__(self) -> None:
-        if isinstance(self.round_to, str) and self.round_to != "auto":
-            raise ConfigError(f"round_to must be a positive int or 'auto' (this CPU's channel block), "
-                              f"got {self.round_to!r}")
-        if isinstance(self.round_to, int) and self.round_to < 1:
-            raise ConfigError(f"round_to must be >= 1, got {self.round_to}")
-        if self.allocation not in ALLOCATIONS:
-            raise ConfigError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
-        if not 0.0 < self.max_group_ratio < 1.0:
-            raise ConfigError(f"max_group_ratio must be in (0, 1), got {self.max_group_ratio}")
+        checks = [
+            ("round_to", not isinstance(self.round_to, str) or self.round_to == "auto",
+             f"must be a positive int or 'auto' (this CPU's channel block), got {self.round_to!r}"),
+            ("round_to", not isinstance(self.round_to, int) or self.round_to >= 1,
+             f"must be >= 1, got {self.round_to}"),
+            ("allocation", self.allocation in ALLOCATIONS,
+             f"must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"),
+            ("max_group_ratio", 0.0 < self.max_group_ratio < 1.0, f"must be in (0, 1), got {self.max_group_ratio}"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
 
     @property
     def channel_round(self) -> int | None:

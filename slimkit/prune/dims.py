@@ -38,11 +38,13 @@ def group_dimension(group: Group) -> str:
 def check_dims(dims: Sequence[str] | Mapping[str, float], what: str = "dims") -> None:
     unknown = [d for d in dims if d not in DIMENSIONS]
     if unknown:
-        raise ConfigError(f"{what} names unknown dimensions {unknown}; choose from {list(DIMENSIONS)}")
+        detail = f"names unknown dimensions {unknown}; choose from {list(DIMENSIONS)}"
+        raise ConfigError(f"{what} {detail}", option=what, detail=detail)
     if isinstance(dims, Mapping):
         bad = {d: r for d, r in dims.items() if not (isinstance(r, (int, float)) and 0.0 <= r < 1.0)}
         if bad or any(math.isnan(float(r)) for r in dims.values()):
-            raise ConfigError(f"{what}: each ratio is the share to remove, in [0, 1); got {bad}")
+            detail = f"takes shares to remove, each in [0, 1); got {bad}"
+            raise ConfigError(f"{what} {detail}", option=what, detail=detail)
 
 
 def dim_ratio_of_groups(groups: Sequence[Group], ratios: Mapping[str, float]) -> dict[int, float]:

@@ -65,11 +65,9 @@ class PruningMethod:
         if budget.kind not in self.budgets or (self.fractions_only and budget.absolute):
             takes = " or ".join(_FLAGS[k] + (" (a fraction <= 1)" if self.fractions_only and k != "ratio" else "")
                                 for k in self.budgets)
-            option = {"macs_target": "macs", "params_target": "params", "latency_target": "latency_ms"}.get(
-                budget.kind, budget.kind)
             detail = f"is not a budget method {self.name!r} meets: it takes {takes}"
             raise ConfigError(f"method {self.name!r} takes {takes}, not {_FLAGS[budget.kind]} {budget.value:g}",
-                              option=option, detail=detail)
+                              option=budget.kind, detail=detail)
 
     def run(self, job: PruneJob) -> nn.Module:
         raise NotImplementedError

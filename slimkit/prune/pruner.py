@@ -23,7 +23,7 @@ import copy
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -60,6 +60,9 @@ _COST_AGREEMENT = 0.02  # a computed cost within 2% of the count, or a count wit
 
 @dataclass(frozen=True)
 class PruneConfig:
+    ONE_OF: ClassVar = (("ratio", "macs_target", "params_target", "latency_target", "ratios"),)  # the budgets: a
+    # budget given over a config (a command-line flag over a file) replaces the config's budget
+
     importance: str = "l1"  # criterion name (see slimkit.prune.list_importances())
     ratio: float | None = None  # share of channels to remove in every group (or globally)
     macs_target: float | None = None  # MACs to keep: fraction of the original if <= 1, else absolute MACs
@@ -86,7 +89,8 @@ class PruneConfig:
             if d is not None:
                 check_dims(d, what)
         if self.token_method not in TOKEN_METHODS:
-            raise ConfigError(f"token_method must be one of {TOKEN_METHODS}, got {self.token_method!r}")
+            rule = f"must be one of {', '.join(TOKEN_METHODS)}, got {self.token_method!r}"
+            raise ConfigError(f"token_method {rule}", option="token_method", detail=rule)
         for name in ("ratio", "macs_target", "params_target", "latency_target"):
             check_budget(name, getattr(self, name))  # a number in range: never NaN, inf or a string
         self.spread  # noqa: B018 - validates allocation, round_to and max_group_ratio

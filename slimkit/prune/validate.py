@@ -36,21 +36,25 @@ def check_budget(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number ({_BUDGET_HELP[name]}); got {value!r} "
-                          f"({type(value).__name__})")
+        raise _bad(name, f"must be a number ({_BUDGET_HELP[name]}); got {value!r} ({type(value).__name__})")
     v = float(value)
     if not math.isfinite(v):
-        raise ConfigError(f"{name}={value!r} is not a finite number; give {_BUDGET_HELP[name]}")
+        raise _bad(name, f"of {value!r} is not a finite number; give {_BUDGET_HELP[name]}")
     if name == "ratio":
         if not 0.0 <= v < 1.0:
-            raise ConfigError(f"ratio is the share of channels to remove, in [0, 1); got {value}")
+            raise _bad(name, f"is the share of channels to remove, in [0, 1); got {value}")
     elif v <= 0:
-        raise ConfigError(f"{name} must be > 0; give {_BUDGET_HELP[name]} (got {value})")
+        raise _bad(name, f"must be > 0; give {_BUDGET_HELP[name]} (got {value})")
     elif name in ("macs_target", "params_target") and 1.0 < v < MIN_ABSOLUTE:
-        raise ConfigError(f"{name}={value} is neither a fraction of the original (0 < {name} <= 1) nor a plausible "
-                          f"absolute count (values above 1 are read as counts): for a fraction give e.g. "
-                          f"{name}=0.5, for a count the number itself (e.g. 2.5e8)")
+        raise _bad(name, f"of {value} is neither a fraction of the original (0 < {name} <= 1) nor a plausible "
+                   f"absolute count (values above 1 are read as counts): for a fraction give e.g. 0.5, for a count "
+                   f"the number itself (e.g. 2.5e8)")
     return v
+
+
+def _bad(name: str, detail: str) -> ConfigError:
+    """A budget's error, naming the option (`option`) so a front end can name its own flag."""
+    return ConfigError(f"{name} {detail}", option=name, detail=detail)
 
 
 def as_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:

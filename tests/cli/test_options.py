@@ -44,8 +44,31 @@ def test_bad_values_name_the_flag_not_a_config_class(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--epochs", "0", "--out", out)
     assert code == 2 and "--epochs must be >= 1" in err and "TrainJobConfig" not in err and "TrainConfig" not in err
     code, _, err = run(capsys, "compress", "--macs", "0", "--out", out)
-    assert code == 2 and "--macs must be a positive number" in err
+    assert code == 2 and "--macs must be > 0" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_compress_flags_set_the_prune_and_finetune_sections_and_errors_name_the_flag(capsys, tmp_path):
+    """The flat flags of compress set options of its prune / finetune sections; an error in one names the flag typed,
+    and a budget flag replaces the config file's budget (one budget, the command line's)."""
+    from slimkit.cli._common import job_config
+    from slimkit.cli.compress import FLAGS
+    from slimkit.jobs.compress import CompressConfig
+
+    out = str(tmp_path / "r")
+    for args, said in ((["--finetune-lr", "-1"], "--finetune-lr must be > 0"),
+                       (["--dim-ratio", "heads=1.5"], "--dim-ratio takes shares to remove"),
+                       (["--params", "0"], "--params must be > 0"),
+                       (["--macs", "0.5", "--ratio", "0.3"], "give one budget: --macs or --ratio")):
+        code, _, err = run(capsys, "compress", *args, "--out", out)
+        assert code == 2 and said in err.replace("\n", " "), (args, err)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "c.yaml").write_text("prune: {macs_target: 0.4, importance: l2}\nfinetune: {epochs: 2}\n")
+    cfg = job_config(CompressConfig, tmp_path / "c.yaml", {"params": 0.5, "finetune_epochs": None}, flags=FLAGS)
+    assert cfg.prune.budget.kwargs() == {"params_target": 0.5} and cfg.prune.importance == "l2"
+    assert (cfg.finetune.epochs, cfg.finetune.lr) == (2, 0.01)
+    cfg = job_config(CompressConfig, None, {"finetune_epochs": 0, "ratio": 0.3}, flags=FLAGS)
+    assert cfg.finetune is None and cfg.prune.budget.kwargs() == {"ratio": 0.3}
 
 
 def test_error_text_is_printed_verbatim(capsys, tmp_path):

@@ -6,6 +6,7 @@ so every file a command writes is hit before and after its write.
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from slimkit import fileio
 from slimkit.jobs import compress, distill, oneshot, train
 from slimkit.nas.oneshot import OneShotConfig
+from slimkit.prune import PruneConfig
 from slimkit.train import TrainConfig
 
 
@@ -122,7 +124,8 @@ def test_train_killed_at_every_write_resumes_exactly(tmp_path, train_reference):
 # ----------------------------------------------------------------------------------------------------- compress
 def _compress_job(out):
     cfg = compress.CompressConfig(model="convnet_small", data="digits", limit=200, baseline_epochs=1,
-                                  finetune_epochs=1, batch_size=32, latency_batches=(1,), macs=0.5, out=str(out))
+                                  finetune=replace(compress.FINETUNE, epochs=1), batch_size=32, latency_batches=(1,),
+                                  prune=PruneConfig(macs_target=0.5), out=str(out))
     return lambda resume: compress.run(cfg, resume=resume)
 
 

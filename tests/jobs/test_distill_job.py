@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,11 +156,13 @@ def test_a_safetensors_teacher_near_chance_gets_a_warning(tmp_path):
 
 
 def test_a_pruned_teacher_from_compress_is_rebuilt_from_its_record(tmp_path, teacher_dir):
-    from slimkit.jobs.compress import CompressConfig
+    from slimkit.jobs.compress import FINETUNE, CompressConfig
     from slimkit.jobs.compress import run as compress
+    from slimkit.prune import PruneConfig
 
-    c = compress(CompressConfig(baseline=str(teacher_dir), ratio=0.5, macs=None, finetune_epochs=1, batch_size=32,
-                                latency_batches=(1,), out=str(tmp_path / "c"), **DATA))
+    c = compress(CompressConfig(baseline=str(teacher_dir), prune=PruneConfig(ratio=0.5),
+                                finetune=replace(FINETUNE, epochs=1), batch_size=32, latency_batches=(1,),
+                                out=str(tmp_path / "c"), **DATA))
     s = run(_cfg(tmp_path, teacher_dir, "from_pruned", teacher_ckpt=str(tmp_path / "c")))
     assert s["teacher_macs"] == c["pruned"]["macs"] < c["baseline"]["macs"]
     assert s["teacher_test_acc"] == pytest.approx(c["pruned"]["test_acc"])

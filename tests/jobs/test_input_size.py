@@ -1,16 +1,18 @@
 """Jobs at an --input-size: the model's normalisation recorded in model.json and reused by compress."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from slimkit.jobs._common import build_data
-from slimkit.jobs.compress import CompressConfig
+from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
+from slimkit.prune import PruneConfig
 from slimkit.train import TrainConfig
 
 timm = pytest.importorskip("timm")
@@ -56,8 +58,9 @@ def test_train_then_compress_a_timm_model_on_a_folder_at_an_input_size(tmp_path)
     assert spec["view"] == {"input_size": [3, 32, 32], "crop_pct": ref["crop_pct"], "scale": [0.25, 1.0],
                             "interpolation": ref["interpolation"]}
     assert s["channels"] == "1-channel images converted to 3 channels" and s["workers"] == 0
-    out = compress(CompressConfig(baseline=str(run_dir), ratio=0.5, macs=None, finetune_epochs=1, batch_size=4,
-                                  latency_batches=(1,), workers=0, out=str(tmp_path / "c")))
+    out = compress(CompressConfig(baseline=str(run_dir), prune=PruneConfig(ratio=0.5),
+                                  finetune=replace(FINETUNE, epochs=1), batch_size=4, latency_batches=(1,), workers=0,
+                                  out=str(tmp_path / "c")))
     assert out["input_size"] == [3, 32, 32] and out["view"] == s["view"] and out["norm"] == s["norm"]
     assert out["pruned"]["params"] < out["baseline"]["params"]
 
@@ -75,7 +78,7 @@ def test_compress_your_weights_at_an_input_size_then_int8(tmp_path):
     net = timm.create_model("test_resnet", num_classes=2, pretrained=False)
     torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
     out = compress(CompressConfig(model="timm:test_resnet", weights=str(tmp_path / "w.pt"), data=data,
-                                  input_size=(3, 32, 32), ratio=0.5, macs=None, finetune_epochs=0, batch_size=4,
+                                  input_size=(3, 32, 32), prune=PruneConfig(ratio=0.5), finetune=None, batch_size=4,
                                   latency_batches=(1,), workers=0, quantize="int8", out=str(tmp_path / "c")))
     assert out["input_size"] == [3, 32, 32] and out["channels"] == "1-channel images converted to 3 channels"
     assert "as they are (no training)" in out["baseline_source"]

@@ -3,6 +3,7 @@ every command, through the CLI in-process (`slimkit.cli.main.main`) and the jobs
 
 import json
 import shutil
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -12,7 +13,7 @@ from slimkit.cli.main import main
 from slimkit.data import create_dataset, make_loaders
 from slimkit.errors import ConfigError
 from slimkit.jobs._common import load_run_model
-from slimkit.jobs.compress import CompressConfig
+from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.jobs.distill import DistillJobConfig
 from slimkit.jobs.distill import run as distill
@@ -20,6 +21,7 @@ from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
 from slimkit.models import create_model
 from slimkit.profile import count_macs
+from slimkit.prune import PruneConfig
 from slimkit.train import TrainConfig, evaluate
 
 NET = '''
@@ -106,8 +108,9 @@ def test_train_from_weights_with_a_new_head_says_transfer_learning(tmp_path, cap
 @pytest.mark.slow
 def test_compress_with_fitting_weights_does_not_train_the_baseline(tmp_path, trained):
     path, summary = trained
-    s = compress(CompressConfig(model="convnet_small", weights=str(path), baseline_epochs=5, finetune_epochs=1,
-                                latency_batches=(1,), batch_size=32, out=str(tmp_path / "c"), **DATA))
+    s = compress(CompressConfig(model="convnet_small", weights=str(path), baseline_epochs=5,
+                                finetune=replace(FINETUNE, epochs=1), latency_batches=(1,), batch_size=32,
+                                out=str(tmp_path / "c"), **DATA))
     assert "as they are (no training)" in s["baseline_source"]
     assert s["baseline"]["test_acc"] == summary["test_acc"]  # the user's model, measured as it is
     assert json.loads((tmp_path / "c" / "baseline" / "summary.json").read_text())["epochs"] == 0
@@ -121,8 +124,8 @@ def test_compress_fine_tunes_a_replaced_head_first(tmp_path):
     torch.manual_seed(0)
     torch.save(create_model("convnet_small", num_classes=5, in_chans=1).state_dict(), tmp_path / "five.pt")
     s = compress(CompressConfig(model="convnet_small", weights=str(tmp_path / "five.pt"), baseline_epochs=1,
-                                finetune_epochs=1, latency_batches=(1,), batch_size=32, out=str(tmp_path / "c"),
-                                **DATA))
+                                finetune=replace(FINETUNE, epochs=1), latency_batches=(1,), batch_size=32,
+                                out=str(tmp_path / "c"), **DATA))
     assert "classifier replaced" in s["baseline_source"] and "fine-tuned for 1 epochs" in s["baseline_source"]
     base = json.loads((tmp_path / "c" / "baseline" / "summary.json").read_text())
     assert base["epochs"] == 1 and base["weights"]["file_classes"] == 5
@@ -135,9 +138,9 @@ def test_compress_a_user_model_file_and_reload_after_the_file_is_gone(tmp_path):
     src.write_text(NET)
     torch.manual_seed(0)
     torch.save(create_model(f"{src}:build", num_classes=10, in_chans=1).state_dict(), tmp_path / "w.pt")
-    s = compress(CompressConfig(model=f"{src}:build", weights=str(tmp_path / "w.pt"), finetune_epochs=1,
-                                latency_batches=(1,), batch_size=32, ratio=0.5, macs=None, out=str(tmp_path / "c"),
-                                **DATA))
+    s = compress(CompressConfig(model=f"{src}:build", weights=str(tmp_path / "w.pt"),
+                                finetune=replace(FINETUNE, epochs=1), latency_batches=(1,), batch_size=32,
+                                prune=PruneConfig(ratio=0.5), out=str(tmp_path / "c"), **DATA))
     src.unlink()
     pruned, _ = load_run_model(tmp_path / "c")
     assert count_macs(pruned, (1, 8, 8)) == s["pruned"]["macs"] < s["baseline"]["macs"]

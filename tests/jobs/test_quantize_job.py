@@ -12,12 +12,13 @@ from slimkit.cli.main import main
 from slimkit.errors import ConfigError
 from slimkit.export import export_onnx
 from slimkit.jobs._common import load_run_model
-from slimkit.jobs.compress import CompressConfig
+from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.jobs.quantize import QuantizeJobConfig, int8_note, int8_verdict
 from slimkit.jobs.quantize import run as quantize
 from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
+from slimkit.prune import PruneConfig
 from slimkit.quantize import Int8Config, int8_layers
 from slimkit.train import TrainConfig
 
@@ -31,7 +32,8 @@ def trained(tmp_path_factory):
 
 
 def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
-    cfg = CompressConfig(baseline=str(trained), macs=0.5, finetune_epochs=1, batch_size=64, latency_batches=(1, 4),
+    cfg = CompressConfig(baseline=str(trained), prune=PruneConfig(macs_target=0.5),
+                         finetune=replace(FINETUNE, epochs=1), batch_size=64, latency_batches=(1, 4),
                          out=str(tmp_path / "run"))
     assert "int8" not in compress(cfg)
     cfg = replace(cfg, quantize="int8")

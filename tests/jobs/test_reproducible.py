@@ -2,6 +2,7 @@
 metrics), whatever the process ran before them."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 
 from slimkit.jobs import compress, distill, oneshot, search, train
 from slimkit.nas.oneshot import OneShotConfig
+from slimkit.prune import PruneConfig
 from slimkit.train import TrainConfig
 
 TC = dict(epochs=1, batch_size=32, lr=0.05, progress=False)
@@ -63,8 +65,9 @@ def test_distill_twice_with_one_seed_is_bit_identical(tmp_path):
 @pytest.mark.parametrize("method", ["oneshot", "chex"])
 def test_compress_twice_with_one_seed_is_bit_identical(tmp_path, method):
     a, b = _twice(tmp_path, compress.run, lambda out: compress.CompressConfig(
-        model="convnet_small", data="digits", limit=200, baseline_epochs=1, finetune_epochs=1, method=method,
-        batch_size=32, latency_batches=(1,), seed=4, importance="taylor", out=out))
+        model="convnet_small", data="digits", limit=200, baseline_epochs=1,
+        finetune=replace(compress.FINETUNE, epochs=1), method=method, batch_size=32, latency_batches=(1,), seed=4,
+        prune=PruneConfig(macs_target=0.5, importance="taylor"), out=out))
     _same_weights(tmp_path / "a/model.safetensors", tmp_path / "b/model.safetensors")
     for k in ("test_acc", "macs", "params"):
         assert a["pruned"][k] == b["pruned"][k] and a["baseline"][k] == b["baseline"][k]

@@ -91,14 +91,16 @@ def test_solve_is_the_least_fitting_ratio_to_its_resolution():
 
 def test_one_budget_type_for_every_method():
     """PruneConfig, compress's config and the methods read the same Budget: kind, value, absolute."""
+    from slimkit.config import from_dict
     from slimkit.errors import ConfigError
     from slimkit.jobs.compress import CompressConfig
     from slimkit.prune import Allocation, Budget, PruneConfig
 
-    assert PruneConfig(macs_target=0.5).budget == Budget("macs_target", 0.5) == CompressConfig(macs=0.5).budget()
+    assert PruneConfig(macs_target=0.5).budget == Budget("macs_target", 0.5) == CompressConfig().prune.budget
     assert PruneConfig(params_target=2e6).budget.absolute and not Budget("macs_target", 1.0).absolute
     assert not Budget("ratio", 0.3).absolute and PruneConfig(ratios={"heads": 0.3}).budget is None
-    assert CompressConfig(ratio=0.3).budget() == Budget("ratio", 0.3)  # --macs is only the default
+    assert from_dict(CompressConfig, {"prune": {"ratio": 0.3}}).prune.budget == Budget("ratio", 0.3)  # replaces
+    # the default --macs
     assert Budget.of(ratio=None, latency_target=2.0).kwargs() == {"latency_target": 2.0}
     with pytest.raises(ConfigError, match="exactly one budget"):
         Budget.of(ratio=0.3, macs_target=0.5)
