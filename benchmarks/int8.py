@@ -10,19 +10,28 @@
     `slimkit.prune` call, then INT8. Goal: at least 3x faster than the fp32 original at batch 1 on one thread and
     at batch 32.
 
+(c) `--sizes 28 56 112`, latency only: the same two architectures (random init), unpruned and pruned to half the
+    MACs by the default `slimkit.prune` call, exported at each input size and quantized (all layers INT8), fp32 vs
+    INT8 at batch 32 on one thread: where INT8 starts to pay on this CPU.
+(d) `--profile` (with (a)): onnxruntime's per-operator profile of the fp32 and INT8 pruned models at batch 32 on
+    one thread, convolutions grouped by kind, channels and resolution: where the batch-32 time goes.
+
 All latencies of one table come from one `compare_onnx_latency` call (models timed in turn, round after round)
 at normal priority; training and quantization run at the lowest priority (the machine is shared).
 
     python benchmarks/int8.py --limit 10000 --epochs 4 --finetune-epochs 2 --sweep
     python benchmarks/int8.py --only resnet50
+    python benchmarks/int8.py --only resnet20 mobilenetv2_100 --sizes 28 56 112 --no-small
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,14 +41,15 @@ import numpy as np
 import torch
 
 from slimkit.data import create_dataset, make_loaders
-from slimkit.export import export_onnx, onnx_session
-from slimkit.jobs.compress import FINETUNE, CompressConfig
+from slimkit.export import export_onnx, onnx_optimized, onnx_session
+from slimkit.jobs.compress import FINETUNE, PRUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.models import create_model
 from slimkit.profile import compare_onnx_latency, count_macs, has_vnni
 from slimkit.prune import prune
 from slimkit.quantize import Int8Config, quantize_int8
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
+from slimkit.quantize.graph import int8_kernel_misses
 from slimkit.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -86,7 +96,96 @@ def _timing(paths: dict[str, Path], shape: tuple[int, ...], settings: list[tuple
     return out
 
 
-def small_models(args: argparse.Namespace) -> list[dict[str, Any]]:
+def conv_profile(path: Path, shape: tuple[int, ...], batch: int, runs: int) -> dict[tuple, list[float]]:
+    """onnxruntime's profile of one model (1 thread): {(kind, channels, HxW): [count, ms]} over its convolutions
+    (fp32 Conv or QLinearConv, keyed by output shape; kind "dw" for depthwise) and {("other", op): ...} for the
+    rest. Each node's time is its fastest run (the least disturbed on a shared machine)."""
+    import onnx
+    import onnxruntime as ort
+
+    opt = onnx.load(str(onnx_optimized(path, path.with_suffix(".opt.onnx"))))
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in opt.graph.node}
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = 1, 1, 3
+    o.enable_profiling, o.profile_file_prefix = True, str(path.with_suffix(""))
+    sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    x = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)}
+    for _ in range(runs + 1):
+        sess.run(None, x)
+    trace = Path(sess.end_profiling())
+    times: dict[str, list[float]] = collections.defaultdict(list)
+    keys = {}
+    for e in json.loads(trace.read_text()):
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        name, op = e["name"].removesuffix("_kernel_time"), e["args"]["op_name"]
+        times[name].append(e["dur"] / 1000)
+        if op in ("Conv", "QLinearConv", "FusedConv"):
+            dims = next(iter(e["args"]["output_type_shape"][0].values()))
+            c, hw = (dims[3], dims[1:3]) if op == "QLinearConv" else (dims[1], dims[2:4])  # NHWC vs NCHW
+            keys[name] = ("dw" if groups.get(name, 1) > 1 else "conv", c, "x".join(map(str, hw)))
+        else:
+            keys[name] = ("other", op, "")
+    trace.unlink()
+    out: dict[tuple, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for name, ts in times.items():
+        out[keys[name]][0] += 1
+        out[keys[name]][1] += min(ts[1:] or ts)
+    return dict(out)
+
+
+def profile_rows(model: str, fp32: Path, int8: Path, shape: tuple[int, ...], batch: int = 32) -> list[dict]:
+    """Where the time goes: fp32 vs INT8 per group of like convolutions (and the other operators)."""
+    a, b = conv_profile(fp32, shape, batch, 10), conv_profile(int8, shape, batch, 10)
+    convs = sorted({k for k in a | b if k[0] != "other"}, key=lambda k: (k[0], -int(k[2].split("x")[0]), k[1]))
+    rows = [{"model": model, "layers": f"{k[0]} {k[1]} ch @{k[2]}", "count": int((a.get(k) or b[k])[0]),
+             "fp32_ms": round(a.get(k, [0, 0.0])[1], 3), "int8_ms": round(b.get(k, [0, 0.0])[1], 3)} for k in convs]
+    rows.append({"model": model, "layers": "other operators", "count": int(sum(v[0] for k, v in b.items()
+                                                                              if k[0] == "other")),
+                 "fp32_ms": round(sum(v[1] for k, v in a.items() if k[0] == "other"), 3),
+                 "int8_ms": round(sum(v[1] for k, v in b.items() if k[0] == "other"), 3),
+                 "int8 ops": ", ".join(f"{k[1]} {v[1]:.2f}" for k, v in b.items() if k[0] == "other")})
+    rows.append({"model": model, "layers": "total", "fp32_ms": round(sum(r["fp32_ms"] for r in rows), 3),
+                 "int8_ms": round(sum(r["int8_ms"] for r in rows), 3)})
+    for r in rows:
+        r["int8 / fp32"] = round(r["int8_ms"] / r["fp32_ms"], 3) if r["fp32_ms"] else None
+    return rows
+
+
+def size_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for name, kwargs in MODELS.items():
+        if args.only and name not in args.only:
+            continue
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, in_chans=1, **kwargs).eval()
+        variants = {"unpruned": model, "pruned": prune(model, torch.randn(1, 1, 28, 28), macs_target=0.5)}
+        for size in args.sizes:
+            x, paths, info = torch.randn(1, 1, size, size), {}, {}
+            for label, m in variants.items():
+                d = CACHE / "sizes" / f"{name}_{label}_{size}"
+                fp32, int8 = d / "fp32.onnx", d / "int8.onnx"
+                if not int8.is_file():
+                    d.mkdir(parents=True, exist_ok=True)
+                    export_onnx(m, fp32, x)
+                    calib = [torch.randn(16, 1, size, size, generator=torch.Generator().manual_seed(i))
+                             for i in range(2)]
+                    quantize_int8(fp32, calib, int8)
+                import onnx
+
+                info[label] = (count_macs(m, x), len(int8_kernel_misses(onnx.load(str(int8)))))
+                paths[f"fp32 {label}"], paths[f"int8 {label}"] = fp32, int8
+            lat = _timing(paths, (1, size, size), [(32, 1)], args.rounds)
+            for label, (macs, misses) in info.items():
+                f, q = lat[f"fp32 {label}"]["b32_t1_ms"], lat[f"int8 {label}"]["b32_t1_ms"]
+                rows.append({"model": name, "input": f"{size}x{size}", "variant": label, "MACs_M": round(macs / 1e6, 1),
+                             "fp32_b32_t1_ms": f, "int8_b32_t1_ms": q, "int8 / fp32": round(q / f, 3),
+                             "slow int8 convs": misses})
+    return rows
+
+
+def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of part (a); with `args.profile`, part (d)'s rows are appended to `profile`."""
     splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
     test = as_batches(make_loaders(splits, 256).test, None, "test")
     calib = list(itertools.islice(make_loaders(splits, 64, seed=0).train, 8))
@@ -95,8 +194,13 @@ def small_models(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.only and name not in args.only:
             continue
         out = CACHE / f"{name}_{args.limit}_{args.epochs}+{args.finetune_epochs}ep"
+        if args.round_to is not None:  # the same trained baseline, pruned in other channel blocks
+            out, base = out.with_name(f"{out.name}_r{args.round_to}"), out / "baseline"
+            if (base / "summary.json").is_file() and not (out / "baseline").is_dir():
+                shutil.copytree(base, out / "baseline")
         cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
                              baseline_epochs=args.epochs, quantize="int8", out=str(out),
+                             prune=replace(PRUNE, round_to=args.round_to),
                              finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs else None)
         t0 = time.perf_counter()
         s = compress(cfg, resume=True)
@@ -135,6 +239,10 @@ def small_models(args: argparse.Namespace) -> list[dict[str, Any]]:
                          "size_kB": round(p.stat().st_size / 1024, 1), **lat[label],
                          **{f"{k.removesuffix('_ms')} / fp32 pruned": round(v / ref[k], 3)
                             for k, v in lat[label].items() if "wall" not in k}})
+        if args.profile:
+            _priority(0)
+            profile.extend(profile_rows(name, fp32, q8, (1, 28, 28)))
+            _priority(19)
         rows[-len(paths) + 2]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
         rows[-len(paths) + 2]["held_out"] = int8.get("held_out")
         rows[-len(paths) + 2]["compress_s"] = round(time.perf_counter() - t0, 1)
@@ -191,22 +299,37 @@ def main() -> None:
     p.add_argument("--criteria", type=int, default=0, help="compare the sensitivity criteria, keeping up to N "
                    "layers float with tolerance 0 (held-out accuracy after each step)")
     p.add_argument("--only", nargs="*", default=None, help="resnet20, mobilenetv2_100, resnet50")
+    p.add_argument("--sizes", nargs="*", type=int, default=[], help="(c): input sizes of the latency sweep")
+    p.add_argument("--profile", action="store_true", help="(d): per-operator profile of the small models")
+    p.add_argument("--no-small", action="store_true", help="skip (a) (e.g. to run only the size sweep)")
+    p.add_argument("--round-to", type=int, default=None, help="(a) pruned in channel blocks of N (the baseline of "
+                   "the default run is reused); results under key small_r<N>")
     p.add_argument("--results", default="int8")
     args = p.parse_args()
     _priority(19)
-    res: dict[str, Any] = {"args": vars(args), "cpu_vnni": has_vnni(), "threads": torch.get_num_threads()}
+    new: dict[str, Any] = {}  # this run's parts; the file keeps the parts not rerun
+    small = not args.no_small and (not args.only or set(args.only) & set(MODELS))
+    if small or (not args.no_small and (not args.only or "resnet50" in args.only)):
+        new.update({"args" if args.round_to is None else f"args_r{args.round_to}": vars(args),
+                    "cpu_vnni": has_vnni(), "threads": torch.get_num_threads()})
+    if small:
+        profile: list[dict[str, Any]] = []
+        key = "small" if args.round_to is None else f"small_r{args.round_to}"
+        new[key] = small_models(args, profile)
+        print(markdown_table(new[key]))
+        if profile:
+            new[key.replace("small", "profile")] = profile
+            print(markdown_table(profile))
+    if args.sizes:
+        new["sizes"], new["sizes_args"] = size_sweep(args), vars(args)
+        print(markdown_table(new["sizes"]))
+    if not args.no_small and (not args.only or "resnet50" in args.only):
+        new["resnet50"] = resnet50(args)
+        print(markdown_table(new["resnet50"]))
     path = HERE / "results" / f"{args.results}.json"
-    if path.is_file():  # keep the other part's rows when only one part is rerun
-        old = json.loads(path.read_text())
-        res.update({k: v for k, v in old.items() if k in ("small", "resnet50")})
-    if not args.only or set(args.only) & set(MODELS):
-        res["small"] = small_models(args)
-        print(markdown_table(res["small"]))
-    if not args.only or "resnet50" in args.only:
-        res["resnet50"] = resnet50(args)
-        print(markdown_table(res["resnet50"]))
+    res = json.loads(path.read_text()) if path.is_file() else {}  # read now: another part may have finished
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2, default=str))
+    path.write_text(json.dumps({**res, **new}, indent=2, default=str))
     print(f"wrote {path}")
 
 

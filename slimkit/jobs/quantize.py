@@ -207,8 +207,9 @@ def int8_verdict(s: dict[str, Any]) -> list[str]:
         why.append(f"{len(k['slow_convs'])} of {k['int8_convs']} INT8 convolutions miss onnxruntime's fast INT8 "
                    f"kernels and take its generic path (im2col, int32 result, separate requantization), about as "
                    f"slow as fp32: {names}{more}. Its fast kernels want at least 16 output channels in multiples of "
-                   "8, input channels in multiples of 4 and depthwise channels in multiples of 16: prune with "
-                   "--round-to 16.")
+                   "8, input channels in multiples of 4 and depthwise channels in multiples of 16. Pruning with "
+                   "--round-to 16 meets them, but a group of 16 channels then cannot shrink and later layers lose "
+                   "more: compare the accuracy.")
     islands = max(0, k["conversions"] - 2) // 2
     if islands:
         why.append(f"onnxruntime's optimised graph still converts between float and INT8 at {islands} more "
