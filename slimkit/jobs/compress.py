@@ -131,19 +131,16 @@ class CompressConfig:
              f"must be >= 1, got {list(self.latency_batches)}"),
             ("method", self.method in PRUNERS, f"must be one of {', '.join(PRUNERS.list())}, got {self.method!r}"),
             ("prune.ratio", p.ratio != 0, "must be in (0, 1), the share of channels to remove, got 0"),
-            ("prune.max_group_ratio", p.max_group_ratio == PruneConfig.max_group_ratio,
-             "is not one the pruning methods take from compress (leave it at its default)"),
-            ("prune.token_layers", p.token_layers is None,
-             "is not one the pruning methods take from compress (leave it unset)"),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"{name} {rule}", option=name, detail=rule)
         method = PRUNERS.get(self.method)
-        if not method.allocates and p.allocation != "latency":
-            rule = (f"applies to methods that take an allocation: method {self.method} allocates channels itself "
-                    "(globally, by importance)")
-            raise ConfigError(f"prune.allocation {rule}", option="prune.allocation", detail=rule)
+        for name in ("allocation", "max_group_ratio"):
+            if not method.allocates and getattr(p, name) != getattr(PRUNE, name):
+                rule = (f"applies to methods that take an allocation: method {self.method} allocates channels itself "
+                        "(globally, by importance)")
+                raise ConfigError(f"prune.{name} {rule}", option=f"prune.{name}", detail=rule)
         try:
             if p.budget is not None:
                 method().check(p.budget)
@@ -260,7 +257,7 @@ def _report(out: Path, rows: list[dict[str, Any]], layers: tuple[list[str], list
 def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec: dict, loaders: Any,
                example: torch.Tensor, calib: list, out: Path, resume: bool) -> PruneJob:
     """What the pruning method gets: the baseline, the budget and criterion, and this job's training as hooks."""
-    p, ft = cfg.prune, cfg.finetune
+    ft = cfg.finetune
     rounds_ft = replace(ft, epochs=max(1, ft.epochs // method.rounds), progress=False) if ft else None
 
     def finetune(model: nn.Module, step: int) -> None:  # between the rounds of a multi-round method
@@ -275,11 +272,9 @@ def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec
         tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
         Trainer(model, tc, loaders.train, callbacks=list(callbacks), out_dir=out / method.name).fit(resume=resume)
 
-    return PruneJob(base, (example,), p.budget, importance=p.importance, ignored_layers=p.ignored_layers,
-                    allocation=p.allocation, round_to=p.round_to, seed=p.seed, data=calib, dims=p.dims,
-                    ratios=dict(p.ratios) if p.ratios else None, token_method=p.token_method,
-                    finetune=finetune if ft else None, train=train, fresh_model=fresh_model,
-                    train_steps=cfg.baseline_epochs * len(loaders.train), steps_per_epoch=len(loaders.train))
+    return PruneJob(base, (example,), cfg.prune, data=calib, finetune=finetune if ft else None, train=train,
+                    fresh_model=fresh_model, train_steps=cfg.baseline_epochs * len(loaders.train),
+                    steps_per_epoch=len(loaders.train))
 
 
 def _prune(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, example: torch.Tensor, calib: list,
@@ -302,7 +297,7 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     p = cfg.prune
     create_importance(p.importance)
     cfg.int8.check()
-    if (cfg.ratio_search or p.ratios or p.dims) and not PRUNERS.get(cfg.method).prunes_dims:
+    if (cfg.ratio_search or p.ratios or p.dims or p.token_layers) and not PRUNERS.get(cfg.method).prunes_dims:
         takes = ", ".join(f"--method {m}" for m in PRUNERS.list() if PRUNERS.get(m).prunes_dims)
         raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune transformer dimensions: use them with "
                           f"{takes} (got {cfg.method!r})")

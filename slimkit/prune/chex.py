@@ -207,13 +207,13 @@ class Chex(PruningMethod):
     def run(self, job: PruneJob) -> nn.Module:
         if job.fresh_model is None or job.train is None:
             raise ConfigError("CHEX trains while it prunes: the job must give fresh_model and train")
-        b = job.budget
+        c, b = job.config, job.budget
         amount = {"ratio": {"sparsity": b.value}, "macs_target": {"macs_target": b.value}}.get(
             b.kind, {"sparsity": 1.0 - b.value**0.5})
         model = job.fresh_model()
         chex = ChexCallback(model, job.example_inputs, **amount, ramp_steps=int(0.75 * job.train_steps),
-                            interval=max(1, job.steps_per_epoch // 4), importance=job.importance, data=job.data,
-                            seed=job.seed, round_to=job.round_to)
+                            interval=max(1, job.steps_per_epoch // 4), importance=c.importance, data=job.data,
+                            seed=c.seed, round_to=c.round_to)
         job.train(model, [chex])
         pruned = chex.finalize()
         if b.kind == "ratio":
@@ -222,5 +222,5 @@ class Chex(PruningMethod):
         target = b.value * measure(job.model)
         if measure(pruned) <= target:
             return pruned
-        return prune(pruned, job.example_inputs, importance=job.importance, data=job.data, round_to=job.round_to,
-                     ignored_layers=job.ignored_layers, **{b.kind: target})
+        return prune(pruned, job.example_inputs, importance=c.importance, data=job.data, round_to=c.round_to,
+                     ignored_layers=c.ignored_layers, **{b.kind: target})

@@ -11,9 +11,9 @@ in one file appears in the CLI help, the job's dispatch and the contract tests (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from torch import nn
 from slimkit.errors import ConfigError
 from slimkit.prune.budget import BUDGET_KINDS, Budget
 from slimkit.registry import PRUNERS
+
+if TYPE_CHECKING:
+    from slimkit.prune.pruner import PruneConfig
 
 __all__ = ["PruneJob", "PruningMethod", "create_pruning_method", "list_pruning_methods"]
 
@@ -33,21 +36,19 @@ class PruneJob:
 
     model: nn.Module  # the trained model to prune (never changed: methods return a pruned copy)
     example_inputs: tuple[torch.Tensor, ...]
-    budget: Budget
-    importance: str = "l1"  # criterion (slimkit.prune.list_importances())
-    ignored_layers: tuple[str, ...] = ()
-    allocation: str = "latency"  # slimkit.prune.ALLOCATIONS (methods with `allocates = False` use their own)
-    round_to: int | str | None = None
-    seed: int = 0
+    config: PruneConfig  # what `slimkit.prune` takes: the budget, criterion, allocation (methods with `allocates =
+    # False` use their own), round_to, ignored_layers, transformer dims / ratios (methods with `prunes_dims`), seed
     data: Any = None  # labelled calibration batches for data-driven criteria
-    dims: tuple[str, ...] | None = None  # transformers: dimensions to prune (methods with `prunes_dims`)
-    ratios: Mapping[str, float] | None = None  # explicit share per dimension (replaces the budget)
-    token_method: str = "select"
     finetune: Callable[[nn.Module, int], None] | None = None  # a few epochs after step `i` (iterative)
     train: Callable[[nn.Module, Sequence[Any]], None] | None = None  # train a model with callbacks (chex)
     fresh_model: Callable[[], nn.Module] | None = None  # the model to train from scratch (chex)
     train_steps: int = 0  # optimizer steps `train` takes
     steps_per_epoch: int = 1
+
+    @property
+    def budget(self) -> Budget | None:
+        """The one budget (None when the config's per-dimension `ratios` replace it)."""
+        return self.config.budget
 
 
 class PruningMethod:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from torch import nn
 
 from slimkit.prune.method import PruneJob, PruningMethod
@@ -19,7 +21,5 @@ class OneShot(PruningMethod):
     prunes_dims = True
 
     def run(self, job: PruneJob) -> nn.Module:
-        budget = {"ratios": dict(job.ratios)} if job.ratios else job.budget.kwargs()
-        return prune(job.model, job.example_inputs, importance=job.importance, ignored_layers=job.ignored_layers,
-                     round_to=job.round_to, allocation=job.allocation, data=job.data, seed=job.seed, dims=job.dims,
-                     token_method=job.token_method, **budget)
+        options = {f.name: getattr(job.config, f.name) for f in fields(job.config)}  # every option, as prune's
+        return prune(job.model, job.example_inputs, data=job.data, **options)

@@ -364,7 +364,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
           ignored_layers: Sequence[str | nn.Module] = (), allocation: str = "latency",
           round_to: int | str | None = None, data: Any = None, loss_fn: Callable[..., Any] | None = None,
           seed: int = 0, dims: Sequence[str] | None = None, ratios: Mapping[str, float] | None = None,
-          token_method: str = "select", token_layers: Sequence[int] | None = None) -> nn.Module:
+          token_method: str = "select", token_layers: Sequence[int] | None = None,
+          max_group_ratio: float = 0.9) -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
 
     Transformers: `dims=("heads", "neurons", "tokens")` prunes those dimensions by the same ratio (met by bisection
@@ -390,7 +391,7 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
                       latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
                       round_to=round_to, seed=seed, dims=tuple(dims) if dims is not None else None,
                       ratios=dict(ratios) if ratios else None, token_method=token_method,
-                      token_layers=tuple(token_layers) if token_layers else None)
+                      token_layers=tuple(token_layers) if token_layers else None, max_group_ratio=max_group_ratio)
     pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
     try:
         return pruner.run()

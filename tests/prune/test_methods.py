@@ -7,7 +7,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from slimkit.errors import ConfigError, UnknownNameError
 from slimkit.models import create_model
 from slimkit.profile import count_macs, count_params
-from slimkit.prune import Budget, PruneJob, PruningMethod, create_pruning_method, list_pruning_methods, load, save
+from slimkit.prune import (
+    Budget,
+    PruneConfig,
+    PruneJob,
+    PruningMethod,
+    create_pruning_method,
+    list_pruning_methods,
+    load,
+    save,
+)
 from slimkit.prune.budget import BUDGET_KINDS
 from slimkit.prune.record import record_of
 from slimkit.registry import PRUNERS
@@ -66,7 +75,8 @@ def test_a_method_meets_a_macs_fraction_and_its_record_replays(name, tmp_path):
 
     base = fresh()
     x = torch.randn(2, 1, 8, 8)
-    job = PruneJob(base, (x,), Budget(kind, 0.5), importance="l2", allocation="uniform", data=[next(iter(loader))],
+    config = PruneConfig(importance="l2", allocation="uniform", **Budget(kind, 0.5).kwargs())
+    job = PruneJob(base, (x,), config, data=[next(iter(loader))],
                    finetune=finetune, train=train, fresh_model=fresh, train_steps=len(loader),
                    steps_per_epoch=len(loader))
     before = {k: v.clone() for k, v in base.state_dict().items()}
@@ -81,3 +91,16 @@ def test_a_method_meets_a_macs_fraction_and_its_record_replays(name, tmp_path):
     back = load(tmp_path / "p.safetensors")
     pruned.eval(), back.eval()
     torch.testing.assert_close(back(x), pruned(x))
+
+
+def test_a_method_gets_the_whole_prune_config():
+    """The job hands a method the one PruneConfig: an option the job never names (max_group_ratio) reaches the
+    pruner (uniform ratio 0.8 keeps 20% of each group; capped at 0.5 it keeps half), against a hand count."""
+    model = create_model("convnet_small", num_classes=2, in_chans=1)
+    x = torch.randn(1, 1, 8, 8)
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for cap, keep in ((0.9, 0.2), (0.5, 0.5)):
+        config = PruneConfig(ratio=0.8, allocation="uniform", max_group_ratio=cap)
+        pruned = create_pruning_method("oneshot").run(PruneJob(model, (x,), config))
+        kept = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+        assert all(abs(kept[n] - keep * widths[n]) <= 1 for n in widths), (cap, kept, widths)  # (rounding carried)
