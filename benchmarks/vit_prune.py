@@ -9,10 +9,9 @@ search) vs heads-only pruning (slimkit, and Torch-Pruning 1.6's ViT recipe as th
 3. Latency: every model is exported to ONNX and timed by onnxruntime (batch 1 on one thread, batch 32 on all),
    interleaved in rounds (A B A B ...) so machine load hits all alike; `speedup / MACs-red.` is the latency
    speed-up over the MACs reduction (1.0: latency falls exactly as fast as MACs).
-4. `--coverage`: every windowed / hierarchical family of issue 18 pruned to half its MACs at 64x64, with ONNX parity.
+The family coverage table is benchmarks/vit_coverage.py.
 
     python benchmarks/vit_prune.py --limit 6000 --epochs 8 --finetune-epochs 1 --seeds 0 1 2
-    python benchmarks/vit_prune.py --coverage
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import copy
 import itertools
 import json
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -274,55 +272,6 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-FAMILIES = {  # coverage at 64x64: the families issue 18 names first, then other windowed / hierarchical ones
-    "timm:swin_tiny_patch4_window7_224": {"img_size": 64},
-    "timm:swinv2_tiny_window8_256": {"img_size": 64},
-    "torchvision:swin_t": {},
-    "torchvision:swin_v2_t": {},
-    "timm:tiny_vit_5m_224": {},
-    "timm:levit_128s": {"img_size": 64},
-    "timm:mobilevit_xxs": {},
-    "timm:efficientvit_b0": {},
-    "timm:efficientvit_m0": {"img_size": 64},
-    "timm:mobilevitv2_050": {},
-    "timm:davit_tiny": {},
-    "timm:twins_svt_small": {},
-    "timm:hiera_tiny_224": {"img_size": 64},
-}
-
-
-def coverage(args) -> list[dict]:
-    """Rows of the families in `args.only` (default all) replace their earlier rows in vit_coverage.json."""
-    path = HERE / "results" / "vit_coverage.json"
-    names = args.only or list(FAMILIES)
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in names] if path.is_file() else []
-    for name in names:
-        kwargs = FAMILIES[name]
-        row: dict = {"model": name}
-        try:
-            torch.manual_seed(0)
-            model = slimkit.create_model(name, num_classes=10, **kwargs).eval()
-            x = torch.randn(1, 3, 64, 64)
-            base = count_macs(model, x)
-            t0 = time.perf_counter()
-            pruned = slimkit.prune(model, x, macs_target=0.5).eval()
-            row["prune_s"] = round(time.perf_counter() - t0, 1)
-            row["MACs reduction"] = round(base / count_macs(pruned, x), 2)
-            heads = [(n, m.num_heads) for n, m in model.named_modules() if type(getattr(m, "num_heads", None)) is int]
-            after = dict((n, m.num_heads) for n, m in pruned.named_modules()
-                         if type(getattr(m, "num_heads", None)) is int)
-            row["heads kept"] = f"{sum(after.get(n, h) for n, h in heads)}/{sum(h for _, h in heads)}"
-            with tempfile.TemporaryDirectory() as d:
-                row["onnx max diff"] = float(slimkit.export_onnx(pruned, Path(d) / "m.onnx", x).max_abs_diff)
-            row["status"] = "ok" if row["onnx max diff"] <= 1e-4 else "parity"
-        except Exception as e:  # noqa: BLE001 - a benchmark records failures
-            row["status"] = f"{type(e).__name__}: {str(e)[:120]}"
-        rows.append(row)
-        print(row, flush=True)
-        _write("vit_coverage", {"rows": rows})
-    return rows
-
-
 def _write(name: str, data: dict) -> None:
     out = HERE / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,18 +297,11 @@ def main() -> None:
     ap.add_argument("--bisect-steps", type=int, default=10, help="bisection steps of the ratio-bisected methods")
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
     ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
-    ap.add_argument("--coverage", action="store_true", help="the family coverage table instead")
-    ap.add_argument("--only", nargs="+", choices=list(FAMILIES), help="--coverage: only these families")
     ap.add_argument("--results", default="vit_prune")
     ap.add_argument("--combine", nargs="+", default=None, help="--latency-only: the rows of these result files")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if args.coverage:
-        rows = coverage(args)
-        _write("vit_coverage", {"rows": rows})
-        print(markdown_table(rows))
-        return
     if args.baseline_only:
         splits = create_dataset(args.data, seed=0, limit=args.limit)
         loaders = make_loaders(splits, 128)

@@ -17,8 +17,9 @@ Mixed into the dependency builder. The rules, all read off the traced shapes and
   anywhere else in the call, or a -1 elsewhere (which would silently absorb the change), blocks the space. The same
   holds for `split`: fixed sizes (`x.split(32, 1)`, `x.split([16, 48], 1)`) stay fixed when channels go, so they
   block; `chunk(n)` and sizes computed from the channels adapt.
-- An attention module is any module with an int `num_heads` whose forward splits the channels at a dimension of
-  that size (with `head_dim`, if it has one, after it): whole heads are pruned, `num_heads` follows.
+- An attention module is any module with an int `num_heads` (timm's Hiera: `heads`) whose forward splits the
+  channels at a dimension of that size (with `head_dim`, if it has one, after it): whole heads are pruned, the head
+  count follows.
 - matmul couples the channel dimension of both operands when it is a batch dimension (attention heads); a channel
   dimension contracted by the product is not modelled and blocks. `scaled_dot_product_attention` couples the head
   dimension of q, k and v (the head width, hence the softmax scale, never changes).
@@ -39,13 +40,23 @@ from slimkit.graph.ops import _BuilderOps
 from slimkit.graph.sizes import is_index_tensor
 from slimkit.graph.spaces import ChannelInfo, Member, Segment
 
-__all__ = ["ShapeOf", "SizeOf", "head_owner_of"]
+__all__ = ["HEAD_COUNT_ATTRS", "ShapeOf", "SizeOf", "head_count_attr", "head_owner_of"]
+
+
+HEAD_COUNT_ATTRS = ("num_heads", "heads")  # timm, torchvision and slimkit; timm's Hiera (MaskUnitAttention)
+
+
+def head_count_attr(module: nn.Module) -> str | None:
+    """The int attribute an attention module declares its head count in (`HEAD_COUNT_ATTRS`), None if it has none."""
+    for attr in HEAD_COUNT_ATTRS:
+        n = getattr(module, attr, None)
+        if type(n) is int and n >= 1:
+            return attr
+    return None
 
 
 def head_owner_of(module: nn.Module) -> bool:
-    """Attention modules declare their head count the way timm, torchvision and slimkit all do: `num_heads`."""
-    n = getattr(module, "num_heads", None)
-    return type(n) is int and n >= 1
+    return head_count_attr(module) is not None
 
 
 @dataclass(frozen=True)
@@ -204,7 +215,7 @@ class _LayoutOps(_BuilderOps):
         seg = x.segments[0]
         owner = self._head_owner(node)
         if owner is not None:
-            heads, head_dim = getattr(owner[1], "num_heads", None), getattr(owner[1], "head_dim", None)
+            heads, head_dim = getattr(owner[1], head_count_attr(owner[1])), getattr(owner[1], "head_dim", None)
             # the last dimension of that size with the head width after it (a leading q/k/v dimension of 3 may
             # equal the head count; a head is never 1 feature wide, so LeViT's (heads, key_dim = heads) picks heads)
             cands = [i for i in range(p, e) if dst[i] == heads and not (isinstance(args[i], int) and args[i] == -1)

@@ -15,6 +15,11 @@ timm's DaViT window and channel attention derive the head width the same way (`r
 heads)`, output reshaped to `C`): their rewrite reads `head_dim` (set at rewrite time) and reshapes the output with
 -1; channel attention (each head attends over its own features) stays exact when whole heads go.
 
+timm's Twins locally-grouped (window) and global sub-sampled attention do the same (`reshape(..., heads, C //
+heads)` with C the input width, output reshaped to C): their rewrite reads `head_dim`, merges the output with -1 and
+flattens the sub-sampling convolution's output (`reshape(B, C, -1)` tied its width to the input's), so heads, the
+residual stream and the sub-sampling channels all prune.
+
 Rewrites are declared per class in `REWRITES` (the module's qualified class name -> a function that rewrites one
 instance in place); generic code never names a model.
 """
@@ -150,9 +155,46 @@ def _rewrite_davit(m: nn.Module) -> None:
     _swap_class(m, _davit_forward)
 
 
+def _attend(self: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T * scale) v with the module's trained scale and attention dropout."""
+    return self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+
+
+def _twins_local_forward(self: Any, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """timm Twins' LocallyGroupedAttn (window attention over ws x ws windows, zero-padded) with explicit head width."""
+    b, n, c = x.shape
+    h, w, ws = size[0], size[1], self.ws
+    x = F.pad(x.view(b, h, w, c), (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
+    gh, gw = x.shape[1] // ws, x.shape[2] // ws
+    x = x.reshape(b, gh, ws, gw, ws, c).transpose(2, 3)
+    q, k, v = self.qkv(x).reshape(b, gh * gw, ws * ws, 3, self.num_heads, self.head_dim).permute(
+        3, 0, 1, 4, 2, 5).unbind(0)
+    x = _attend(self, q, k, v).transpose(2, 3).reshape(b, gh, gw, ws, ws, -1)
+    x = x.transpose(2, 3).reshape(b, gh * ws, gw * ws, -1)[:, :h, :w, :].contiguous()
+    return self.proj_drop(self.proj(x.reshape(b, n, -1)))
+
+
+def _twins_global_forward(self: Any, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """timm Twins' GlobalSubSampleAttn (keys / values from a strided-conv sub-sampling) with explicit head width."""
+    b, n, c = x.shape
+    q = self.q(x).reshape(b, n, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
+    if self.sr is not None:
+        x = self.norm(self.sr(x.permute(0, 2, 1).reshape(b, c, *size)).flatten(2).transpose(1, 2))
+    k, v = self.kv(x).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    return self.proj_drop(self.proj(_attend(self, q, k, v).transpose(1, 2).reshape(b, n, -1)))
+
+
+def _rewrite_twins(m: nn.Module) -> None:
+    """timm Twins LocallyGroupedAttn / GlobalSubSampleAttn: explicit head width, output merged with -1."""
+    m.head_dim = m.proj.in_features // m.num_heads
+    _swap_class(m, _twins_local_forward if hasattr(m, "qkv") else _twins_global_forward)
+
+
 REWRITES: dict[str, Callable[[nn.Module], None]] = {
     "timm.models.davit.ChannelAttention": _rewrite_davit,
     "timm.models.davit.WindowAttention": _rewrite_davit,
+    "timm.models.twins.GlobalSubSampleAttn": _rewrite_twins,
+    "timm.models.twins.LocallyGroupedAttn": _rewrite_twins,
     "torchvision.models.swin_transformer.PatchMerging": _rewrite_merging,
     "torchvision.models.swin_transformer.PatchMergingV2": _rewrite_merging,
     "torchvision.models.swin_transformer.ShiftedWindowAttention": _rewrite_swin,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import UnsupportedOpError
+from slimkit.graph.layout import head_count_attr
 from slimkit.graph.params import parse_param_role
 from slimkit.graph.rules import declared_rule
 from slimkit.graph.sizes import parse_attr_role, parse_sizes_role
@@ -114,11 +115,12 @@ _BY_RULE = {"conv": _conv}  # classes registered in CHANNEL_RULES (DynamicConv2d
 
 
 def _heads(m: nn.Module, role: str, keep: torch.Tensor) -> None:
-    if role != "heads" or not isinstance(getattr(m, "num_heads", None), int):
+    attr = head_count_attr(m)
+    if role != "heads" or attr is None:
         raise UnsupportedOpError(f"no pruning surgery for role {role!r} of {type(m).__name__}")
-    m.num_heads = len(keep)
+    setattr(m, attr, len(keep))
     if isinstance(getattr(m, "attn_dim", None), int):  # timm: reshape back to attn_dim = heads * head_dim
-        m.attn_dim = m.num_heads * m.head_dim
+        m.attn_dim = len(keep) * m.head_dim
 
 
 def _parameter(m: nn.Module, role: str, keep: torch.Tensor) -> None:
@@ -150,7 +152,7 @@ def _sizes(m: nn.Module, role: str, keep: torch.Tensor) -> None:
 def role_size(m: nn.Module, role: str) -> int:
     """Length of the dimension a plan entry (module, role) indexes."""
     if role == "heads":
-        return int(m.num_heads)
+        return int(getattr(m, head_count_attr(m) or "num_heads"))
     if parse_attr_role(role) is not None:
         return int(getattr(m, parse_attr_role(role)))
     attr = parse_sizes_role(role)

@@ -147,3 +147,29 @@ def test_timm_vit_heads_are_pruned():
     width = whole.patch_embed.proj.out_channels
     assert width == 96 and whole.cls_token.shape[-1] == whole.pos_embed.shape[-1] == width
     assert whole.blocks[0].norm1.normalized_shape == (width,) and whole(x).shape == (2, 10)
+
+
+def test_hiera_heads_attribute_prunes_whole_heads_exactly():
+    """timm's Hiera declares its head count as `heads` (not `num_heads`): whole heads go, `heads` and the `dim_out`
+    its output reshape reads follow, the head width stays; heads that compute nothing leave the output identical."""
+    hiera = pytest.importorskip("timm.models.hiera")
+    torch.manual_seed(0)
+    model = hiera.Hiera(img_size=(32, 32), embed_dim=16, num_heads=1, stages=(1, 2, 2, 1), q_pool=2,
+                        mask_unit_size=(4, 4), num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    attns = [m for m in model.modules() if isinstance(m, hiera.MaskUnitAttention)]
+    before = [a.heads for a in attns]
+    assert before == [1, 2, 2, 4, 4, 8]
+    with torch.no_grad():  # the second half of every attention's heads: q, k, v rows and proj columns zero
+        for a in attns:
+            d, keep = a.head_dim, max(1, a.heads // 2)
+            for t in range(3):
+                a.qkv.weight[t * a.dim_out + keep * d: (t + 1) * a.dim_out] = 0
+                a.qkv.bias[t * a.dim_out + keep * d: (t + 1) * a.dim_out] = 0
+            a.proj.weight[:, keep * d:] = 0
+    pruned = prune(model, x[:1], ratios={"heads": 0.5}).eval()
+    after = [m for m in pruned.modules() if isinstance(m, hiera.MaskUnitAttention)]
+    assert [a.heads for a in after] == [1, 1, 1, 2, 2, 4]
+    assert [a.dim_out for a in after] == [a.heads * 16 for a in after] and all(a.head_dim == 16 for a in after)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from slimkit.profile import count_macs
 from slimkit.prune import load, prune, save
 from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 
@@ -80,3 +81,52 @@ def test_rewritten_davit_attention_computes_the_same_function_and_prunes_whole_h
     assert all(pruned.get_submodule(n).qkv.out_features == 3 * h * 8 for n, h in zip(names, heads, strict=True))
     with torch.no_grad():
         assert pruned(x).shape == (2, 5)
+
+
+def _small_twins():
+    twins = pytest.importorskip("timm.models.twins")
+    torch.manual_seed(0)  # SVT layout: window (locally-grouped) attention, then global sub-sampled attention
+    model = twins.Twins(img_size=40, patch_size=4, embed_dims=(16, 32), num_heads=(2, 4), mlp_ratios=(2, 2),
+                        depths=(2, 2), sr_ratios=(2, 1), wss=(4, 4), num_classes=5).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def test_rewritten_twins_attention_computes_the_same_function():
+    model = _small_twins()
+    x = torch.randn(2, 3, 40, 40)  # 10x10 tokens: windows of 4 padded to 12x12; keys sub-sampled 2x
+    new = copy.deepcopy(model)
+    names = rewrite_model(new)
+    assert sorted(type(new.get_submodule(n)).__name__ for n in names) == [
+        "PrunableGlobalSubSampleAttn", "PrunableGlobalSubSampleAttn", "PrunableLocallyGroupedAttn",
+        "PrunableLocallyGroupedAttn"]
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_twins_without_its_weakest_heads_is_the_same_function_and_reaches_half_the_macs():
+    model = _small_twins()
+    x = torch.randn(2, 3, 40, 40)
+    attns = [model.get_submodule(f"blocks.{s}.{b}.attn") for s in (0, 1) for b in (0, 1)]
+    with torch.no_grad():  # the second half of every attention's heads computes nothing: q, k, v rows, proj columns
+        for a in attns:
+            d = a.proj.in_features // a.num_heads
+            keep = a.num_heads // 2
+            for lin, parts in ((getattr(a, "qkv", None), 3), (getattr(a, "q", None), 1), (getattr(a, "kv", None), 2)):
+                if lin is not None:
+                    for j in range(parts):
+                        rows = slice(j * a.proj.in_features + keep * d, (j + 1) * a.proj.in_features)
+                        lin.weight[rows] = 0
+                        lin.bias[rows] = 0
+            a.proj.weight[:, keep * d:] = 0
+    pruned = prune(model, x[:1], ratios={"heads": 0.5}).eval()
+    assert [pruned.get_submodule(f"blocks.{s}.{b}.attn").num_heads for s in (0, 1) for b in (0, 1)] == [1, 1, 2, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)
+    half = prune(model, x[:1], macs_target=0.5).eval()  # residual stream, heads and sub-sampling channels all cut
+    assert count_macs(model, x[:1]) / count_macs(half, x[:1]) >= 1.9
+    with torch.no_grad():
+        assert half(x).shape == (2, 5)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import slimkit
+from slimkit.graph.layout import head_count_attr
 from slimkit.prune import load, prune, save
 
 FAMILIES = {  # name: (model kwargs, input size, expects pruned heads)
@@ -26,11 +27,16 @@ FAMILIES = {  # name: (model kwargs, input size, expects pruned heads)
     "poolformer_s12": (dict(small_input=True), 32, False),
     "torchvision:swin_t": ({}, 32, True),  # full size (its builder fixes the widths); prunes after a rewrite
     "torchvision:swin_v2_t": ({}, 32, True),
+    "timm:twins_svt_small": (dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)), 32,
+                             True),  # window + sub-sampled global attention, after a rewrite
+    "timm:twins_pcpvt_small": (dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4)), 32,
+                               True),
+    "timm:hiera_tiny_224": (dict(img_size=64, embed_dim=16, stages=(1, 1, 2, 1)), 64, True),  # heads: `heads`
 }
 
 
 def _heads(model):
-    return {n: m.num_heads for n, m in model.named_modules() if type(getattr(m, "num_heads", None)) is int}
+    return {n: getattr(m, a) for n, m in model.named_modules() if (a := head_count_attr(m)) is not None}
 
 
 @pytest.mark.slow
