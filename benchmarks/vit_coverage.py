@@ -1,6 +1,7 @@
 """Coverage of the vision-transformer families (issue 18): each pruned to half its MACs as a user would call it.
 
-For every family: a random-init model (10 classes) at the input size in `FAMILIES` (64x64 where the family runs
+For every family: a random-init model (10 classes; a zero-initialised linear layer gets random weights, so the
+parity check compares outputs that are not all zero) at the input size in `FAMILIES` (64x64 where the family runs
 there, else its own size), pruned by
 - `default`: `slimkit.prune(model, x, macs_target=0.5)` (the latency-true allocation), and
 - `dims`: `slimkit.prune(model, x, macs_target=0.5, dims=...)`, the documented call for transformers
@@ -38,7 +39,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "vit_coverage.json"
 WINDOWED = ("heads", "neurons")
 PLAIN = ("heads", "neurons", "tokens")
-# name: (create_model kwargs, input size, dims of the `dims` mode); the families issue 18 names
+# name[@size]: (create_model kwargs, input size, dims of the `dims` mode); the families issue 18 names
 FAMILIES = {
     "timm:swin_tiny_patch4_window7_224": ({"img_size": 64}, 64, WINDOWED),
     "timm:swinv2_tiny_window8_256": ({"img_size": 64}, 64, WINDOWED),
@@ -50,6 +51,7 @@ FAMILIES = {
     "timm:mobilevitv2_050": ({}, 64, WINDOWED),
     "timm:efficientvit_b0": ({}, 64, WINDOWED),
     "timm:efficientvit_m0": ({"img_size": 64}, 64, WINDOWED),
+    "timm:efficientvit_m0@224": ({}, 224, WINDOWED),  # as built by default: at 64 its windows pad 4x4 to 7x7
     "timm:davit_tiny": ({}, 64, WINDOWED),
     "timm:twins_svt_small": ({}, 64, WINDOWED),
     "timm:twins_pcpvt_small": ({}, 64, WINDOWED),
@@ -97,7 +99,11 @@ def measure(name: str, mode: str, rounds: int) -> dict:
     row: dict = {"model": name, "mode": mode, "input": size}
     try:
         torch.manual_seed(0)
-        model = slimkit.create_model(name, num_classes=10, **kwargs).eval()
+        model = slimkit.create_model(name.split("@")[0], num_classes=10, **kwargs).eval()
+        with torch.no_grad():  # a zero-initialised classifier (Hiera's) would make every output, and parity, zero
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                    torch.nn.init.normal_(m.weight, std=0.02)
         x = torch.randn(1, 3, size, size)
         base = count_macs(model, x)
         extra = {"dims": dims, "token_method": "drop"} if mode == "dims" else {}
