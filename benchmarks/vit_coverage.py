@@ -129,7 +129,7 @@ def measure(name: str, mode: str, rounds: int) -> dict:
 def store(row: dict) -> list[dict]:
     """Replace the (model, mode) row in the results file (locked: two sweeps may write at once)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "vit_coverage.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
         rows = [r for r in rows if (r["model"], r.get("mode", "default")) != (row["model"], row["mode"])] + [row]
