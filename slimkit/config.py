@@ -71,8 +71,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, a, where)
             except ConfigError as e:
-                if typing.get_origin(a) in (tuple, list) and isinstance(value, (list, tuple)):
-                    raise e from None  # a list of the wrong items: say which item
+                if typing.get_origin(a) in (tuple, list) and isinstance(value, (list, tuple)) or \
+                        dataclasses.is_dataclass(a) and isinstance(value, Mapping):
+                    raise e from None  # a list of the wrong items, a section's bad option: say which
         raise _bad(where, f"expects {_describe(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
@@ -167,10 +168,12 @@ def upgrade(cls: type, data: Mapping[str, Any], where: str = "") -> dict[str, An
     """`data` (options of `cls`, e.g. an old config file or run folder) in today's layout: options renamed since
     (the class's `RENAMED_OPTIONS`, old name -> new name, which may be a dotted path into a section such as
     `prune.macs_target`) under their new names, each with a DeprecationWarning; the new name wins when both are
-    given. Nested sections are upgraded by their own class, then the class's `upgrade_options` (if any) applies."""
+    given. Nested sections are upgraded by their own class; the class's `upgrade_options` (if any) is applied before
+    and after the renames (it must be idempotent)."""
     prefix = f"{where}." if where else ""
     renamed: Mapping[str, str] = getattr(cls, "RENAMED_OPTIONS", {})
-    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    hook = getattr(cls, "upgrade_options", None) or (lambda d: d)
+    out = hook({str(k).replace("-", "_"): v for k, v in data.items()})  # (a value that became a section first)
     for old, new in renamed.items():
         if old not in out:
             continue
@@ -190,8 +193,7 @@ def upgrade(cls: type, data: Mapping[str, Any], where: str = "") -> dict[str, An
         sub = _section_type(cls, name) if isinstance(value, Mapping) else None
         if sub is not None:
             out[name] = upgrade(sub, value, f"{prefix}{name}")
-    hook = getattr(cls, "upgrade_options", None)
-    return hook(out) if hook is not None else out
+    return hook(out)
 
 
 def merge(cls: type, base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,6 +271,8 @@ def config_changes(saved: Mapping[str, Any], now: Any, allowed: Sequence[str] = 
     out = []
     for key, value in _fields(now).items():
         old = _lookup(saved, key)
+        if old is _MISSING and "." in key and _lookup(saved, key.rsplit(".", 1)[0]) is None:
+            old = None  # the section was off (e.g. distill: null) and is on now
         if old is _MISSING or key in allowed or key.rsplit(".", 1)[-1] in allowed or key.split(".", 1)[0] in allowed:
             continue
         if _norm(old) != _norm(value):

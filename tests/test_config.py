@@ -57,6 +57,8 @@ def test_config_changes_skip_allowed_keys_and_whole_sections():
     assert sorted(config_changes(saved, now)) == ["finetune.epochs: 5 -> 9", "int8.calibration_images: 512 -> 64",
                                                   "int8.tolerance: 0.5 -> 1.0", "prune.macs_target: 0.5 -> 0.25"]
     old = {"macs": 0.5, "params": None, "importance": "l1", "finetune_epochs": 5, "finetune_lr": 0.01}
+    assert config_changes({"distill": None}, from_dict(CompressConfig, {"distill": {}}))[0] == \
+        "distill.temperature: None -> 4.0"  # a section switched on is a change
     # a run folder of the flat layout is compared in today's
     assert config_changes(old, now, ("int8",)) == ["prune.macs_target: 0.5 -> 0.25", "finetune.epochs: 5 -> 9"]
 
@@ -80,6 +82,14 @@ def test_renamed_options_reach_into_sections_and_sections_keep_their_defaults():
                         ).prune.budget.kwargs() == {"params_target": 0.5}  # a later layer's budget replaces it
     with pytest.raises(ConfigError, match="finetune.seed"):
         from_dict(CompressConfig, {"seed": 1, "finetune": {"seed": 2}})
+    with pytest.warns(DeprecationWarning, match="kd_temperature is now called distill.temperature"):
+        kd = from_dict(CompressConfig, {"distill": True, "kd_temperature": 2.0}).distill
+    assert (kd.temperature, kd.alpha) == (2.0, 0.9)  # KD's own options (slimkit distill --method kd)
+    with pytest.warns(DeprecationWarning):
+        assert from_dict(CompressConfig, {"distill": False, "kd_alpha": 0.5}).distill is None
+    with pytest.raises(ConfigError) as e:
+        from_dict(CompressConfig, {"distill": {"alpha": 2}})
+    assert e.value.option == "distill.alpha"
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,12 @@ class KDOptions(DistillOptions):
     temperature: float = 4.0  # softening temperature
     alpha: float = 0.9  # weight of the soft term vs cross-entropy
 
+    def __post_init__(self) -> None:
+        for name, ok, rule in (("temperature", self.temperature > 0, f"must be > 0, got {self.temperature}"),
+                               ("alpha", 0 <= self.alpha <= 1, f"must be in [0, 1], got {self.alpha}")):
+            if not ok:
+                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+
 
 @DISTILLERS.register("kd", teacher=True, options=KDOptions)
 def _kd(student: nn.Module, teacher: nn.Module | None, opts: KDOptions,

@@ -24,6 +24,7 @@ from torch import nn
 
 from slimkit.data import DataSplits, make_loaders
 from slimkit.distill import kd_loss_fn
+from slimkit.distill.tasks import KDOptions
 from slimkit.errors import CheckpointError, ConfigError
 from slimkit.export import export_onnx
 from slimkit.jobs import train as train_job
@@ -70,7 +71,7 @@ class CompressConfig:
         "latency_ms": "prune.latency_target", "ratio": "prune.ratio", "allocation": "prune.allocation",
         "round_to": "prune.round_to", "ignored_layers": "prune.ignored_layers", "dims": "prune.dims",
         "dim_ratios": "prune.ratios", "token_method": "prune.token_method", "finetune_epochs": "finetune.epochs",
-        "finetune_lr": "finetune.lr"}
+        "finetune_lr": "finetune.lr", "kd_temperature": "distill.temperature", "kd_alpha": "distill.alpha"}
 
     model: str = "resnet20"  # registered model name, timm:<name> / torchvision:<name>, or path/to/net.py:build
     weights: str | None = None  # the user's trained weights for `model`: the baseline (its head fine-tuned first
@@ -87,9 +88,8 @@ class CompressConfig:
     ratio_search: bool = False  # GP-EI search of the per-dimension ratios under prune.macs_target (proxy: validation)
     search_queries: int = 24  # candidates the ratio search evaluates
     calib_batches: int = 4  # labelled batches for data-driven criteria (taylor, ...)
-    distill: bool = False  # fine-tune with knowledge distillation from the unpruned model
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
+    distill: KDOptions | None = None  # fine-tune with knowledge distillation from the unpruned model, with these
+    # options (`slimkit distill --method kd`'s; `distill: {}` or --distill: temperature 4, alpha 0.9); None: without
     finetune: TrainConfig | None = FINETUNE  # the fine-tuning recipe after pruning (None, or epochs 0: none); a
     # mapping changes only the options it names; its seed and batch_size are the job's `seed` and `batch_size`
     batch_size: int = 128  # the job's batches (baseline, pruning, fine-tuning, evaluation)
@@ -106,8 +106,10 @@ class CompressConfig:
 
     @staticmethod
     def upgrade_options(data: dict[str, Any]) -> dict[str, Any]:
-        """Values of the flat layout that mean something else today: fine-tuning for 0 epochs is none, and an empty
-        per-dimension ratio mapping is no such budget."""
+        """Values of the flat layout that mean something else today: fine-tuning for 0 epochs is none, an empty
+        per-dimension ratio mapping is no such budget, and distill: true / false is KD with its options or none."""
+        if isinstance(data.get("distill"), bool):
+            data["distill"] = {} if data["distill"] else None
         ft, pr = data.get("finetune"), data.get("prune")
         if isinstance(ft, Mapping) and ft.get("epochs") == 0:
             data["finetune"] = None
@@ -125,8 +127,6 @@ class CompressConfig:
             ("calib_batches", self.calib_batches >= 1, f"must be >= 1, got {self.calib_batches}"),
             ("limit", self.limit is None or self.limit >= 1, f"must be >= 1, got {self.limit}"),
             ("val_fraction", 0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
-            ("kd_temperature", self.kd_temperature > 0, f"must be > 0, got {self.kd_temperature}"),
-            ("kd_alpha", 0 <= self.kd_alpha <= 1, f"must be in [0, 1], got {self.kd_alpha}"),
             ("latency_batches", all(b >= 1 for b in self.latency_batches),
              f"must be >= 1, got {list(self.latency_batches)}"),
             ("method", self.method in PRUNERS, f"must be one of {', '.join(PRUNERS.list())}, got {self.method!r}"),
@@ -388,8 +388,9 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
         save_pruned(pruned, pruned_path, model_name=spec["model"], model_kwargs=record_kwargs)
     acc_pruned = evaluate(pruned, loaders.test, progress="pruned: test set")["acc"]
     if cfg.finetune is not None:
-        console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune.epochs} epochs" + (" with KD" if cfg.distill else ""))
-        loss = kd_loss_fn(copy.deepcopy(base), cfg.kd_temperature, cfg.kd_alpha) if cfg.distill else None
+        kd = cfg.distill
+        console.print(f"[bold]3/5 fine-tune[/]: {cfg.finetune.epochs} epochs" + (" with KD" if kd else ""))
+        loss = kd_loss_fn(copy.deepcopy(base), kd.temperature, kd.alpha) if kd is not None else None
         Trainer(pruned, cfg.finetune, loaders.train, loaders.val if len(splits.val) else None, loss_fn=loss,
                 out_dir=out / "finetune").fit(resume=resume)
     else:
@@ -416,7 +417,7 @@ def run(cfg: CompressConfig, resume: bool = False, console: Console | None = Non
     b, p = rows
     summary = {
         "model": spec["model"], "data": splits.info.name, "baseline_source": _source(cfg, out),
-        "budget": budget, "importance": pc.importance, "distill": cfg.distill, "baseline": b, "pruned": p,
+        "budget": budget, "importance": pc.importance, "distill": cfg.distill is not None, "baseline": b, "pruned": p,
         "acc_after_prune_before_finetune": acc_pruned,
         "macs_reduction": b["macs"] / p["macs"], "params_reduction": b["params"] / p["params"],
         "onnx_max_abs_diff": onnx.max_abs_diff, "input_size": list(shape), **data_summary(splits.info, loaders),

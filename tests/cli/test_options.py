@@ -91,3 +91,24 @@ def test_resume_from_the_command_line_takes_the_runs_own_options(capsys, tmp_pat
     code, _, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "2")  # may change: trains on
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["epochs"] == 2
+
+
+def test_compress_distill_flag_switches_kd_with_its_options(capsys, tmp_path, monkeypatch):
+    """--distill is KD with its options (a config file's distill: section, else KD's defaults); --no-distill none."""
+    import slimkit.cli.compress as cli
+    from slimkit.distill.tasks import KDOptions
+    from slimkit.errors import ConfigError
+
+    seen = []
+
+    def fake_run(cfg, resume=False):
+        seen.append(cfg.distill)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    (tmp_path / "c.yaml").write_text("distill: {temperature: 2.0}\n")
+    out = ["--out", str(tmp_path / "r")]
+    for args in (["--config", str(tmp_path / "c.yaml")], ["--distill"], ["--config", str(tmp_path / "c.yaml"),
+                                                                          "--no-distill"], []):
+        assert run(capsys, "compress", *args, *out)[0] == 2
+    assert seen == [KDOptions(temperature=2.0), KDOptions(), None, None]

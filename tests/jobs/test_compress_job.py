@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from slimkit.config import from_dict
+from slimkit.distill.tasks import KDOptions
 from slimkit.errors import ConfigError
 from slimkit.jobs.compress import FINETUNE, CompressConfig, run
 from slimkit.profile import count_macs
@@ -18,7 +19,7 @@ def _cfg(tmp_path, **kw):
 
 
 def test_compress_end_to_end_with_distillation(tmp_path):
-    s = run(_cfg(tmp_path, prune=PruneConfig(macs_target=0.5), distill=True))
+    s = run(_cfg(tmp_path, prune=PruneConfig(macs_target=0.5), distill=KDOptions()))
     out = tmp_path / "run"
     for f in ("report.json", "report.html", "model.onnx", "model.safetensors", "pruned.safetensors",
               "kept_channels.png", "acc_vs_macs.png", "baseline/summary.json", "finetune/metrics.jsonl"):
