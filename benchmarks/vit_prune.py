@@ -1,5 +1,5 @@
-"""Vision transformers pruned to a MACs budget: slimkit multi-dimensional (heads + neurons + tokens, GP-EI ratio
-search) vs heads-only pruning (slimkit, and Torch-Pruning 1.6's ViT recipe as the peer), side by side.
+"""Vision transformers pruned to a MACs budget: slimkit multi-dimensional (heads + neurons + embedding + tokens,
+GP-EI ratio search) vs heads-only pruning (slimkit, and Torch-Pruning 1.6's ViT recipe as the peer), side by side.
 
 1. A DeiT-tiny-style ViT (timm `deit_tiny_patch16_224`: width 192, 3 heads, MLP x4, 12 blocks, class token) with
    7x7 patches on 28x28 Fashion-MNIST (16 patch tokens), and slimkit's T2T-ViT-7 (`small_input`: 7x7 tokens),
@@ -128,12 +128,12 @@ def tp_vit(model: nn.Module, x: torch.Tensor, ratio: float, heads_only: bool, ca
 
 
 def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, seed: int, queries: int,
-            steps: int = 10):
+            steps: int = 10, ratios: dict[str, float] | None = None):
     base_macs = count_macs(base, x)
 
-    def gp_search():
+    def gp_search(**kwargs):  # the defaults: heads, neurons, embed, tokens; Taylor importance
         r = search_prune_ratios(base, x, macs_target=target, data=calib, eval_data=held_out, queries=queries,
-                                dims=("heads", "neurons", "tokens"), seed=seed)
+                                seed=seed, **kwargs)
         return r.model, {"ratios": r.ratios, "searched": r.searched_ratios, "proxy": r.proxy}
 
     return {
@@ -144,12 +144,15 @@ def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, se
         "torch-pruning heads + channels": lambda: (_bisect(lambda r: tp_vit(base, x, r, False, calib), target, x,
                                                            base_macs, steps=steps), {}),
         "slimkit default (all channel groups)": lambda: (slimkit.prune(base, x, macs_target=target), {}),
-        "slimkit heads + neurons + tokens, GP-EI": gp_search,
+        "slimkit multi-dimensional, GP-EI": gp_search,
+        "slimkit multi-dimensional, GP-EI, HSIC importance": lambda: gp_search(importance="hsic"),
+        "slimkit at --ratios": lambda: (slimkit.prune(base, x, ratios=ratios, importance="hsic", data=calib),
+                                        {"ratios": ratios}),
     }
 
 
 DEFAULT_METHODS = ("torch-pruning heads only", "torch-pruning heads + channels",
-                   "slimkit heads + neurons + tokens, GP-EI")
+                   "slimkit multi-dimensional, GP-EI")
 
 
 def accuracy_table(args) -> list[dict]:
@@ -164,18 +167,22 @@ def accuracy_table(args) -> list[dict]:
         test = DataLoader(Subset(loaders.test.dataset, range(args.test_limit)), batch_size=256)
     rows = []
     for name in args.models:
-        base = baseline(args, name, loaders, info).eval()
+        if args.shapes_only:  # latency depends on the shapes alone: random weights, no training, no accuracy
+            torch.manual_seed(0)
+            base = build(name, info.in_chans).eval()
+        else:
+            base = baseline(args, name, loaders, info).eval()
         calib = list(itertools.islice(iter(loaders.train), args.calib_batches))
         held_out = list(loaders.val)
         base_macs = count_macs(base, x)
-        base_acc = evaluate(base, test)["acc"]
-        rows.append({"model": name, "method": "unpruned", "seed": 0, "test_acc": base_acc, "MACs": base_macs,
+        base_acc = {} if args.shapes_only else {"test_acc": evaluate(base, test)["acc"]}
+        rows.append({"model": name, "method": "unpruned", "seed": 0, **base_acc, "MACs": base_macs,
                      "params": count_params(base), "onnx": _onnx(base, x, f"{name}_unpruned")})
         print(rows[-1], flush=True)
         # each method prunes the trained model once (deterministic; the GP-EI search with --search-seed), then the
         # same fine-tune runs from that pruned model once per seed
         for label, make in methods(base, x, args.macs, calib, held_out, args.search_seed, args.search_queries,
-                                   args.bisect_steps).items():
+                                   args.bisect_steps, args.ratios).items():
             if label not in args.methods:
                 continue
             torch.manual_seed(args.search_seed)
@@ -189,6 +196,12 @@ def accuracy_table(args) -> list[dict]:
             prune_s = time.perf_counter() - t0
             pruned0.eval()
             macs = count_macs(pruned0, x)
+            if args.shapes_only:
+                rows.append({"model": name, "method": label, "seed": 0, "MACs": macs, "MACs_kept": macs / base_macs,
+                             "reached_target": macs <= args.macs * base_macs, "params": count_params(pruned0),
+                             "onnx": _onnx(pruned0, x, f"{name}_{label}_shapes"), **extra})
+                print(rows[-1], flush=True)
+                continue
             acc0 = evaluate(pruned0, test)["acc"]
             for seed in args.seeds:
                 pruned = copy.deepcopy(pruned0)
@@ -246,19 +259,20 @@ def latency(rows: list[dict], rounds: int = 5) -> None:
 
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
-    for (model, method), group in itertools.groupby(sorted((r for r in rows if "test_acc" in r),
+    for (model, method), group in itertools.groupby(sorted((r for r in rows if "MACs" in r),
                                                            key=lambda r: (r["model"], r["method"] != "unpruned",
                                                                           r["method"])),
                                                     key=lambda r: (r["model"], r["method"])):
         g = list(group)
         base = next(r for r in rows if r["model"] == model and r["method"] == "unpruned")
-        accs = [r["test_acc"] for r in g]
-        row = {"model": model, "method": method, "seeds": len(g),
-               "test_acc": f"{np.mean(accs):.4f} ± {np.std(accs):.4f}" if len(g) > 1 else f"{accs[0]:.4f}",
-               "vs unpruned": f"{100 * (np.mean(accs) - base['test_acc']):+.2f}",
-               "before fine-tune": "" if method == "unpruned" else
-               f"{np.mean([r['acc_before_finetune'] for r in g]):.4f}",
-               "MACs kept": f"{np.mean([r['MACs'] for r in g]) / base['MACs']:.3f}",
+        row = {"model": model, "method": method, "seeds": len(g)}
+        if "test_acc" in base:  # (--shapes-only rows have latency, no accuracy)
+            accs = [r["test_acc"] for r in g]
+            row.update({"test_acc": f"{np.mean(accs):.4f} ± {np.std(accs):.4f}" if len(g) > 1 else f"{accs[0]:.4f}",
+                        "vs unpruned": f"{100 * (np.mean(accs) - base['test_acc']):+.2f}",
+                        "before fine-tune": "" if method == "unpruned" else
+                        f"{np.mean([r['acc_before_finetune'] for r in g]):.4f}"})
+        row |= {"MACs kept": f"{np.mean([r['MACs'] for r in g]) / base['MACs']:.3f}",
                "params": f"{np.mean([r['params'] for r in g]) / 1e6:.2f}M",
                "target met": "" if method == "unpruned" else "yes" if all(r.get("reached_target") for r in g) else "no"}
         for key in ("ort_b1_1t_ms", "ort_b32_ms"):
@@ -295,6 +309,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="labels of methods() to run")
     ap.add_argument("--search-seed", type=int, default=0, help="seed of the GP-EI ratio search")
     ap.add_argument("--bisect-steps", type=int, default=10, help="bisection steps of the ratio-bisected methods")
+    ap.add_argument("--ratios", type=lambda s: {k: float(v) for k, v in (kv.split("=") for kv in s.split(","))},
+                    default=None, help='shares of the "slimkit at --ratios" method: heads=0.5,neurons=0.2,tokens=0.15')
+    ap.add_argument("--shapes-only", action="store_true", help="random weights, no training or accuracy: the pruned "
+                    "shapes (at --ratios, or the peer's bisected ratio) for latency only")
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
     ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
     ap.add_argument("--results", default="vit_prune")

@@ -284,7 +284,7 @@ def _prune(cfg: CompressConfig, base: nn.Module, spec: dict, loaders: Any, examp
                                          cfg.calib_batches))
         p = cfg.prune
         return search_prune_ratios(base, example, macs_target=p.macs_target, data=calib, eval_data=held_out,
-                                   dims=p.dims or ("heads", "neurons", "tokens"), queries=cfg.search_queries,
+                                   dims=p.dims, queries=cfg.search_queries,
                                    importance=p.importance, seed=p.seed, token_method=p.token_method,
                                    round_to=p.round_to).model
     method = create_pruning_method(cfg.method)

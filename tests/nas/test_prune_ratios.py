@@ -7,6 +7,7 @@ import torch
 from slimkit.errors import BudgetError, ConfigError
 from slimkit.nas.prune_ratios import RatioSpace, search_prune_ratios
 from slimkit.profile import count_macs
+from slimkit.prune.record import record_of
 from tests.prune.test_tokens import TinyViT, _data
 
 
@@ -32,9 +33,24 @@ def test_ratio_search_meets_its_budget_and_uses_bo():
     assert all(t.costs["macs"] <= 0.6 + 1e-9 for t in result.search.history if t.feasible)
     kept = count_macs(result.model, x) / count_macs(model, x)
     assert kept <= 0.6 and kept == pytest.approx(result.macs)
-    assert set(result.ratios) == {"heads", "neurons", "tokens"}
+    assert set(result.ratios) == {"heads", "neurons", "embed", "tokens"}  # the default: every dimension it has
     assert all(result.ratios[d] <= result.searched_ratios[d] for d in result.ratios)  # relaxed towards the budget
     assert result.model(x).shape == (1, 3)
+
+
+def test_ratio_search_searches_the_embedding_by_default_and_drops_what_the_model_lacks():
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 1, 16, 16)
+    result = search_prune_ratios(model, x, macs_target=0.9, data=_data(1), queries=2, init=2, grid=(0.0, 0.5),
+                                 relax=False)
+    assert result.search.history and set(result.ratios) == {"heads", "neurons", "embed", "tokens"}
+    assert record_of(result.model)["importance"] == "taylor"  # the default criterion: first-order Taylor on `data`
+    embed = result.ratios["embed"]  # the residual stream (patch embedding, class token, position embedding)
+    assert result.model.cls_token.shape[-1] == model.cls_token.shape[-1] - round(embed * model.cls_token.shape[-1])
+    # a model without a token stack (a plain MLP over the embedding) keeps only the dimensions it has
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    only = search_prune_ratios(mlp, x, macs_target=0.9, data=_data(1), queries=2, init=2, grid=(0.0, 0.5))
+    assert set(only.ratios) == {"neurons"}
 
 
 def test_ratio_search_refuses_an_unreachable_budget_and_bad_targets():
