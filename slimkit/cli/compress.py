@@ -21,7 +21,8 @@ from slimkit.cli._common import (
 from slimkit.cli.quantize import print_int8
 from slimkit.errors import ConfigError
 from slimkit.jobs.compress import CompressConfig, run
-from slimkit.prune import list_importances, list_pruning_methods
+from slimkit.prune import ALLOCATIONS, list_importances, list_pruning_methods
+from slimkit.prune.tokens import TOKEN_METHODS
 from slimkit.report import rich_table
 
 # the flags that set an option of a section (the rest are CompressConfig's own): the CLI keeps the flat flags
@@ -48,9 +49,10 @@ def compress_cmd(
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
     method: str = typer.Option(None, "--method", help=f"Pruning method: {one_of(list_pruning_methods(), 'oneshot')}."),
     importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}."),
-    allocation: str = typer.Option(None, "--allocation", help="How the cut is spread over layers: latency "
-                                   "(default: by time per MAC on this CPU, whole vector blocks), uniform (the old "
-                                   "default), global (by importance), global_latency (importance per ns)."),
+    allocation: str = typer.Option(None, "--allocation", help=f"How the cut is spread over layers: "
+                                   f"{one_of(ALLOCATIONS, 'latency')}. latency: by time per MAC on this CPU, whole "
+                                   "vector blocks; uniform: the same share everywhere (the old default); global: by "
+                                   "importance; global_latency: importance per ns."),
     round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), auto (this "
                                   "CPU's vector block, 16 on AVX-512) or 1 (none); default: the allocation's."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
@@ -62,8 +64,8 @@ def compress_cmd(
                                       "under --macs by Gaussian-process search with expected improvement."),
     search_queries: int = typer.Option(None, "--search-queries", help="Candidates the ratio search evaluates "
                                       "(default 24)."),
-    token_method: str = typer.Option(None, "--token-method", help="Tokens: select (fixed positions, by HSIC; "
-                                     "default), drop (EViT) or merge (ToMe)."),
+    token_method: str = typer.Option(None, "--token-method", help=f"Tokens: {one_of(TOKEN_METHODS, 'select')}. "
+                                     "select: fixed positions, by HSIC; drop: EViT; merge: ToMe."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Fine-tune with KD from the baseline."),
     finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default 5)."),
     finetune_lr: float = typer.Option(None, "--finetune-lr", help="Fine-tuning learning rate (default 0.01)."),

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, console, job_config
+from slimkit.cli._common import CONFIG_OPTION, console, job_config, one_of
 from slimkit.jobs.oneshot import OneShotJobConfig, run
-from slimkit.nas.oneshot import OneShotConfig
+from slimkit.nas.oneshot import METHODS, OneShotConfig
 from slimkit.report import rich_table
 
 
 def oneshot_cmd(
-    method: str = typer.Option(None, "--method", help="darts (argmax alpha) or eoinas (importance + pruning)."),
+    method: str = typer.Option(None, "--method", help=f"{one_of(METHODS, 'darts')}. darts: argmax alpha; eoinas: "
+                                "importance + gradual op pruning."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default fashion-mnist)."),
     data_root: str = typer.Option(None, "--data-root", help="Folder holding the dataset."),
     limit: int = typer.Option(None, "--limit", help="Images used, split into weight / alpha halves (default 2000)."),

@@ -7,9 +7,10 @@ from typing import Any
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, INPUT_SIZE_OPTION, console, job_config
+from slimkit.cli._common import CONFIG_OPTION, INPUT_SIZE_OPTION, console, job_config, one_of
 from slimkit.jobs.quantize import QuantizeJobConfig, int8_note, int8_rows, run
 from slimkit.quantize import Int8Config
+from slimkit.quantize.ptq import CALIBRATION_METHODS
 from slimkit.report import rich_table
 
 
@@ -27,8 +28,8 @@ def quantize_cmd(
     data_root: str = typer.Option(None, "--data-root", help="Folder (or file) holding the dataset."),
     limit: int = typer.Option(None, "--limit", help="Class-balanced subset of N training images (default: the "
                               "run's own)."),
-    calibration_method: str = typer.Option(None, "--calibration-method", help="minmax (default), entropy or "
-                                           "percentile."),
+    calibration_method: str = typer.Option(None, "--calibration-method",
+                                           help=one_of(CALIBRATION_METHODS, "minmax") + "."),
     calibration_images: int = typer.Option(None, "--calibration-images", help="Training images to calibrate on "
                                            "(default 512)."),
     tolerance: float = typer.Option(None, "--tolerance", help="Accuracy points INT8 may lose on held-out images "

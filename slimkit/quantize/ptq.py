@@ -33,7 +33,7 @@ from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_floa
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range"]
 
-_CALIBRATION = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _TYPES = ("uint8", "int8")
 
 
@@ -53,9 +53,9 @@ class Int8Config:
     exclude: tuple[str, ...] = ()  # layers (ONNX node or PyTorch module names) always kept in float
 
     def check(self) -> None:
-        if self.calibration_method not in _CALIBRATION:
+        if self.calibration_method not in CALIBRATION_METHODS:
             raise ConfigError(f"unknown calibration_method {self.calibration_method!r}: use one of "
-                              f"{list(_CALIBRATION)}")
+                              f"{list(CALIBRATION_METHODS)}")
         if self.activations not in _TYPES or self.weights not in _TYPES:
             raise ConfigError(f"activations and weights must be one of {list(_TYPES)} (got {self.activations!r}, "
                               f"{self.weights!r})")

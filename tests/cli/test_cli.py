@@ -131,6 +131,22 @@ def test_option_help_lists_every_registered_name():
     assert "css" in _option_help("compress", "--importance")
 
 
+def test_option_help_lists_every_value_of_a_closed_choice():
+    """Options with a fixed set of values (allocation, token method, one-shot method, calibration) list the
+    library's own tuple, so a value added there appears in the help without editing the CLI."""
+    from slimkit.nas.oneshot import METHODS
+    from slimkit.prune import ALLOCATIONS
+    from slimkit.prune.tokens import TOKEN_METHODS
+    from slimkit.quantize.ptq import CALIBRATION_METHODS
+
+    for cmd, option, names in (("compress", "--allocation", ALLOCATIONS),
+                               ("compress", "--token-method", TOKEN_METHODS),
+                               ("oneshot", "--method", METHODS),
+                               ("quantize", "--calibration-method", CALIBRATION_METHODS)):
+        listed = _option_help(cmd, option).split(".")[0].replace(",", " ").split()
+        assert names and all(n in listed for n in names), (cmd, option, listed)
+
+
 def test_train_a_multiplexed_vit_by_model_arg_then_export_and_reload(capsys, tmp_path):
     """`--model-arg multiplex=2` trains a MiniViT (pairs of blocks share one attention and MLP), counted once."""
     from slimkit.jobs._common import load_run_model
