@@ -146,12 +146,13 @@ def methods(base: nn.Module, x: torch.Tensor, target: float, calib, held_out, se
         "slimkit default (all channel groups)": lambda: (slimkit.prune(base, x, macs_target=target), {}),
         "slimkit multi-dimensional, GP-EI": gp_search,
         "slimkit multi-dimensional, GP-EI, HSIC importance": lambda: gp_search(importance="hsic"),
+        "unpruned + the same fine-tune": lambda: (copy.deepcopy(base), {}),  # control: what the fine-tune alone does
         "slimkit at --ratios": lambda: (slimkit.prune(base, x, ratios=ratios, importance="hsic", data=calib),
                                         {"ratios": ratios}),
     }
 
 
-DEFAULT_METHODS = ("torch-pruning heads only", "torch-pruning heads + channels",
+DEFAULT_METHODS = ("unpruned + the same fine-tune", "torch-pruning heads only", "torch-pruning heads + channels",
                    "slimkit multi-dimensional, GP-EI")
 
 
