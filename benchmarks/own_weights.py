@@ -16,7 +16,8 @@ Then, at normal priority, onnxruntime latency of original fp32 / pruned fp32 / p
 process (`compare_onnx_latency`): batch 1 on one thread and batch 32 on all threads; the CPU time of the work is
 the quoted figure (the machine may be shared), wall clock kept in the JSON.
 
-    python benchmarks/own_weights.py --limit 3000 --test-limit 1000 --epochs 3 --finetune-epochs 1
+    python benchmarks/own_weights.py --limit 2000 --test-limit 1000 --epochs 10 --finetune-epochs 3 \
+        --results own_weights_10ep
 """
 
 from __future__ import annotations
