@@ -120,6 +120,7 @@ def measure(name: str, mode: str, rounds: int) -> dict:
             row["onnx max diff"] = float(slimkit.export_onnx(pruned, Path(d) / "pruned.onnx", x).max_abs_diff)
             row["speedup b1"] = round(speedup_b1(str(Path(d) / "dense.onnx"), str(Path(d) / "pruned.onnx"), rounds),
                                       2)
+            row["timing"] = f"best of {rounds} rounds"
         row["status"] = "ok" if row["onnx max diff"] <= 1e-4 and row["MACs reduction"] >= 1.96 else "short"
     except Exception as e:  # noqa: BLE001 - a benchmark records failures
         row["status"] = f"{type(e).__name__}: {str(e)[:200]}"

@@ -37,22 +37,10 @@ import torch
 from torch import fx, nn
 
 from slimkit.graph.ops import _BuilderOps
-from slimkit.graph.sizes import is_index_tensor
+from slimkit.graph.sizes import HEAD_COUNT_ATTRS, head_count_attr, is_index_tensor
 from slimkit.graph.spaces import ChannelInfo, Member, Segment
 
 __all__ = ["HEAD_COUNT_ATTRS", "ShapeOf", "SizeOf", "head_count_attr", "head_owner_of"]
-
-
-HEAD_COUNT_ATTRS = ("num_heads", "heads")  # timm, torchvision and slimkit; timm's Hiera (MaskUnitAttention)
-
-
-def head_count_attr(module: nn.Module) -> str | None:
-    """The int attribute an attention module declares its head count in (`HEAD_COUNT_ATTRS`), None if it has none."""
-    for attr in HEAD_COUNT_ATTRS:
-        n = getattr(module, attr, None)
-        if type(n) is int and n >= 1:
-            return attr
-    return None
 
 
 def head_owner_of(module: nn.Module) -> bool:

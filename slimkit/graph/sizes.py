@@ -27,10 +27,22 @@ from torch import fx, nn
 from slimkit.graph.ops import _BuilderOps
 from slimkit.graph.spaces import ChannelInfo, Member
 
-__all__ = ["attr_role", "parse_attr_role", "sizes_role", "parse_sizes_role"]
+__all__ = ["HEAD_COUNT_ATTRS", "attr_role", "head_count_attr", "parse_attr_role", "sizes_role", "parse_sizes_role"]
 
 _ARITH = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
           operator.neg, int, max, min, operator.getitem}
+
+
+HEAD_COUNT_ATTRS = ("num_heads", "heads")  # timm, torchvision and slimkit; timm's Hiera (MaskUnitAttention)
+
+
+def head_count_attr(module: nn.Module) -> str | None:
+    """The int attribute an attention module declares its head count in (`HEAD_COUNT_ATTRS`), None if it has none."""
+    for attr in HEAD_COUNT_ATTRS:
+        n = getattr(module, attr, None)
+        if type(n) is int and n >= 1:
+            return attr
+    return None
 
 
 def attr_role(attr: str) -> str:
@@ -130,6 +142,9 @@ class _SizeOps(_BuilderOps):
             return False
         name, mod = owner
         attrs = [a for a, v in vars(mod).items() if type(v) is int and v == value and not a.startswith("_")]
+        heads = head_count_attr(mod)
+        if heads in attrs and self._heads_of(name, x):  # a count of this module's heads is its head count, never
+            attrs = [heads]  # another attribute that happens to be equal (Hiera's q_stride / window_size = 4 heads)
         if not attrs:
             return False
         for attr in attrs:
@@ -141,6 +156,11 @@ class _SizeOps(_BuilderOps):
             for s, o in zip(x.segments, x.offsets(), strict=True):
                 self.spaces.add(s.space, Member(name, attr_role(attr), o, s.repeat))
         return True
+
+    def _heads_of(self, name: str, x: ChannelInfo) -> bool:
+        """Are x's channels the heads of module `name`?"""
+        return any(m.role == "heads" and m.module == name for s in x.segments
+                   for m in self.spaces.members[self.spaces.leaf(s.space)[0]])
 
     def _size_arg(self, node: fx.Node, arg: Any, x: ChannelInfo) -> bool:
         """Will `arg`, the size a call requests along x's channels, follow pruning? (Couples or adds members.)"""

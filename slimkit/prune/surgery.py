@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from slimkit.errors import UnsupportedOpError
-from slimkit.graph.layout import head_count_attr
 from slimkit.graph.params import parse_param_role
 from slimkit.graph.rules import declared_rule
-from slimkit.graph.sizes import parse_attr_role, parse_sizes_role
+from slimkit.graph.sizes import head_count_attr, parse_attr_role, parse_sizes_role
 
 __all__ = ["apply_plan", "role_size", "SURGERY"]
 

@@ -151,12 +151,16 @@ def test_timm_vit_heads_are_pruned():
 
 def test_hiera_heads_attribute_prunes_whole_heads_exactly():
     """timm's Hiera declares its head count as `heads` (not `num_heads`): whole heads go, `heads` and the `dim_out`
-    its output reshape reads follow, the head width stays; heads that compute nothing leave the output identical."""
+    its output reshape reads follow, the head width, q pooling stride and window stay; heads that compute nothing
+    leave the output identical."""
     hiera = pytest.importorskip("timm.models.hiera")
     torch.manual_seed(0)
     model = hiera.Hiera(img_size=(32, 32), embed_dim=16, num_heads=1, stages=(1, 2, 2, 1), q_pool=2,
                         mask_unit_size=(4, 4), num_classes=5).eval()
     x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # timm zero-initialises the classifier: every output would be equal whatever was pruned
+        torch.nn.init.normal_(model.head.fc.weight, std=0.5)
+    assert model(x).std() > 0.01
     attns = [m for m in model.modules() if isinstance(m, hiera.MaskUnitAttention)]
     before = [a.heads for a in attns]
     assert before == [1, 2, 2, 4, 4, 8]
@@ -171,5 +175,7 @@ def test_hiera_heads_attribute_prunes_whole_heads_exactly():
     after = [m for m in pruned.modules() if isinstance(m, hiera.MaskUnitAttention)]
     assert [a.heads for a in after] == [1, 1, 1, 2, 2, 4]
     assert [a.dim_out for a in after] == [a.heads * 16 for a in after] and all(a.head_dim == 16 for a in after)
+    # attributes that merely equal a head count (the 4-head stage's q_stride = 4) are not head counts
+    assert [(a.q_stride, a.window_size) for a in after] == [(a.q_stride, a.window_size) for a in attns]
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)
