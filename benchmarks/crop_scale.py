@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from slimkit.data import create_dataset, make_loaders
 from slimkit.models import create_model
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for scale in settings:
             rows.append(run_one(args, scale, seed))
             print(rows[-1], flush=True)
-    print(rich_table(rows, title=f"{args.model} on {args.limit} {args.data} images, {args.epochs} epochs"))
+    Console().print(rich_table(rows, title=f"{args.model} on {args.limit} {args.data} images, {args.epochs} epochs"))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.results}.json"
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))

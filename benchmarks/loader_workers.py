@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_image_folder import main as make_folder  # noqa: E402
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"data": name, "measured": mode if mode == "loader" else f"{mode} ({args.train_model})",
                      "workers": w, "images_per_s": round(med, 1), f"vs {workers[0]} workers": round(med / base, 2),
                      "rounds": [round(v, 1) for v in vals]})
-    print(rich_table([{k: v for k, v in row.items() if k != "rounds"} for row in rows],
+    Console().print(rich_table([{k: v for k, v in row.items() if k != "rounds"} for row in rows],
                      title=f"training loader at {args.size}px, {available_cpus()} CPUs"))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.results}.json"
