@@ -10,7 +10,7 @@
 
     python benchmarks/prune_vs_torch_pruning.py --model resnet20 --epochs 3 --finetune-epochs 1 --limit 20000
     python benchmarks/prune_vs_torch_pruning.py --model resnet20 --epochs 4 --finetune-epochs 2 --limit 10000 \
-        --speedups 2 --seeds 0 1 --interleaved --methods "slimkit l1" "slimkit l1 default (8)" \
+        --speedups 2 --seeds 0 1 --interleaved --methods "slimkit l1" "slimkit l1 default" \
         "torch-pruning magnitude" --results prune_default_resnet20   # the default vs uniform, 2 seeds
     nice -n 19 python benchmarks/prune_vs_torch_pruning.py --coverage [--chunk 1/4]
 """
@@ -168,7 +168,9 @@ def accuracy_table(args, seed=0):
     builders["slimkit chex (from scratch)"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k, calib)
     builders[f"slimkit chex round_to=auto ({block})"] = lambda k: chex_prune(args, info, loaders, x, base_macs / k,
                                                                             calib, round_to="auto")
-    if args.methods:
+    if args.methods:  # a name without this CPU's block ("slimkit l1 default") means the one with it
+        bare = {n.rsplit(" (", 1)[0]: n for n in builders if n.endswith(f" ({block})")}
+        args.methods = [bare.get(n, n) for n in args.methods]
         unknown = set(args.methods) - set(builders)
         if unknown:
             raise SystemExit(f"unknown --methods {sorted(unknown)}; choose from {sorted(builders)}")
