@@ -181,7 +181,14 @@ def int8_note(s: dict[str, Any]) -> str:
     return " ".join([f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
                      f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file "
                      f"x{s['size_ratio']:.2f} smaller, {len(s['float_layers'])} layer(s) kept in float{check}.",
-                     *int8_verdict(s)])
+                     *_requantized(s), *int8_verdict(s)])
+
+
+def _requantized(s: dict[str, Any]) -> list[str]:
+    names = s.get("settings", {}).get("requantized_by_onnxruntime") or []
+    return [f"onnxruntime's graph optimiser quantizes {len(names)} layer(s) chosen to stay in float "
+            f"({', '.join(names)}; fed straight by a dequantized tensor): they run in INT8 and are counted so."] \
+        if names else []
 
 
 _WORTH = 1.25  # an INT8 speed-up below this is "barely faster": the report says why

@@ -5,13 +5,14 @@ Pure functions over `onnx.ModelProto`s; nothing here changes a model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Layer", "weighted_layers", "int8_layers", "module_name", "op_counts", "file_bytes", "feeding_activations",
-           "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses"]
+           "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses", "run_as_int8"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -79,6 +80,23 @@ def int8_layers(model: Any) -> set[str]:
 
     return {n.name for n in model.graph.node
             if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and dq(n.input[0]) and dq(n.input[1])}
+
+
+# onnxruntime's integer kernels for weighted layers (what its optimiser fuses a QDQ group into)
+_INT_KERNELS = ("QLinearConv", "QLinearConvTranspose", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+
+
+def run_as_int8(optimized: Any, nodes: Iterable[str]) -> set[str]:
+    """The `nodes` (weighted layers of a QDQ model, by name) that onnxruntime runs as integer kernels, read from its
+    optimised graph `optimized` (`slimkit.export.onnx_optimized`).
+
+    What a QDQ file says is not always what runs: onnxruntime's optimiser (its WeightBiasQuantization pass)
+    quantizes the float weight of a layer that sits between a DequantizeLinear and a QuantizeLinear, so a layer
+    kept in float with a dequantized input still runs in int8. Fused nodes keep the layer's name, plus
+    `_token_N` suffixes."""
+    ran = {re.sub(r"(_token_\d+)+$", "", n.name) for n in optimized.graph.node if n.op_type in _INT_KERNELS}
+    return {n for n in nodes if n in ran}
 
 
 # ops a value passes through unchanged in kind (a clamp before them is still a clamp after them)

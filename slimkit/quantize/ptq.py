@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,11 +25,11 @@ import numpy as np
 from torch import nn
 
 from slimkit.errors import ConfigError, ExportError, MissingDependencyError
-from slimkit.export import export_onnx, onnx_session
+from slimkit.export import export_onnx, onnx_optimized, onnx_session
 from slimkit.fileio import atomic_write
 from slimkit.profile import has_vnni
 from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_reader, onnx_logits
-from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, weighted_layers
+from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, run_as_int8, weighted_layers
 from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range"]
@@ -252,14 +253,25 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         quantizations = quant.count
         layers = {layer.node: layer for layer in quant.layers}
         reduce_range = quant.reduce_range
-    onnx, _ = _ort_quant()
-    int8 = int8_layers(onnx.load(str(dest)))
+        onnx, _ = _ort_quant()
+        kept = [n for n in [*sorted(requested), *float_nodes] if n in layers]
+        # what onnxruntime really runs: its optimiser may quantize a layer the file keeps in float
+        requantized = (run_as_int8(onnx.load(str(onnx_optimized(dest, work / "optimized.onnx"))), kept)
+                       if kept else set())
+    int8 = int8_layers(onnx.load(str(dest))) | requantized
     scores = {s.layer.node: s.score for s in ranked}
     floats = tuple(FloatLayer(n, layers[n].module, layers[n].op_type,
                               "requested" if n in requested else "sensitivity", scores.get(n))
-                   for n in [*sorted(requested), *float_nodes] if n in layers)
+                   for n in kept if n not in requantized)
+    if requantized:
+        names = ", ".join(layers[n].module for n in kept if n in requantized)
+        warnings.warn(f"INT8: onnxruntime's graph optimiser quantizes {len(requantized)} layer(s) kept in float "
+                      f"({names}): a float layer fed straight by a dequantized tensor gets int8 weights when the "
+                      "model is loaded. They run in int8 and are counted as such; the held-out accuracy was "
+                      "measured as onnxruntime runs the model.", stacklevel=2)
     settings = {**asdict(cfg), "reduce_range": reduce_range, "calibration_images_used": calib.count,
-                "quantizations": quantizations}
+                "quantizations": quantizations,
+                "requantized_by_onnxruntime": [layers[n].module for n in kept if n in requantized]}
     seconds["total"] = time.perf_counter() - t0
     return QuantizeResult(fp32, dest, file_bytes(fp32), file_bytes(dest),
                           tuple(n for n in layers if n in int8), floats, settings, summary, tuple(ranked),

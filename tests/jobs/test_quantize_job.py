@@ -133,3 +133,6 @@ def test_int8_verdict_says_plainly_when_int8_is_not_faster_and_why():
     old = _summary({32: 0.9}, None)  # a summary from before the kernels were inspected (a resumed run)
     assert int8_verdict(old) == ["INT8 is NOT faster than fp32 here (batch 32 x0.90)."]
     assert "NOT faster" in int8_note(old)
+    assert "re-quantiz" not in int8_note(old) and "optimiser quantizes" not in int8_note(old)
+    requant = {**old, "settings": {"requantized_by_onnxruntime": ["features.2.expand"]}}
+    assert "optimiser quantizes 1 layer(s) chosen to stay in float (features.2.expand" in int8_note(requant)

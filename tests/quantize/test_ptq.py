@@ -2,6 +2,7 @@
 accuracy on digits, and keeps exactly the layers it reports in float."""
 
 import itertools
+import warnings
 
 import numpy as np
 import onnx
@@ -143,3 +144,28 @@ def test_reduce_range_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(ptq, "has_vnni", lambda: True)
     assert resolve_reduce_range(Int8Config()) is False
     assert resolve_reduce_range(Int8Config(reduce_range=True)) is True
+
+
+@pytest.mark.parametrize("between", ["relu", "none"])
+def test_float_layers_reported_are_the_ones_onnxruntime_runs_in_float(tmp_path, between):
+    """A layer kept in float runs in float in onnxruntime, or is reported as int8: onnxruntime's optimiser quantizes
+    the weight of a float layer fed straight by a DequantizeLinear (between="none"), one behind a float ReLU stays
+    float. Checked against an independent walk of the graph onnxruntime runs: its float Conv nodes."""
+    torch.manual_seed(0)
+    act = torch.nn.ReLU() if between == "relu" else torch.nn.Identity()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), act, torch.nn.Conv2d(16, 16, 3, padding=1),
+                                torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
+    calib = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = quantize_int8(model, calib, tmp_path / "f.int8.onnx", exclude=("2",))
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "run.onnx")
+    ort.InferenceSession(str(res.int8_path), opts, providers=["CPUExecutionProvider"])
+    float_convs = sum(n.op_type == "Conv" for n in onnx.load(str(tmp_path / "run.onnx")).graph.node)
+    assert len(res.float_layers) == float_convs
+    assert len(res.int8_layers) + len(res.float_layers) == 4
+    requantized = res.settings["requantized_by_onnxruntime"]
+    assert requantized == ([] if float_convs else ["2"])
+    assert any("onnxruntime's graph optimiser quantizes" in str(w.message) for w in caught) == bool(requantized)
