@@ -42,7 +42,7 @@ def test_registered_classes_are_read_from_the_registry():
 def test_a_users_registered_conv_is_grouped_and_pruned_like_a_conv():
     model, x = _net(), torch.randn(2, 3, 8, 8)
     graph = build_dependency_graph(model, x)
-    (group,) = [g for g in graph.groups if any(m.module == "0" for m in g.members)]
+    (group,) = graph.group_of("0")
     assert {(m.module, m.role) for m in group.members} >= {("0", "out"), ("2", "in")}
     pruned = prune(model, x, ratio=0.5, allocation="uniform").eval()
     assert pruned[0].out_channels == 4 and pruned[0].weight.shape == (4, 3, 3, 3) and pruned[2].in_channels == 4

@@ -36,7 +36,7 @@ def test_groupnorm_with_groups_loses_whole_groups_and_keeps_the_remaining_statis
     model = GroupNormGroups().eval()
     x = torch.randn(2, 3, 8, 8)
     graph = build_dependency_graph(model, x)
-    (g,) = [g for g in graph.groups if any(m.module == "gn" for m in g.members)]
+    (g,) = graph.group_of("gn")
     assert g.size == 4  # one unit per GroupNorm group, each of 4 channels
     # the statistics of the groups that stay are untouched: the pruned model is the masked original, exactly
     pruned, pruner = assert_prune_matches_reference(model, x, 0.5)
@@ -86,7 +86,7 @@ def test_fixed_split_blocks_its_input_and_stacked_paths_stay_coupled():
     blocked = [r for g, r in graph.blocked if any(m.module == "stem" and m.role == "out" for m in g.members)]
     assert blocked == ["split: split into fixed sizes"]
     # both paths, the attention's select rows (c and c + C/2 tied) and the head's input are one group
-    (paths,) = [g for g in graph.groups if any(m.module == "paths.0" for m in g.members)]
+    (paths,) = graph.group_of("paths.0")
     assert {"paths.0", "paths.1", "reduce", "select", "head"} <= {m.module for m in paths.members}
     pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
     assert pruned.stem.out_channels == 8 and pruned.paths[0].out_channels == 6 and pruned.select.out_channels == 12
@@ -229,7 +229,7 @@ def test_ghost_module_gate_of_the_concatenated_width_prunes_both_copies_together
     model = GhostGate().eval()
     x = torch.randn(2, 3, 8, 8)
     graph = build_dependency_graph(model, x)
-    (g,) = [g for g in graph.groups if any(m.module == "primary" for m in g.members)]
+    (g,) = graph.group_of("primary")
     assert g.size == 8 and {"cheap", "short", "head"} <= {m.module for m in g.members}
     pruned, pruner = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")
     kept = pruner.step(0.5)[g.id]
@@ -273,7 +273,7 @@ def test_split_sizes_held_in_an_attribute_are_pruned_in_step_and_rewritten():
     x = torch.randn(2, 3, 8, 8)
     graph = build_dependency_graph(model, x)
     assert not graph.blocked or all(r in ("model input", "model output") for _, r in graph.blocked)
-    (g,) = [g for g in graph.groups if any(m.module == "stem" for m in g.members)]
+    (g,) = graph.group_of("stem")
     assert g.size == 2  # channel c of every part and segment is cut with channel c mod 2 (gcd of 6, 6, 4, 4, 4)
     assert {("pw", "sizes:splits"), ("dw", "sizes:splits")} <= {(m.module, m.role) for m in g.members}
     pruned, pruner = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")

@@ -13,16 +13,22 @@ from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 tv_swin = pytest.importorskip("torchvision.models.swin_transformer")
 
 
+def _jitter(model, *suffixes):
+    """Trained-looking parameters (those whose names end with `suffixes` moved off their init), so a wrong rewrite
+    cannot hide behind zero biases or unit scales."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(suffixes):
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
 def _small(v2: bool):
     torch.manual_seed(0)
     extra = dict(block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2) if v2 else {}
     model = tv_swin.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
                                     window_size=[4, 4], num_classes=5, **extra).eval()
-    with torch.no_grad():  # trained-looking biases and scales, so a wrong rewrite cannot hide behind zeros
-        for n, p in model.named_parameters():
-            if n.endswith("qkv.bias") or n.endswith("logit_scale"):
-                p.add_(0.3 * torch.randn_like(p))
-    return model
+    return _jitter(model, "qkv.bias", "logit_scale")
 
 
 @pytest.mark.parametrize("v2", [False, True])
@@ -59,11 +65,7 @@ def _small_davit():
     davit = pytest.importorskip("timm.models.davit")
     torch.manual_seed(0)
     model = davit.DaVit(depths=(1, 1), embed_dims=(16, 32), num_heads=(2, 4), window_size=4, num_classes=5).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("qkv.bias"):
-                p.add_(0.3 * torch.randn_like(p))
-    return model
+    return _jitter(model, "qkv.bias")
 
 
 def test_rewritten_davit_attention_computes_the_same_function_and_prunes_whole_heads():
@@ -88,11 +90,7 @@ def _small_twins():
     torch.manual_seed(0)  # SVT layout: window (locally-grouped) attention, then global sub-sampled attention
     model = twins.Twins(img_size=40, patch_size=4, embed_dims=(16, 32), num_heads=(2, 4), mlp_ratios=(2, 2),
                         depths=(2, 2), sr_ratios=(2, 1), wss=(4, 4), num_classes=5).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("bias"):
-                p.add_(0.3 * torch.randn_like(p))
-    return model
+    return _jitter(model, "bias")
 
 
 def test_rewritten_twins_attention_computes_the_same_function():
