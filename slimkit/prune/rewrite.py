@@ -144,7 +144,7 @@ def _davit_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if self._channel:  # channel attention: a head's features attend over each other
         x = (((k * self.scale).transpose(-1, -2) @ v).softmax(dim=-1) @ q.transpose(-1, -2)).transpose(-1, -2)
     else:
-        x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        x = _attend(q, k, v, self.scale)
     return self.proj(x.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -155,9 +155,11 @@ def _rewrite_davit(m: nn.Module) -> None:
     _swap_class(m, _davit_forward)
 
 
-def _attend(self: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T * scale) v with the module's trained scale and attention dropout."""
-    return self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+            drop: nn.Module | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v, with attention dropout `drop` when the module has one."""
+    attn = ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return (drop(attn) if drop is not None else attn) @ v
 
 
 def _twins_local_forward(self: Any, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -169,7 +171,7 @@ def _twins_local_forward(self: Any, x: torch.Tensor, size: tuple[int, int]) -> t
     x = x.reshape(b, gh, ws, gw, ws, c).transpose(2, 3)
     q, k, v = self.qkv(x).reshape(b, gh * gw, ws * ws, 3, self.num_heads, self.head_dim).permute(
         3, 0, 1, 4, 2, 5).unbind(0)
-    x = _attend(self, q, k, v).transpose(2, 3).reshape(b, gh, gw, ws, ws, -1)
+    x = _attend(q, k, v, self.scale, self.attn_drop).transpose(2, 3).reshape(b, gh, gw, ws, ws, -1)
     x = x.transpose(2, 3).reshape(b, gh * ws, gw * ws, -1)[:, :h, :w, :].contiguous()
     return self.proj_drop(self.proj(x.reshape(b, n, -1)))
 
@@ -181,7 +183,7 @@ def _twins_global_forward(self: Any, x: torch.Tensor, size: tuple[int, int]) -> 
     if self.sr is not None:
         x = self.norm(self.sr(x.permute(0, 2, 1).reshape(b, c, *size)).flatten(2).transpose(1, 2))
     k, v = self.kv(x).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    return self.proj_drop(self.proj(_attend(self, q, k, v).transpose(1, 2).reshape(b, n, -1)))
+    return self.proj_drop(self.proj(_attend(q, k, v, self.scale, self.attn_drop).transpose(1, 2).reshape(b, n, -1)))
 
 
 def _rewrite_twins(m: nn.Module) -> None:
