@@ -48,7 +48,8 @@ def compress_cmd(
     latency_ms: float = typer.Option(None, "--latency-ms", help="onnxruntime batch-1 latency target (ms)."),
     ratio: float = typer.Option(None, "--ratio", help="Share of channels to remove instead of a budget."),
     method: str = typer.Option(None, "--method", help=f"Pruning method: {one_of(list_pruning_methods(), 'oneshot')}."),
-    importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}."),
+    importance: str = typer.Option(None, "--importance", help=f"{one_of(list_importances(), 'l1')}; "
+                                  "with --ratio-search default taylor (the search's own)."),
     allocation: str = typer.Option(None, "--allocation", help=f"How the cut is spread over layers: "
                                    f"{one_of(ALLOCATIONS, 'latency')}. latency: by time per MAC on this CPU, whole "
                                    "vector blocks; uniform: the same share everywhere (the old default); global: by "

@@ -41,7 +41,7 @@ from slimkit.jobs._common import (
 )
 from slimkit.jobs.quantize import int8_note, int8_rows, int8_stage, load_int8
 from slimkit.models import create_model, load_weights
-from slimkit.nas.prune_ratios import search_prune_ratios
+from slimkit.nas.prune_ratios import SEARCH_IMPORTANCE, search_prune_ratios
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
 from slimkit.profile.verdict import speed_verdict
@@ -58,7 +58,8 @@ __all__ = ["CompressConfig", "run", "RESUMABLE_OPTIONS"]
 
 # options a resumed run may change
 RESUMABLE_OPTIONS = ("finetune.epochs", "latency_batches", "workers", "quantize", "int8")
-PRUNE = PruneConfig(macs_target=0.5)  # the default pruning: half the MACs, the library's defaults otherwise
+PRUNE = PruneConfig(macs_target=0.5, importance=None)  # the default pruning: half the MACs, the library's
+# defaults otherwise; importance None (not given): l1, or the ratio search's own (Taylor) with ratio_search
 FINETUNE = TrainConfig(epochs=5, lr=0.01)  # the default fine-tuning recipe (a tenth of training's lr)
 
 
@@ -118,6 +119,9 @@ class CompressConfig:
         return data
 
     def __post_init__(self) -> None:
+        if self.prune.importance is None:  # not given: the criterion of the path taken
+            default = SEARCH_IMPORTANCE if self.ratio_search else PruneConfig.importance
+            object.__setattr__(self, "prune", replace(self.prune, importance=default))
         self._tie("prune", seed=self.seed)
         self._tie("finetune", seed=self.seed, batch_size=self.batch_size)
         p = self.prune

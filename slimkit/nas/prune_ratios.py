@@ -31,9 +31,11 @@ from slimkit.profile import count_macs
 from slimkit.prune import PruneConfig, Pruner
 from slimkit.prune.dims import DIMENSIONS, group_dimension
 
-__all__ = ["RatioSpace", "RatioProblem", "RatioSearchResult", "search_prune_ratios", "DEFAULT_GRID"]
+__all__ = ["RatioSpace", "RatioProblem", "RatioSearchResult", "search_prune_ratios", "DEFAULT_GRID",
+           "SEARCH_IMPORTANCE"]
 
 DEFAULT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+SEARCH_IMPORTANCE = "taylor"  # the search's channel criterion unless one is given (see search_prune_ratios)
 
 
 class RatioSpace(SearchSpace):
@@ -158,7 +160,7 @@ def _relax(problem: RatioProblem, ratios: dict[str, float], target: float, steps
 def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: float,
                         data: Iterable[Any], eval_data: Iterable[Any] | None = None,
                         dims: Sequence[str] | None = None, queries: int = 24, init: int = 8,
-                        grid: Sequence[float] = DEFAULT_GRID, importance: str = "taylor", seed: int = 0,
+                        grid: Sequence[float] = DEFAULT_GRID, importance: str = SEARCH_IMPORTANCE, seed: int = 0,
                         token_method: str = "select", token_layers: Sequence[int] | None = None,
                         round_to: int | str | None = None, relax: bool = True) -> RatioSearchResult:
     """Find per-dimension pruning ratios maximising proxy accuracy with MACs <= `macs_target` (a fraction of the

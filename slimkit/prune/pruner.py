@@ -63,7 +63,8 @@ class PruneConfig:
     ONE_OF: ClassVar = (("ratio", "macs_target", "params_target", "latency_target", "ratios"),)  # the budgets: a
     # budget given over a config (a command-line flag over a file) replaces the config's budget
 
-    importance: str = "l1"  # criterion name (see slimkit.prune.list_importances())
+    importance: str | None = "l1"  # criterion name (see slimkit.prune.list_importances()); None (compress's
+    # default): its job picks, l1 or the ratio search's own
     ratio: float | None = None  # share of channels to remove in every group (or globally)
     macs_target: float | None = None  # MACs to keep: fraction of the original if <= 1, else absolute MACs
     params_target: float | None = None  # parameters to keep, same convention

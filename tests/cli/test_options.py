@@ -3,6 +3,7 @@ text printed verbatim (no rich markup), and --resume that takes the run's own op
 
 import json
 
+import pytest
 import typer
 
 from slimkit.cli.main import _register_all, app, main
@@ -112,3 +113,45 @@ def test_compress_distill_flag_switches_kd_with_its_options(capsys, tmp_path, mo
                                                                           "--no-distill"], []):
         assert run(capsys, "compress", *args, *out)[0] == 2
     assert seen == [KDOptions(temperature=2.0), KDOptions(), None, None]
+
+
+def test_compress_ratio_search_takes_the_searchs_own_importance_unless_one_is_given(capsys, tmp_path, monkeypatch):
+    """`compress --ratio-search` scores channels with the ratio search's default criterion (Taylor), not the
+    pruning default (l1); --importance (or a config file's prune.importance) still wins, and without the search
+    the pruning default stays."""
+    import inspect
+
+    import slimkit.cli.compress as cli
+    import slimkit.jobs.compress as job
+    from slimkit.errors import ConfigError
+    from slimkit.nas.prune_ratios import search_prune_ratios
+    from slimkit.prune import PruneConfig
+
+    searched = inspect.signature(search_prune_ratios).parameters["importance"].default
+    assert searched != PruneConfig.importance  # (else this test shows nothing)
+    seen = []
+
+    def fake_run(cfg, resume=False):
+        seen.append(cfg.prune.importance)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    (tmp_path / "c.yaml").write_text("prune: {importance: l2}\n")
+    out = ["--out", str(tmp_path / "r")]
+    for args in (["--ratio-search", "--macs", "0.6"], ["--ratio-search", "--macs", "0.6", "--importance", "l1"],
+                 ["--ratio-search", "--macs", "0.6", "--config", str(tmp_path / "c.yaml")], ["--macs", "0.6"]):
+        assert run(capsys, "compress", *args, *out)[0] == 2
+    assert seen == [searched, "l1", "l2", PruneConfig.importance]
+
+    calls = []  # and the job hands that criterion to the search
+
+    def fake_search(*args, **kwargs):
+        calls.append(kwargs["importance"])
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(job, "search_prune_ratios", fake_search)
+    cfg = job.CompressConfig(prune=PruneConfig(macs_target=0.6, importance=None), ratio_search=True)
+    loaders = type("Loaders", (), {"val": [(None, None)], "train": None})()
+    with pytest.raises(ConfigError, match="stop here"):
+        job._prune(cfg, None, {}, loaders, None, [], tmp_path, False)
+    assert calls == [searched]
