@@ -82,8 +82,17 @@ def flag_name(option: str, flags: Mapping[str, str] = {}) -> str:  # noqa: B006 
     wanted = _OPTION_NAMES.get(name, name)
     for param in ctx.command.params if ctx is not None else ():
         if param.name == wanted and param.opts:
-            return max(param.opts, key=len)
+            return next((o for o in param.opts if o.startswith("--")), max(param.opts, key=len))
     return f"option {name!r}"
+
+
+def refuse_empty(values: Mapping[str, Any], flags: Mapping[str, str] = {}) -> None:  # noqa: B006 - read only
+    """An option given as an empty string (`-w "$W"` with W unset) is an error, never taken as the option left out
+    (which would, e.g., train from scratch instead of loading the user's weights)."""
+    for key, value in values.items():
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{flag_name(flags.get(key, key), flags)} is empty: give a value or leave the option out "
+                              "(an unset shell variable?)")
 
 
 def _put(out: dict[str, Any], path: str, value: Any) -> None:
@@ -105,6 +114,7 @@ def job_config(cls: type, config: Path | None, cli: Mapping[str, Any],
     routes = {name: section for section, sub in dict(nested).items()
               for name in ([f.name for f in fields(sub)] if is_dataclass(sub) else sub)}
     top = {f.name for f in fields(cls)}
+    refuse_empty(cli, flags)
 
     def layout(values: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
         out: dict[str, Any] = {}

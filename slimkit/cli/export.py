@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size
+from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, console, parse_kv, parse_size, refuse_empty
 from slimkit.config import load_yaml
 from slimkit.errors import ConfigError
 from slimkit.export import export_onnx
@@ -31,6 +31,7 @@ def export_cmd(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Export to ONNX and report the onnxruntime-vs-PyTorch difference."""
+    refuse_empty(dict(target=target, model=model, weights=weights, input_size=input_size))
     opts = load_yaml(config) if config else {}
     if target and model:
         raise ConfigError(f"give the model once: a run folder / model name ({target!r}) or --model ({model!r})")

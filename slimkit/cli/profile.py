@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from slimkit.cli._common import CONFIG_OPTION, MODEL_ARG_OPTION, WEIGHTS_OPTION, console, parse_kv, parse_size
+from slimkit.cli._common import (
+    CONFIG_OPTION,
+    MODEL_ARG_OPTION,
+    WEIGHTS_OPTION,
+    console,
+    parse_kv,
+    parse_size,
+    refuse_empty,
+)
 from slimkit.config import load_yaml
 from slimkit.fileio import atomic_write
 from slimkit.jobs._common import inspect_model
@@ -31,6 +39,7 @@ def profile_cmd(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Count MACs and parameters (per layer and per op kind) and optionally measure latency."""
+    refuse_empty(dict(model=model, weights=weights, input_size=input_size))
     opts = load_yaml(config) if config else {}
     net, size = inspect_model(model, weights=weights or opts.get("weights"),
                               num_classes=num_classes or opts.get("num_classes"),

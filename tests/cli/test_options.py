@@ -49,6 +49,19 @@ def test_bad_values_name_the_flag_not_a_config_class(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_empty_value_is_an_error_not_the_option_left_out(capsys, tmp_path):
+    """`-w "$W"` with W unset must not train from scratch, nor export / profile a randomly initialised model."""
+    out = tmp_path / "r"
+    for args, flag in ((["compress", "-w", "", "-d", "digits", "-o", str(out)], "--weights"),
+                       (["train", "--data", " ", "-o", str(out)], "--data"),
+                       (["compress", "--macs", "0.5", "--importance", "", "-o", str(out)], "--importance"),
+                       (["export", "-m", "convnet_tiny", "-w", "", "-o", str(tmp_path / "m.onnx")], "--weights"),
+                       (["profile", "convnet_tiny", "--weights", ""], "--weights")):
+        code, _, err = run(capsys, *args)
+        assert code == 2 and f"{flag} is empty" in err, (args, err)
+    assert not out.exists() and not (tmp_path / "m.onnx").exists()
+
+
 def test_compress_flags_set_the_prune_and_finetune_sections_and_errors_name_the_flag(capsys, tmp_path):
     """The flat flags of compress set options of its prune / finetune sections; an error in one names the flag typed,
     and a budget flag replaces the config file's budget (one budget, the command line's)."""
