@@ -323,6 +323,23 @@ def _mismatch_error(path: Path, model: nn.Module, missing: list[str], unexpected
     return CheckpointError(f"{path} does not fit {type(model).__name__} ({'; '.join(parts)}). {hint}")
 
 
+def _check_values(path: Path, own: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor],
+                  loaded: list[str]) -> None:
+    """Tensors that would load into a broken model are refused: NaN / infinite values (a diverged run), and integer
+    or boolean values for a floating-point tensor (load_state_dict would cast them silently)."""
+    kinds = [f"{k} ({new[k].dtype} for a {own[k].dtype} tensor)" for k in loaded
+             if own[k].is_floating_point() and not new[k].is_floating_point()]
+    if kinds:
+        raise CheckpointError(f"{path} holds integer values where the model has floating-point weights: "
+                              f"{', '.join(kinds[:3])}{' ...' if len(kinds) > 3 else ''}. Save the model's own "
+                              "state dict (its tensors keep their dtype)")
+    broken = [k for k in loaded if new[k].is_floating_point() and not bool(torch.isfinite(new[k]).all())]
+    if broken:
+        raise CheckpointError(f"{path} holds NaN or infinite values in {len(broken)} tensor(s) "
+                              f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}): the model they make is "
+                              "broken (did its training diverge?); use a checkpoint from before")
+
+
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False, ema: bool = False) -> LoadReport:
     """Load the weights in `path` into `model` (in place) and report what was loaded, replaced and adapted.
 
@@ -380,6 +397,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False, em
     if bad or missing or unexpected:
         named = len(set(own) & set(mapped))
         raise _mismatch_error(path, model, missing, unexpected, bad, len(sd), named, head_note)
+    _check_values(path, own, new, loaded)
     model.load_state_dict(new, strict=True)
     classes = getattr(model, "num_classes", None)
     if replaced and classes is None:

@@ -224,6 +224,29 @@ def test_unreadable_files_are_named(tmp_path):
         load_weights(nn.Linear(1, 1), tmp_path / "no_weights.pt")
 
 
+@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+def test_broken_values_are_refused_and_the_model_is_left_as_it_was(tmp_path, fmt):
+    """NaN / inf (a diverged run) and integer values for float weights would load into a broken model."""
+    torch.manual_seed(0)
+    model = create_model("convnet_tiny", num_classes=10, in_chans=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    good = model.state_dict()
+    weight = next(k for k, v in good.items() if v.dim() == 4)
+    cases = {"nan": {**good, weight: good[weight].clone().index_fill_(0, torch.tensor([0]), float("nan"))},
+             "inf": {**good, "head.bias": torch.full_like(good["head.bias"], float("-inf"))},
+             "int": {**good, weight: good[weight].round().to(torch.int32)}}
+    for name, sd in cases.items():
+        path = _save(sd, tmp_path / f"{name}.{fmt}", fmt)
+        match = "integer values" if name == "int" else "NaN or infinite"
+        with pytest.raises(CheckpointError, match=match):
+            load_weights(create_model("convnet_tiny", num_classes=10, in_chans=3), path)
+        with pytest.raises(CheckpointError, match=match):
+            load_weights(model, path, strict=True)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    half = {k: v.half() if v.is_floating_point() else v for k, v in good.items()}  # other float types still load
+    load_weights(create_model("convnet_tiny", num_classes=10, in_chans=3), _save(half, tmp_path / f"h.{fmt}", fmt))
+
+
 def test_report_is_frozen_and_serialisable(tmp_path, timm_src):
     torch.save(timm_src.state_dict(), tmp_path / "w.pt")
     report = load_weights(create_model("timm:resnet18", num_classes=10), tmp_path / "w.pt")
