@@ -26,6 +26,17 @@ def _bad(path: Path, e: Exception) -> CorruptDataError:
     return CorruptDataError(f"{path}: not a readable image ({type(e).__name__}: {e}); remove it or fix it")
 
 
+def _eight_bit(im: Any) -> Any:
+    """A 16-bit (or 32-bit integer) grey image scaled to 8 bits (0..65535 -> 0..255): PIL's convert to L / RGB
+    clips such values at 255, which turns a 16-bit PNG or TIFF almost white."""
+    from PIL import Image
+
+    if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        return im
+    arr = np.asarray(im).astype(np.float64)
+    return Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8), "L")
+
+
 def scan_images(paths: list[Path]) -> tuple[list[tuple[int, int]], bool]:
     """Open every file's header (not its pixels): (height, width) of each, and whether all are grey.
 
@@ -80,7 +91,7 @@ class ImageFiles:
         path = Path(str(self.paths[i]))
         try:
             with Image.open(path) as im:
-                im = im.convert(self.mode)
+                im = _eight_bit(im).convert(self.mode)
                 if self.resize_to is not None and im.size[::-1] != self.resize_to:
                     im = im.resize(self.resize_to[::-1])
                 arr = np.asarray(im, dtype=np.uint8)

@@ -51,6 +51,21 @@ def test_grey_folder_stays_grey_or_is_repeated_for_a_three_channel_model(tmp_pat
     assert s.info.mean[0] == pytest.approx(pix.mean(), rel=1e-5) and s.info.std[0] == pytest.approx(pix.std(), rel=1e-3)
 
 
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped(tmp_path):
+    """A 16-bit grey PNG (0..65535) reads as its 8-bit image (v / 257), alone or in an RGB folder; PIL's convert
+    would clip it at 255 (an all-white dataset)."""
+    root = _folder(tmp_path, n=1)
+    deep = (np.arange(20 * 26, dtype=np.uint16).reshape(20, 26) * 120)  # 0 .. 62280
+    Image.fromarray(deep).save(root / "train" / "a" / "deep.png")
+    want = np.round(deep / 257.0).astype(np.uint8)
+    s = create_dataset(str(root), val_fraction=0.0, augment=False)  # native size, RGB folder
+    i = next(i for i, p in enumerate(s.train.images.paths) if p.endswith("deep.png"))
+    got = s.train.images.load(i)
+    assert got.shape == (3, 20, 26) and all(np.array_equal(got[c].numpy(), want) for c in range(3))
+    grey = ImageFiles(np.array([str(root / "train" / "a" / "deep.png")]), np.array([[20, 26]]), "L")
+    assert np.array_equal(grey.load(0)[0].numpy(), want)
+
+
 def test_native_size_folder_resizes_to_the_first_image(tmp_path):
     root = _folder(tmp_path, n=2)
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(root / "train" / "b" / "odd.png")
