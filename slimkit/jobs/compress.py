@@ -48,7 +48,7 @@ from slimkit.profile.verdict import speed_verdict
 from slimkit.prune import PruneConfig, PruneJob, PruningMethod, create_importance, create_pruning_method
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
-from slimkit.quantize import Int8Config
+from slimkit.quantize import Int8Config, ort_quantization
 from slimkit.registry import PRUNERS
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
@@ -301,6 +301,8 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     p = cfg.prune
     create_importance(p.importance)
     cfg.int8.check()
+    if cfg.quantize:
+        ort_quantization()  # installed, before hours of training that the INT8 stage would then fail after
     if (cfg.ratio_search or p.ratios or p.dims or p.token_layers) and not PRUNERS.get(cfg.method).prunes_dims:
         takes = ", ".join(f"--method {m}" for m in PRUNERS.list() if PRUNERS.get(m).prunes_dims)
         raise ConfigError(f"--dims, --dim-ratio and --ratio-search prune transformer dimensions: use them with "

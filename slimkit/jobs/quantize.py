@@ -26,7 +26,7 @@ from slimkit.errors import ConfigError
 from slimkit.export import export_onnx, onnx_optimized, onnx_session
 from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
 from slimkit.profile import compare_onnx_latency, has_vnni
-from slimkit.quantize import Int8Config, quantize_int8, resolve_reduce_range
+from slimkit.quantize import Int8Config, ort_quantization, quantize_int8, resolve_reduce_range
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
 from slimkit.quantize.graph import conversions, dq_q_pairs, int8_kernel_misses
 from slimkit.report import write_html
@@ -241,6 +241,7 @@ def run(cfg: QuantizeJobConfig, console: Console | None = None) -> dict[str, Any
     if not cfg.source:
         raise ConfigError("give the run folder or .onnx file to quantize (e.g. `slimkit quantize runs/fm`)")
     cfg.int8.check()
+    ort_quantization()  # before a run folder's model is exported
     src = Path(cfg.source)
     out = Path(cfg.out) if cfg.out else (src if src.is_dir() else src.with_name(f"{src.stem}-int8"))
     out.mkdir(parents=True, exist_ok=True)

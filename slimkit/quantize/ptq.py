@@ -32,7 +32,8 @@ from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_rea
 from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, run_as_int8, weighted_layers
 from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
 
-__all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range"]
+__all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range",
+           "ort_quantization"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _TYPES = ("uint8", "int8")
@@ -112,7 +113,8 @@ def resolve_reduce_range(cfg: Int8Config) -> bool:
     return x86 and cfg.activations == "uint8" and cfg.weights == "int8" and not has_vnni()
 
 
-def _ort_quant() -> Any:
+def ort_quantization() -> Any:
+    """(onnx, onnxruntime.quantization), or MissingDependencyError: jobs call it before any work they would lose."""
     try:
         import onnx
         from onnxruntime import quantization
@@ -154,7 +156,7 @@ class _Quantizer:
     """Quantizes one pre-processed fp32 model many ways (calibration ranges computed once, then cached)."""
 
     def __init__(self, fp32: Path, calib: Batches, cfg: Int8Config, work: Path) -> None:
-        onnx, q = _ort_quant()
+        onnx, q = ort_quantization()
         self.q, self.cfg, self.work, self.calib = q, cfg, work, calib
         self.model = work / "pre.onnx"
         try:
@@ -253,7 +255,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         quantizations = quant.count
         layers = {layer.node: layer for layer in quant.layers}
         reduce_range = quant.reduce_range
-        onnx, _ = _ort_quant()
+        onnx, _ = ort_quantization()
         kept = [n for n in [*sorted(requested), *float_nodes] if n in layers]
         # what onnxruntime really runs: its optimiser may quantize a layer the file keeps in float
         requantized = (run_as_int8(onnx.load(str(onnx_optimized(dest, work / "optimized.onnx"))), kept)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slimkit.cli.main import main
-from slimkit.errors import ConfigError
+from slimkit.errors import ConfigError, MissingDependencyError
 from slimkit.export import export_onnx
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.compress import FINETUNE, CompressConfig
@@ -60,6 +60,24 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     other = compress(replace(cfg, int8=Int8Config(calibration_images=64)), resume=True)  # new options: redone
     assert (out / "model.int8.onnx").stat().st_mtime_ns != mtime
     assert other["int8"]["settings"]["calibration_images_used"] == 64
+
+
+def test_int8_without_onnxruntime_quantization_fails_before_any_work(tmp_path, trained, monkeypatch):
+    """Not after the baseline, pruning and fine-tuning have run (or a run folder's model was exported)."""
+    import sys
+
+    import onnxruntime
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    monkeypatch.delattr(onnxruntime, "quantization", raising=False)
+    cfg = CompressConfig(baseline=str(trained), quantize="int8", finetune=replace(FINETUNE, epochs=1),
+                         out=str(tmp_path / "run"))
+    with pytest.raises(MissingDependencyError, match="onnxruntime"):
+        compress(cfg)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(MissingDependencyError, match="onnxruntime"):
+        quantize(QuantizeJobConfig(source=str(trained), out=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()
 
 
 def test_quantize_a_run_folder_and_an_onnx_file(tmp_path, trained, capsys):
