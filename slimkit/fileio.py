@@ -14,6 +14,7 @@ This module imports nothing from slimkit, so every subpackage may use it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -22,7 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "append_line", "commit_files", "read_manifest", "link_or_copy", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "append_line", "commit_files", "read_manifest", "link_or_copy", "remove_stale_temporaries",
+           "file_sha256"]
 
 Writer = Callable[[Path], Any]
 _TMP = ".tmp-"
@@ -160,3 +162,12 @@ def read_manifest(directory: str | Path, manifest_name: str = "state.json") -> t
     names = manifest.get("files")
     paths = {k: d / v for k, v in names.items()} if isinstance(names, dict) else {}
     return manifest, paths
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in chunks), as hex."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

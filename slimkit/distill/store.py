@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from slimkit.errors import CorruptDataError, DataNotFoundError, DistillError, SlimkitError
-from slimkit.fileio import atomic_write
+from slimkit.fileio import atomic_write, file_sha256
 
 __all__ = ["LogitStore", "dataset_fingerprint", "write_logit_store"]
 
@@ -41,14 +41,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _AUGMENTATION_KEYS = ("seed", "augment", "pad", "flip", "view")
@@ -102,7 +94,7 @@ def _open_shard(root: Path, name: str, entry: dict[str, Any], k: int, verify: bo
         if size != rec["bytes"]:
             raise CorruptDataError(f"logit-store shard {name}: {path} has {size} bytes, the manifest says "
                                    f"{rec['bytes']} (truncated or overwritten); {_FIX}")
-        if verify and _sha256(path) != rec["sha256"]:
+        if verify and file_sha256(path) != rec["sha256"]:
             raise CorruptDataError(f"logit-store shard {name}: {path} fails its sha256 check (corrupt); {_FIX}")
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -354,7 +354,7 @@ def _source(cfg: CompressConfig, out: Path) -> str:
 
 def _int8(cfg: CompressConfig, out: Path, spec: dict[str, Any], resume: bool, console: Console) -> dict[str, Any]:
     """INT8 of the exported model, calibrated on un-augmented training images (same split as training)."""
-    if resume and (done := load_int8(out, cfg.int8)) is not None:
+    if resume and (done := load_int8(out, cfg.int8, out / "model.onnx", cfg.latency_batches)) is not None:
         console.print("[bold]int8[/]: already quantized")
         return done
     console.print("[bold]int8[/]: post-training quantization (onnxruntime QDQ), fp32 vs INT8 on the test set")

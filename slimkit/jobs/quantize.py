@@ -24,6 +24,7 @@ from slimkit.config import load_yaml
 from slimkit.data import DataSplits
 from slimkit.errors import ConfigError
 from slimkit.export import export_onnx, onnx_optimized, onnx_session
+from slimkit.fileio import file_sha256
 from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
 from slimkit.profile import compare_onnx_latency, has_vnni
 from slimkit.quantize import Int8Config, ort_quantization, quantize_int8, resolve_reduce_range
@@ -136,21 +137,25 @@ def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, ba
         "int8_layers": len(res.int8_layers),
         "float_layers": [vars(x) for x in res.float_layers],
         "held_out": res.held_out, "settings": res.settings, "seconds": res.seconds,
+        "fp32_sha256": file_sha256(fp32), "latency_batches": list(latency_batches),
         "kernels": int8_kernels(res.int8_path),
         "sensitivity": res.to_dict()["sensitivity"], "steps": [vars(s) for s in res.steps],
     }
     return json.loads(write_json(out / INT8_JSON, summary).read_text())  # as a resumed run reads it back
 
 
-def load_int8(out: Path, cfg: Int8Config) -> dict[str, Any] | None:
-    """A finished INT8 stage's summary (for resume) if it was made with the options of `cfg`, else None."""
+def load_int8(out: Path, cfg: Int8Config, fp32: Path, latency_batches: tuple[int, ...]) -> dict[str, Any] | None:
+    """A finished INT8 stage's summary (for resume) if it quantized this `fp32` file (the same bytes: a resumed run
+    that fine-tuned longer exported another model) with the options of `cfg`, timed at `latency_batches`; else
+    None."""
     p = out / INT8_JSON
-    if not (p.is_file() and (out / INT8_ONNX).is_file()):
+    if not (p.is_file() and (out / INT8_ONNX).is_file() and fp32.is_file()):
         return None
     done = json.loads(p.read_text())
     want = json.loads(json.dumps({**asdict(cfg), "reduce_range": resolve_reduce_range(cfg)}))  # as recorded
     same = all(done.get("settings", {}).get(k) == v for k, v in want.items())
-    return done if same else None
+    same = same and done.get("latency_batches") == list(latency_batches)
+    return done if same and done.get("fp32_sha256") == file_sha256(fp32) else None
 
 
 def int8_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -11,6 +11,7 @@ import torch
 from slimkit.cli.main import main
 from slimkit.errors import ConfigError, MissingDependencyError
 from slimkit.export import export_onnx
+from slimkit.fileio import file_sha256
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
@@ -60,6 +61,14 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     other = compress(replace(cfg, int8=Int8Config(calibration_images=64)), resume=True)  # new options: redone
     assert (out / "model.int8.onnx").stat().st_mtime_ns != mtime
     assert other["int8"]["settings"]["calibration_images_used"] == 64
+    # fine-tuned longer on resume (allowed): another model.onnx, so its INT8 is made again, not the stale one kept
+    onnx_before, mtime = (out / "model.onnx").read_bytes(), (out / "model.int8.onnx").stat().st_mtime_ns
+    longer = compress(replace(cfg, int8=Int8Config(calibration_images=64), finetune=replace(FINETUNE, epochs=2)),
+                      resume=True)
+    assert (out / "model.onnx").read_bytes() != onnx_before
+    assert (out / "model.int8.onnx").stat().st_mtime_ns != mtime
+    assert longer["int8"]["fp32_sha256"] == file_sha256(out / "model.onnx")
+    assert longer["int8"]["fp32"]["test_acc"] == pytest.approx(longer["pruned"]["test_acc"], abs=0.005)
 
 
 def test_int8_without_onnxruntime_quantization_fails_before_any_work(tmp_path, trained, monkeypatch):
