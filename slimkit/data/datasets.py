@@ -17,8 +17,8 @@ from slimkit.data.files import ImageFiles
 from slimkit.data.sources import RawData
 from slimkit.data.transforms import (
     DEFAULT_CROP_PCT,
-    DEFAULT_SCALE,
     View,
+    default_scale,
     eval_view,
     match_channels,
     pad_crop_flip,
@@ -265,7 +265,7 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
     source_chans = int(x.shape[1])
     chans = (size[0] if size else None) or source_chans
     view = None if size is None else View(size[1:], crop_pct=DEFAULT_CROP_PCT if crop_pct is None else crop_pct,
-                                          scale=tuple(scale or DEFAULT_SCALE),
+                                          scale=tuple(scale or default_scale(size[1:])),
                                           interpolation=interpolation or "bilinear")
     xtr = x[keep] if isinstance(x, ImageFiles) else torch.from_numpy(x[keep])
     if mean is None:

@@ -46,6 +46,17 @@ def test_resized_crop_params_follow_scale_and_ratio():
     assert resized_crop_params(10, 100, (0.99, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0)) == (0, 45, 10, 10)
 
 
+def test_default_crop_scale_is_milder_up_to_32_px_where_it_was_measured():
+    """(0.5, 1) up to 32 px on the shorter side (benchmarks/crop_scale.py, 3 seeds at 32 px), (0.25, 1) above; a
+    scale given wins."""
+    def scale(size, **kw):
+        return create_dataset("digits", limit=20, val_fraction=0.0, input_size=size, **kw).info.view.scale
+
+    assert scale(32) == (0.5, 1.0) and scale(16) == (0.5, 1.0) and scale("32,64") == (0.5, 1.0)
+    assert scale(33) == (0.25, 1.0) and scale(224) == (0.25, 1.0)
+    assert scale(32, scale=(0.08, 1.0)) == (0.08, 1.0)
+
+
 def test_train_view_is_a_function_of_the_generator_and_varies():
     x = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
     v = View((224, 224))

@@ -55,7 +55,7 @@ def test_train_then_compress_a_timm_model_on_a_folder_at_an_input_size(tmp_path)
     ref = timm.create_model("test_resnet", pretrained=False).pretrained_cfg
     assert spec["input_size"] == [3, 32, 32] and spec["in_chans"] == 3 and spec["source_chans"] == 1
     assert spec["mean"] == pytest.approx(ref["mean"]) and spec["std"] == pytest.approx(ref["std"])
-    assert spec["view"] == {"input_size": [3, 32, 32], "crop_pct": ref["crop_pct"], "scale": [0.25, 1.0],
+    assert spec["view"] == {"input_size": [3, 32, 32], "crop_pct": ref["crop_pct"], "scale": [0.5, 1.0],
                             "interpolation": ref["interpolation"]}
     assert s["channels"] == "1-channel images converted to 3 channels" and s["workers"] == 0
     out = compress(CompressConfig(baseline=str(run_dir), prune=PruneConfig(ratio=0.5),
