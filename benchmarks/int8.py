@@ -3,7 +3,9 @@
 (a) ResNet-20 and MobileNetV2 (`mobilenetv2_100`, small_input) trained on a class-balanced Fashion-MNIST subset,
     pruned to half the MACs by `slimkit compress`'s defaults, fine-tuned, then `--quantize int8` (the product path:
     calibration on training images, tolerance check on the validation split). Goal: INT8 test accuracy within 0.5
-    points of the fp32 pruned model, batch-32 latency at most 0.6x of it. `--sweep` also quantizes the same fp32
+    points of the fp32 pruned model, batch-32 latency at most 0.6x of it. `--compare-kernels` also prunes the same
+    baseline as before INT8-aware pruning (`prune.kernels: fp32`), fine-tunes and quantizes it, and times all five
+    models interleaved (variants marked "fp32 kernels"). `--sweep` also quantizes the same fp32
     model with other settings (calibration method, activation / weight types, reduce_range, per-tensor weights),
     all layers INT8, to show why the defaults are what they are.
 (b) ResNet-50 (torchvision, random init, 224x224, latency only): pruned to half its MACs by the default
@@ -186,6 +188,8 @@ def size_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of part (a); with `args.profile`, part (d)'s rows are appended to `profile`."""
+    import onnx
+
     splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
     test = as_batches(make_loaders(splits, 256).test, None, "test")
     calib = list(itertools.islice(make_loaders(splits, 64, seed=0).train, 8))
@@ -198,22 +202,33 @@ def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> lis
             out, base = out.with_name(f"{out.name}_r{args.round_to}"), out / "baseline"
             if (base / "summary.json").is_file() and not (out / "baseline").is_dir():
                 shutil.copytree(base, out / "baseline")
-        cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
-                             baseline_epochs=args.epochs, quantize="int8", out=str(out),
-                             prune=replace(PRUNE, round_to=args.round_to),
-                             finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs else None)
         t0 = time.perf_counter()
-        s = compress(cfg, resume=True)
-        int8 = s["int8"]
-        fp32, q8 = out / "model.onnx", out / "model.int8.onnx"
-        base_onnx = out / "baseline.onnx"
-        if not base_onnx.is_file():
-            from slimkit.jobs._common import load_run_model
+        paths, accs, arms, float_layers = {}, {}, {}, {}
+        for arm, kernels in [("", None)] + [(" fp32 kernels", "fp32")] * args.compare_kernels:
+            d = out.with_name(out.name + arm.replace(" ", "_"))
+            if arm and (out / "baseline" / "summary.json").is_file() and not (d / "baseline").is_dir():
+                shutil.copytree(out / "baseline", d / "baseline")  # the same trained baseline
+            cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
+                                 baseline_epochs=args.epochs, quantize="int8", out=str(d),
+                                 prune=replace(PRUNE, round_to=args.round_to, kernels=kernels),
+                                 finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs
+                                 else None)
+            s = compress(cfg, resume=True)
+            fp32, q8 = d / "model.onnx", d / "model.int8.onnx"
+            if not arm:
+                base_onnx = out / "baseline.onnx"
+                if not base_onnx.is_file():
+                    from slimkit.jobs._common import load_run_model
 
-            export_onnx(load_run_model(out / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
-        paths = {"fp32 unpruned": base_onnx, "fp32 pruned": fp32, "int8 pruned": q8}
-        accs = {"fp32 unpruned": s["baseline"]["test_acc"], "fp32 pruned": _test_acc(fp32, test),
-                "int8 pruned": _test_acc(q8, test)}
+                    export_onnx(load_run_model(out / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
+                paths["fp32 unpruned"], accs["fp32 unpruned"] = base_onnx, s["baseline"]["test_acc"]
+            for label, p in ((f"fp32 pruned{arm}", fp32), (f"int8 pruned{arm}", q8)):
+                paths[label], accs[label], arms[label] = p, _test_acc(p, test), f"fp32 pruned{arm}"
+            float_layers[f"int8 pruned{arm}"] = (s["int8"], len(int8_kernel_misses(onnx.load(str(q8)))))
+            if args.profile:
+                _priority(0)
+                profile.extend(profile_rows(name + arm, fp32, q8, (1, 28, 28)))
+                _priority(19)
         if args.sweep:
             for label, over in SWEEP.items():
                 p = out / "sweep" / (label.split(" (")[0].replace(" ", "_") + ".onnx")
@@ -233,19 +248,19 @@ def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> lis
                     "held_out_fp32": r.held_out["fp32_acc"], "quantizations": r.settings["quantizations"],
                     "seconds": round(time.perf_counter() - c0, 1), "test_acc": round(_test_acc(r.int8_path, test), 4)})
         lat = _timing(paths, (1, 28, 28), [(1, 1), (1, None), (32, None)], args.rounds)
-        ref = lat["fp32 pruned"]
         for label, p in paths.items():
+            ref, old = lat[arms.get(label, "fp32 pruned")], lat.get("fp32 pruned fp32 kernels")
             rows.append({"model": name, "variant": label, "test_acc": round(accs[label], 4),
                          "size_kB": round(p.stat().st_size / 1024, 1), **lat[label],
                          **{f"{k.removesuffix('_ms')} / fp32 pruned": round(v / ref[k], 3)
-                            for k, v in lat[label].items() if "wall" not in k}})
-        if args.profile:
-            _priority(0)
-            profile.extend(profile_rows(name, fp32, q8, (1, 28, 28)))
-            _priority(19)
-        rows[-len(paths) + 2]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
-        rows[-len(paths) + 2]["held_out"] = int8.get("held_out")
-        rows[-len(paths) + 2]["compress_s"] = round(time.perf_counter() - t0, 1)
+                            for k, v in lat[label].items() if "wall" not in k},
+                         **({f"{k.removesuffix('_ms')} / fp32 pruned fp32 kernels": round(v / old[k], 3)
+                             for k, v in lat[label].items() if "wall" not in k} if old else {})})
+            if label in float_layers:
+                int8, misses = float_layers[label]
+                rows[-1]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
+                rows[-1]["held_out"], rows[-1]["slow int8 convs"] = int8.get("held_out"), misses
+        rows[-1]["compress_s"] = round(time.perf_counter() - t0, 1)
     return rows
 
 
@@ -301,6 +316,8 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="resnet20, mobilenetv2_100, resnet50")
     p.add_argument("--sizes", nargs="*", type=int, default=[], help="(c): input sizes of the latency sweep")
     p.add_argument("--profile", action="store_true", help="(d): per-operator profile of the small models")
+    p.add_argument("--compare-kernels", action="store_true", help="(a) also the same baseline pruned as before "
+                   "INT8-aware pruning (prune.kernels fp32), timed interleaved with the default")
     p.add_argument("--no-small", action="store_true", help="skip (a) (e.g. to run only the size sweep)")
     p.add_argument("--round-to", type=int, default=None, help="(a) pruned in channel blocks of N (the baseline of "
                    "the default run is reused); results under key small_r<N>")

@@ -28,9 +28,9 @@ from slimkit.report import rich_table
 # the flags that set an option of a section (the rest are CompressConfig's own): the CLI keeps the flat flags
 FLAGS = {"macs": "prune.macs_target", "params": "prune.params_target", "latency_ms": "prune.latency_target",
          "ratio": "prune.ratio", "importance": "prune.importance", "allocation": "prune.allocation",
-         "round_to": "prune.round_to", "ignore": "prune.ignored_layers", "dims": "prune.dims",
-         "dim_ratio": "prune.ratios", "token_method": "prune.token_method", "finetune_epochs": "finetune.epochs",
-         "finetune_lr": "finetune.lr"}
+         "round_to": "prune.round_to", "kernels": "prune.kernels", "ignore": "prune.ignored_layers",
+         "dims": "prune.dims", "dim_ratio": "prune.ratios", "token_method": "prune.token_method",
+         "finetune_epochs": "finetune.epochs", "finetune_lr": "finetune.lr"}
 
 
 def compress_cmd(
@@ -56,6 +56,8 @@ def compress_cmd(
                                    "importance; global_latency: importance per ns."),
     round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), auto (this "
                                   "CPU's vector block, 16 on AVX-512) or 1 (none); default: the allocation's."),
+    kernels: str = typer.Option(None, "--kernels", help="fp32 or int8: keep the channel counts the fast kernels of "
+                                "that precision take (default: int8 with --quantize int8, else fp32)."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
     dims: str = typer.Option(None, "--dims", help="Transformers: dimensions to prune, comma-separated, from heads, "
                              "neurons, embed, tokens (default: every channel group, no tokens)."),
@@ -91,7 +93,7 @@ def compress_cmd(
     cli = dict(model=model, weights=weights, data=data, data_root=data_root, baseline=baseline,
                baseline_epochs=baseline_epochs,
                macs=macs, params=params, latency_ms=latency_ms, ratio=ratio, method=method, importance=importance,
-               allocation=allocation, round_to=round_to,
+               allocation=allocation, round_to=round_to, kernels=kernels,
                ignore=ignore or None, distill=distill if distill is None else ({} if distill else False),
                ratio_search=ratio_search,
                search_queries=search_queries,

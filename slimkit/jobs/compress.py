@@ -101,7 +101,8 @@ class CompressConfig:
     workers: int | None = None  # DataLoader worker processes (None: 2 for decoded / resized images, else 0)
     seed: int = 0  # the job's one seed: data split, baseline, pruning, fine-tuning
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes at which latency is measured
-    quantize: Literal["int8"] | None = None  # after export: INT8 ONNX calibrated on training images
+    quantize: Literal["int8"] | None = None  # after export: INT8 ONNX calibrated on training images (and
+    # pruning to the channel counts of the fast INT8 kernels unless prune.kernels says otherwise)
     int8: Int8Config = field(default_factory=Int8Config)  # INT8 options (calibration, tolerance, float layers)
     out: str = "runs/compress"
 
@@ -151,6 +152,13 @@ class CompressConfig:
         except ConfigError as e:  # an option of the prune section
             e.option = f"prune.{e.option}"
             raise
+
+    @property
+    def prune_config(self) -> PruneConfig:
+        """What the pruning method gets: `prune`, pruning to the channel counts of the fast INT8 kernels when the job
+        quantizes to INT8 and `prune.kernels` is not given (fp32 keeps the earlier behaviour)."""
+        p = self.prune
+        return replace(p, kernels="int8") if p.kernels is None and self.quantize == "int8" else p
 
     def _tie(self, section: str, **job: Any) -> None:
         """A section's copy of a job-wide option (seed, batch_size) is the job's; a different one is refused."""
@@ -276,7 +284,7 @@ def _prune_job(cfg: CompressConfig, method: PruningMethod, base: nn.Module, spec
         tc = TrainConfig(epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
         Trainer(model, tc, loaders.train, callbacks=list(callbacks), out_dir=out / method.name).fit(resume=resume)
 
-    return PruneJob(base, (example,), cfg.prune, data=calib, finetune=finetune if ft else None, train=train,
+    return PruneJob(base, (example,), cfg.prune_config, data=calib, finetune=finetune if ft else None, train=train,
                     fresh_model=fresh_model, train_steps=cfg.baseline_epochs * len(loaders.train),
                     steps_per_epoch=len(loaders.train))
 

@@ -10,6 +10,11 @@ The rates were fitted on one core of an AVX2 x86 CPU to 951 per-operator onnxrun
 224x224, unpruned and pruned; median error 9% per operator, 3-10% per model); the arithmetic rates scale with the
 vector width (16-wide blocks on AVX-512 run twice the MACs per ns), memory rates do not. Absolute times are
 estimates; what pruning uses is how they *change* with the channel counts, which the roofline follows.
+
+For a model that will run in INT8 (`cpu_rates(kernels="int8")`), convolutions and linear layers move a byte per
+value instead of four and run their arithmetic at `Int8Rates` times the fp32 rate: faster on onnxruntime's fast
+INT8 convolution, slower on its generic path for the channel counts that kernel does not take
+(`slimkit.profile.hardware.int8_conv_misses`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from slimkit.profile.hardware import channel_multiple
+from slimkit.profile.hardware import channel_multiple, int8_conv_misses
 
-__all__ = ["CpuRates", "LayerShape", "cpu_rates", "cost_breakdown", "layer_ns", "layer_macs", "trace_layers",
-           "ELEMENTWISE_NS"]
+__all__ = ["CpuRates", "Int8Rates", "LayerShape", "cpu_rates", "cost_breakdown", "layer_ns", "layer_macs",
+           "trace_layers", "ELEMENTWISE_NS"]
 
 # ns per element of an unfused elementwise pass (read + write, one core), by module class name (lower case)
 ELEMENTWISE_NS = {
@@ -33,6 +38,19 @@ ELEMENTWISE_NS = {
     "sigmoid": 0.5, "mish": 1.0, "tanh": 0.6, "elu": 0.6, "softmax": 0.6, "layernorm": 0.9, "layernorm2d": 0.9,
     "groupnorm": 0.9, "rmsnorm": 0.9,
 }
+
+
+@dataclass(frozen=True)
+class Int8Rates:
+    """INT8 arithmetic rate over fp32's, by kernel: fitted to `benchmarks/int8.py --profile` (onnxruntime 1.32, one
+    AVX2 core without VNNI, batch 32; README "Where the batch-32 time goes"): the fast kernel runs dense
+    convolutions in 0.4-0.55x of fp32's time (0.5-0.8x below 48 channels) and depthwise ones in 0.3-2.8x (about
+    fp32's on average); the generic path 1.26x (dense) and 1.9-2.8x (depthwise)."""
+
+    dense: float = 2.0
+    depthwise: float = 1.0
+    generic: float = 0.8
+    generic_depthwise: float = 0.45
 
 
 @dataclass(frozen=True)
@@ -47,16 +65,19 @@ class CpuRates:
     bytes_per_ns: float = 16.8  # streaming activations and weights
     op_ns: float = 10_000.0  # fixed cost of one operator
     elementwise_ns: dict[str, float] = field(default_factory=lambda: dict(ELEMENTWISE_NS))
+    int8: Int8Rates | None = None  # the model runs in INT8 (None: fp32)
 
 
-def cpu_rates(capability: str | None = None) -> CpuRates:
+def cpu_rates(capability: str | None = None, kernels: str = "fp32") -> CpuRates:
     """The rates of this machine's CPU (or of `capability`, a `cpu_capability()` string): arithmetic scales with the
-    vector block width, relative to the 8-wide AVX2 core the constants were fitted on."""
+    vector block width, relative to the 8-wide AVX2 core the constants were fitted on; `kernels="int8"` for a model
+    that will run in INT8."""
     block = channel_multiple(capability)
     s = block / 8
     base = CpuRates()
     return CpuRates(block, base.dense_macs_per_ns * s, base.depthwise_macs_per_ns * s, base.stem_macs_per_ns * s,
-                    base.linear_macs_per_ns * s, base.bytes_per_ns, base.op_ns)
+                    base.linear_macs_per_ns * s, base.bytes_per_ns, base.op_ns,
+                    int8=Int8Rates() if kernels == "int8" else None)
 
 
 @dataclass(frozen=True)
@@ -105,8 +126,15 @@ def layer_ns(s: LayerShape, rates: CpuRates, batch: int = 1) -> float:
         rate = rates.stem_macs_per_ns
     else:
         rate = rates.dense_macs_per_ns
+    size = 4
+    if rates.int8 is not None:
+        size, q = 1, rates.int8
+        c = (round(s.c_in), round(s.c_out))
+        miss = s.kind == "conv" and bool(int8_conv_misses(*c, c[0] if s.depthwise else s.groups))
+        rate *= (q.generic_depthwise if s.depthwise else q.generic) if miss else \
+            (q.depthwise if s.depthwise else q.dense)
     weights = c_out * (c_in / groups) * s.kernel
-    traffic = 4 * (batch * (s.pixels_in * c_in + s.pixels * c_out) + weights)
+    traffic = size * (batch * (s.pixels_in * c_in + s.pixels * c_out) + weights)
     return max(macs / rate, traffic / rates.bytes_per_ns) + rates.op_ns
 
 

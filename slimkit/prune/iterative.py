@@ -36,7 +36,7 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
                     params_target: float | None = None, schedule: Literal["linear", "geometric"] = "geometric",
                     finetune: Callable[[nn.Module, int], None] | None = None, importance: str = "l1",
                     ignored_layers: Sequence[str] = (), allocation: str = "latency", round_to: int | str | None = None,
-                    data: Any = None, max_group_ratio: float = 0.9) -> nn.Module:
+                    data: Any = None, max_group_ratio: float = 0.9, kernels: str | None = "fp32") -> nn.Module:
     """Prune `steps` times towards a MACs or params fraction of the *original* model, calling `finetune(model,
     step)` after each step (e.g. a few epochs with `slimkit.train.Trainer`). Returns the final pruned copy."""
     if (macs_target is None) == (params_target is None):
@@ -49,7 +49,8 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
     for step in range(1, steps + 1):
         target = keep_schedule(step, steps, budget.value, schedule) * original
         cfg = PruneConfig(importance=importance, ignored_layers=tuple(ignored_layers), allocation=allocation,
-                          round_to=round_to, max_group_ratio=max_group_ratio, **Budget(budget.kind, target).kwargs())
+                          round_to=round_to, max_group_ratio=max_group_ratio, kernels=kernels,
+                          **Budget(budget.kind, target).kwargs())
         if measure(current) > target:  # an earlier step may already have cut past this one (whole-block steps)
             current = Pruner(current, inputs, cfg, data=data).run()
         if finetune is not None:
@@ -71,4 +72,5 @@ class Iterative(PruningMethod):
         return iterative_prune(job.model, job.example_inputs, steps=self.rounds, finetune=job.finetune,
                                importance=c.importance, ignored_layers=c.ignored_layers, round_to=c.round_to,
                                allocation=c.allocation, max_group_ratio=c.max_group_ratio, data=job.data,
+                               kernels=c.kernels,
                                **c.budget.kwargs())

@@ -14,7 +14,8 @@ Allocation (how the cut is spread over the channel groups): "latency" (the defau
 to the time per MAC it gives back on this CPU (`slimkit.prune.latency`) and keeps channel counts in whole vector
 blocks, so latency falls about as fast as MACs; "uniform" cuts the same share everywhere (slimkit's default before
 0.2, unrounded); "global" removes the lowest-scored channels across groups; "global_latency" the lowest-scored per
-estimated nanosecond.
+estimated nanosecond. `kernels="int8"` (for a model that will be quantized) also keeps the channel counts
+onnxruntime's fast INT8 convolutions take, and estimates time with INT8 costs (`slimkit.prune.allocation`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from slimkit.errors import BudgetError, ConfigError, PruneError
 from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.graph.trace import empty_caches
 from slimkit.profile import count_macs, count_node_macs, count_params, measure_latency
-from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, keep_counts, unit_multiple
+from slimkit.profile.cpu_cost import cpu_rates
+from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, channel_rules, keep_counts
 from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
@@ -79,6 +81,8 @@ class PruneConfig:
     ratios: Mapping[str, float] | None = None  # explicit share to remove per dimension (a budget of its own)
     token_method: str = "select"  # how tokens are reduced: select (fixed positions, by HSIC), drop, merge
     token_layers: tuple[int, ...] | None = None  # reducers after these blocks (None: 1/4, 1/2, 3/4 of the depth)
+    kernels: str | None = None  # the kernels the model will run on: fp32 (None: fp32 here; `slimkit compress`
+    # takes int8 when it quantizes), or int8 (counts onnxruntime's fast INT8 convolutions take, INT8 costs)
 
     def __post_init__(self) -> None:
         budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target, self.ratios)
@@ -103,7 +107,7 @@ class PruneConfig:
     @property
     def spread(self) -> Allocation:
         """How the cut is spread over the groups (allocation, rounding, cap): what `keep_counts` reads."""
-        return Allocation(self.allocation, self.round_to, self.max_group_ratio)
+        return Allocation(self.allocation, self.round_to, self.max_group_ratio, self.kernels or "fp32")
 
     @property
     def budget(self) -> Budget | None:
@@ -152,10 +156,11 @@ class Pruner:
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
         self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
         self.latency: LatencyModel | None = None
+        self.rules = channel_rules(self.groups, self.model, self.config.spread)  # the counts each group may keep
         if self.config.allocation in _BY_LATENCY and self.config.dims is None and self.config.ratios is None:
-            self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs)
-            costs = self.latency.group_costs({g.id: unit_multiple(g, self.config.channel_round) or 1
-                                              for g in self.groups})
+            self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs,
+                                              cpu_rates(kernels=self.config.spread.kernels))
+            costs = self.latency.group_costs({g.id: self.rules[g.id].multiple or 1 for g in self.groups})
             if self.config.allocation == "latency":
                 self.weights = latency_weights(costs, {g.id: g.size for g in self.groups})
             else:
@@ -183,12 +188,14 @@ class Pruner:
 
     def _counts(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, int]:
         if self.config.dims is None and self.config.ratios is None and ratios is None:
-            return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights)
+            return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights, self.rules)
         uniform = replace(self.config.spread, allocation="uniform")  # a dimension's share, cut from each group
+        rules = channel_rules(self.groups, self.model, uniform) if uniform.kernels == "int8" else None
         per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
         counts = {g.id: g.size for g in self.groups}
         for r in sorted(set(per.values()) - {0.0}):
-            counts.update(keep_counts([g for g in self.groups if per[g.id] == r], self.scores, r, uniform))
+            counts.update(keep_counts([g for g in self.groups if per[g.id] == r], self.scores, r, uniform,
+                                      rules=rules))
         return counts
 
     def step(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, list[int]]:
@@ -366,7 +373,7 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
           round_to: int | str | None = None, data: Any = None, loss_fn: Callable[..., Any] | None = None,
           seed: int = 0, dims: Sequence[str] | None = None, ratios: Mapping[str, float] | None = None,
           token_method: str = "select", token_layers: Sequence[int] | None = None,
-          max_group_ratio: float = 0.9) -> nn.Module:
+          max_group_ratio: float = 0.9, kernels: str | None = "fp32") -> nn.Module:
     """Structurally prune a copy of `model` to one budget and return it (the original is not changed).
 
     Transformers: `dims=("heads", "neurons", "tokens")` prunes those dimensions by the same ratio (met by bisection
@@ -382,7 +389,10 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     A `ratio` is the share of channels removed (with allocation "latency", on average over channels: groups that
     give back more time per MAC lose more). `round_to` overrides the rounding (an int, "auto", or 1 for none); when
     whole blocks cannot meet the budget
-    (a small model of one-block groups), the default prunes unrounded, with a warning.
+    (a small model of one-block groups), the default prunes unrounded, with a warning. `kernels="int8"`, for a
+    model that will be quantized, keeps the channel counts onnxruntime's fast INT8 convolutions take (multiples of
+    16 through depthwise convolutions, of 8 and at least 16 out of dense ones, of 4 into them) and allocates by
+    INT8 costs.
     """
     check_model(model)
     inputs = as_example_inputs(example_inputs)
@@ -392,7 +402,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
                       latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
                       round_to=round_to, seed=seed, dims=tuple(dims) if dims is not None else None,
                       ratios=dict(ratios) if ratios else None, token_method=token_method,
-                      token_layers=tuple(token_layers) if token_layers else None, max_group_ratio=max_group_ratio)
+                      token_layers=tuple(token_layers) if token_layers else None, max_group_ratio=max_group_ratio,
+                      kernels=kernels)
     pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
     try:
         return pruner.run()
@@ -400,7 +411,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
         if round_to is not None or allocation not in _BY_LATENCY or cfg.dims is not None or cfg.ratios is not None:
             raise
     warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
-                  "one block cannot shrink); pruning without rounding, so latency may fall more slowly than MACs",
-                  stacklevel=2)
-    pruner.config = replace(cfg, round_to=1)
+                  "one block cannot shrink)" + (" and INT8 kernel counts" if kernels == "int8" else "") +
+                  "; pruning without rounding, so latency may fall more slowly than MACs", stacklevel=2)
+    pruner.config = replace(cfg, round_to=1, kernels="fp32")
+    pruner.rules = channel_rules(pruner.groups, pruner.model, pruner.config.spread)
     return pruner.run()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slimkit.profile.hardware import int8_conv_misses
+
 __all__ = ["Layer", "weighted_layers", "int8_layers", "module_name", "op_counts", "file_bytes", "feeding_activations",
            "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses", "run_as_int8"]
 
@@ -154,15 +156,6 @@ class KernelMiss:
     reason: str  # why onnxruntime's fast INT8 convolution kernel does not take it
 
 
-# onnxruntime's (MLAS) symmetric INT8 convolution kernels on x86 (AVX2, AVX-VNNI, AVX-512): requantization fused
-# into an indirect convolution; the other convolutions take the generic path (im2col, an int32 GEMM result, then a
-# separate requantization pass), which at small sizes is about as slow as fp32. Rules of `MlasConvSymPackWSize`.
-INT8_CONV_MIN_OUT = 16  # output channels at least (one packed block)
-INT8_CONV_OUT_MULTIPLE = 8
-INT8_CONV_IN_MULTIPLE = 4
-INT8_DEPTHWISE_MULTIPLE = 16  # channels of a depthwise convolution
-
-
 def _initializer(model: Any, name: str) -> Any:
     return next((t for t in model.graph.initializer if t.name == name), None)
 
@@ -170,8 +163,8 @@ def _initializer(model: Any, name: str) -> Any:
 def int8_kernel_misses(model: Any) -> list[KernelMiss]:
     """The INT8 convolutions of a QDQ model that onnxruntime's fast x86 INT8 kernels do not take, and why: output
     channels fewer than 16 or not a multiple of 8, input channels not a multiple of 4, a depthwise convolution whose
-    channels are not a multiple of 16, another grouped convolution, or weights that are not symmetric int8. These
-    rules are onnxruntime's x86 ones (other CPUs have their own)."""
+    channels are not a multiple of 16, another grouped convolution (`slimkit.profile.hardware.int8_conv_misses`), or
+    weights that are not symmetric int8. These rules are onnxruntime's x86 ones (other CPUs have their own)."""
     from onnx import TensorProto, numpy_helper
 
     producers, int8 = _producers(model), int8_layers(model)
@@ -189,19 +182,8 @@ def int8_kernel_misses(model: Any) -> list[KernelMiss]:
         layer = Layer(n.name, module_name(n.name), n.op_type)
         if w.data_type != TensorProto.INT8 or (zero is not None and numpy_helper.to_array(zero).any()):
             reason = "weights are not symmetric int8"
-        elif group == 1:
-            reason = "; ".join(r for r in (
-                f"{cout} output channels (fewer than {INT8_CONV_MIN_OUT})" if cout < INT8_CONV_MIN_OUT else "",
-                f"{cout} output channels (not a multiple of {INT8_CONV_OUT_MULTIPLE})"
-                if cout % INT8_CONV_OUT_MULTIPLE else "",
-                f"{cin} input channels (not a multiple of {INT8_CONV_IN_MULTIPLE})"
-                if cin % INT8_CONV_IN_MULTIPLE else "",
-            ) if r)
-        elif group == cin == cout:
-            reason = (f"depthwise over {cout} channels (not a multiple of {INT8_DEPTHWISE_MULTIPLE})"
-                      if cout % INT8_DEPTHWISE_MULTIPLE else "")
         else:
-            reason = f"grouped convolution ({group} groups)"
+            reason = "; ".join(int8_conv_misses(cin, cout, group))
         if reason:
             out.append(KernelMiss(layer, reason))
     return out

@@ -1,9 +1,12 @@
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
 from slimkit.profile.cpu_cost import (
     CpuRates,
+    Int8Rates,
     LayerShape,
     cost_breakdown,
     cpu_rates,
@@ -24,6 +27,27 @@ def test_dense_conv_by_hand():
     assert layer_macs(s) == macs and traffic / 4.0 < macs / 10.0  # compute-bound
     assert layer_ns(s, RATES) == pytest.approx(macs / 10.0 + 100.0)
     assert layer_ns(s, RATES, batch=4) == pytest.approx(4 * macs / 10.0 + 100.0)
+
+
+def test_int8_costs_by_hand_fast_kernel_and_generic_path():
+    """INT8: a byte per value; the arithmetic at Int8Rates times fp32's, the generic path's rate for a convolution
+    onnxruntime's fast INT8 kernel does not take (8 output channels: fewer than 16; depthwise 24: not a multiple of
+    16)."""
+    q = Int8Rates(dense=2.0, depthwise=1.5, generic=0.5, generic_depthwise=0.25)
+    rates = CpuRates(block=8, dense_macs_per_ns=10.0, depthwise_macs_per_ns=2.0, bytes_per_ns=4.0, op_ns=100.0,
+                     int8=q)
+    hit, miss = LayerShape("conv", 16, 16, 1, 9, 100, 100), LayerShape("conv", 16, 8, 1, 9, 100, 100)
+    assert layer_ns(hit, rates) == pytest.approx(100 * 16 * 16 * 9 / 20.0 + 100.0)
+    assert layer_ns(miss, rates) == pytest.approx(100 * 8 * 16 * 9 / 5.0 + 100.0)
+    assert layer_ns(miss, rates) > layer_ns(hit, rates)  # half the MACs, more time: why pruning keeps 16
+    dw_hit, dw_miss = LayerShape("conv", 32, 32, 32, 9, 100, 100), LayerShape("conv", 24, 24, 24, 9, 100, 100)
+    assert layer_ns(dw_hit, rates) == pytest.approx(100 * 32 * 9 / 3.0 + 100.0)
+    assert layer_ns(dw_miss, rates) == pytest.approx(100 * 24 * 9 / 0.5 + 100.0)
+    slow_memory = replace(rates, bytes_per_ns=1.0)
+    mem = LayerShape("conv", 16, 16, 1, 1, 1000, 1000)  # memory-bound: a byte per value (fp32: four)
+    assert layer_ns(mem, slow_memory) == pytest.approx(1000 * 16 + 1000 * 16 + 16 * 16 + 100.0)
+    assert layer_ns(mem, replace(slow_memory, int8=None)) == pytest.approx(4 * (1000 * 32 + 256) + 100.0)
+    assert cpu_rates(kernels="int8").int8 == Int8Rates() and cpu_rates().int8 is None
 
 
 def test_memory_bound_depthwise_by_hand():

@@ -10,7 +10,7 @@ from torch import nn
 from slimkit.graph import build_dependency_graph
 from slimkit.layers.tokens import Block
 from slimkit.prune import PruneConfig, Pruner, prune
-from slimkit.prune.pruner import unit_multiple
+from slimkit.prune.allocation import unit_multiple
 
 from .reference import assert_prune_matches_reference
 
