@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from torch.utils.data import DataLoader
 from slimkit.config import load_yaml
 from slimkit.data import DataSplits
 from slimkit.errors import ConfigError
-from slimkit.export import export_onnx, onnx_optimized, onnx_session
+from slimkit.export import export_onnx, onnx_session
 from slimkit.fileio import file_sha256
 from slimkit.jobs._common import build_data, load_run_model, read_model_spec, write_config, write_json
 from slimkit.profile import compare_onnx_latency, has_vnni
-from slimkit.quantize import Int8Config, ort_quantization, quantize_int8, resolve_reduce_range
+from slimkit.quantize import Int8Config, QuantizeResult, ort_quantization, quantize_int8, resolve_reduce_range
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
-from slimkit.quantize.graph import conversions, dq_q_pairs, int8_kernel_misses
+from slimkit.quantize.graph import int8_kernel_misses
 from slimkit.report import write_html
 
 __all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict", "run"]
@@ -89,19 +88,15 @@ def _check_shape(fp32: Path, splits: DataSplits) -> None:
                           "the data the model was trained on")
 
 
-def int8_kernels(int8: Path) -> dict[str, Any]:
+def int8_kernels(res: QuantizeResult) -> dict[str, Any]:
     """What onnxruntime runs for an INT8 model: the convolutions its fast INT8 kernels do not take (and why), and,
-    in its optimised graph, the float <-> int8 conversions left and the dequantize -> quantize round trips."""
+    from its optimised graph (read once, by `quantize_int8`), the float <-> int8 conversions left and the
+    dequantize -> quantize round trips."""
     import onnx
 
-    misses = int8_kernel_misses(onnx.load(str(int8)))
-    with tempfile.TemporaryDirectory(prefix="slimkit-ort-") as tmp:
-        opt = onnx.load(str(onnx_optimized(int8, Path(tmp) / "optimized.onnx")))
-    ops = [n.op_type for n in opt.graph.node]
+    misses = int8_kernel_misses(onnx.load(str(res.int8_path)))
     return {"slow_convs": [{"layer": m.layer.module, "node": m.layer.node, "reason": m.reason} for m in misses],
-            "convs": sum(op in ("QLinearConv", "ConvInteger") for op in ops) + ops.count("Conv"),
-            "int8_convs": sum(op in ("QLinearConv", "ConvInteger") for op in ops),
-            "conversions": conversions(opt), "dq_q_pairs": len(dq_q_pairs(opt)), "vnni": has_vnni()}
+            **res.runtime, "vnni": has_vnni()}
 
 
 def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, batch_size: int = 64, seed: int = 0,
@@ -138,7 +133,7 @@ def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, ba
         "float_layers": [vars(x) for x in res.float_layers],
         "held_out": res.held_out, "settings": res.settings, "seconds": res.seconds,
         "fp32_sha256": file_sha256(fp32), "latency_batches": list(latency_batches),
-        "kernels": int8_kernels(res.int8_path),
+        "kernels": int8_kernels(res),
         "sensitivity": res.to_dict()["sensitivity"], "steps": [vars(s) for s in res.steps],
     }
     return json.loads(write_json(out / INT8_JSON, summary).read_text())  # as a resumed run reads it back

@@ -14,7 +14,8 @@ from typing import Any
 from slimkit.profile.hardware import int8_conv_misses
 
 __all__ = ["Layer", "weighted_layers", "int8_layers", "module_name", "op_counts", "file_bytes", "feeding_activations",
-           "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses", "run_as_int8"]
+           "dq_q_pairs", "conversions", "KernelMiss", "int8_kernel_misses", "run_as_int8", "runtime_summary",
+           "INT_KERNELS"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -85,7 +86,7 @@ def int8_layers(model: Any) -> set[str]:
 
 
 # onnxruntime's integer kernels for weighted layers (what its optimiser fuses a QDQ group into)
-_INT_KERNELS = ("QLinearConv", "QLinearConvTranspose", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+INT_KERNELS = ("QLinearConv", "QLinearConvTranspose", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                 "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
 
 
@@ -97,7 +98,7 @@ def run_as_int8(optimized: Any, nodes: Iterable[str]) -> set[str]:
     quantizes the float weight of a layer that sits between a DequantizeLinear and a QuantizeLinear, so a layer
     kept in float with a dequantized input still runs in int8. Fused nodes keep the layer's name, plus
     `_token_N` suffixes."""
-    ran = {re.sub(r"(_token_\d+)+$", "", n.name) for n in optimized.graph.node if n.op_type in _INT_KERNELS}
+    ran = {re.sub(r"(_token_\d+)+$", "", n.name) for n in optimized.graph.node if n.op_type in INT_KERNELS}
     return {n for n in nodes if n in ran}
 
 
@@ -148,6 +149,19 @@ def conversions(model: Any) -> int:
     activation tensor between float and int8: the model's input and output, and two per float island (a layer kept
     in float, or an operator with no integer kernel, inside the INT8 graph)."""
     return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+_FLOAT_CONVS = ("Conv", "FusedConv", "NchwcConv")  # a float convolution in onnxruntime's optimised graph
+
+
+def runtime_summary(optimized: Any) -> dict[str, int]:
+    """What onnxruntime runs, read from its optimised graph `optimized` (`slimkit.export.onnx_optimized`): its
+    convolutions, those in int8, the float <-> int8 conversions (`conversions`) and the dequantize -> quantize
+    round trips left (`dq_q_pairs`)."""
+    ops = [n.op_type for n in optimized.graph.node]
+    int8_convs = sum(op in INT_KERNELS and "Conv" in op for op in ops)
+    return {"convs": int8_convs + sum(op in _FLOAT_CONVS for op in ops), "int8_convs": int8_convs,
+            "conversions": conversions(optimized), "dq_q_pairs": len(dq_q_pairs(optimized))}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,14 @@ from slimkit.export import export_onnx, onnx_optimized, onnx_session
 from slimkit.fileio import atomic_write
 from slimkit.profile import has_vnni
 from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_reader, onnx_logits
-from slimkit.quantize.graph import feeding_activations, file_bytes, int8_layers, run_as_int8, weighted_layers
+from slimkit.quantize.graph import (
+    feeding_activations,
+    file_bytes,
+    int8_layers,
+    run_as_int8,
+    runtime_summary,
+    weighted_layers,
+)
 from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range",
@@ -91,6 +98,8 @@ class QuantizeResult:
     sensitivity: tuple[LayerScore, ...] = ()  # every weighted layer's cost, costliest first (empty: not ranked)
     steps: tuple[Step, ...] = ()  # the mixed-precision models tried (float layers -> held-out accuracy)
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per phase
+    runtime: dict[str, int] = field(default_factory=dict)  # what onnxruntime runs (its optimised graph, read once):
+    # convs, int8_convs, conversions, dq_q_pairs (`slimkit.quantize.graph.runtime_summary`)
 
     @property
     def compression(self) -> float:
@@ -258,8 +267,8 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         onnx, _ = ort_quantization()
         kept = [n for n in [*sorted(requested), *float_nodes] if n in layers]
         # what onnxruntime really runs: its optimiser may quantize a layer the file keeps in float
-        requantized = (run_as_int8(onnx.load(str(onnx_optimized(dest, work / "optimized.onnx"))), kept)
-                       if kept else set())
+        optimized = onnx.load(str(onnx_optimized(dest, work / "optimized.onnx")))
+        requantized, runtime = run_as_int8(optimized, kept), runtime_summary(optimized)
     int8 = int8_layers(onnx.load(str(dest))) | requantized
     scores = {s.layer.node: s.score for s in ranked}
     floats = tuple(FloatLayer(n, layers[n].module, layers[n].op_type,
@@ -277,7 +286,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
     seconds["total"] = time.perf_counter() - t0
     return QuantizeResult(fp32, dest, file_bytes(fp32), file_bytes(dest),
                           tuple(n for n in layers if n in int8), floats, settings, summary, tuple(ranked),
-                          tuple(steps), seconds)
+                          tuple(steps), seconds, runtime)
 
 
 def _mixed_precision(quant: _Quantizer, fp32: Path, full: Path, held: Batches, requested: set[str],

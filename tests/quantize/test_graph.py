@@ -10,7 +10,7 @@ from torch import nn
 
 from slimkit.export import onnx_optimized
 from slimkit.quantize import quantize_int8
-from slimkit.quantize.graph import conversions, dq_q_pairs, int8_kernel_misses, op_counts
+from slimkit.quantize.graph import conversions, dq_q_pairs, int8_kernel_misses, op_counts, runtime_summary
 
 
 class _Net(nn.Module):
@@ -64,6 +64,10 @@ def test_optimized_graph_fuses_every_qdq_pair_and_a_float_island_costs_two_conve
         assert op_counts(g).get("QLinearConv", 0) >= 7
     assert op_counts(opt_mixed).get("QLinearConv", 0) == op_counts(opt_full)["QLinearConv"] - 1
     assert conversions(opt_mixed) == conversions(opt_full) + 2
+    # the result carries what onnxruntime runs (read once by quantize_int8): the same counts, the float layer too
+    assert full.runtime == runtime_summary(opt_full) and mixed.runtime == runtime_summary(opt_mixed)
+    assert full.runtime["int8_convs"] == op_counts(opt_full)["QLinearConv"] == full.runtime["convs"] == 8
+    assert (mixed.runtime["convs"], mixed.runtime["int8_convs"]) == (8, 7)
 
 
 def test_dq_q_pairs_finds_a_round_trip():
