@@ -219,7 +219,56 @@ class _Quantizer:
         except Exception as e:  # noqa: BLE001 - onnxruntime raises bare exceptions from deep inside
             raise ExportError(f"onnxruntime could not quantize {self.model.name}: {type(e).__name__}: {e}") from e
         self.count += 1
+        nodes = {layer.node for layer in self.layers}
+        keep_float(out, (nodes & exclude) | (nodes - only if only else set()))
         return out
+
+
+def keep_float(path: Path, nodes: Iterable[str]) -> int:
+    """Make the float layers `nodes` of the QDQ model at `path` stay float in onnxruntime (rewrites the file; returns
+    how many layers it changed).
+
+    onnxruntime's graph optimiser (WeightBiasQuantization) gives a float Conv / ConvTranspose / Gemm int8 weights
+    when its input comes from a DequantizeLinear with one scale for the tensor. Each such layer here gets a
+    DequantizeLinear of its own with that scale repeated per channel (axis 1): the same values, which the optimiser
+    leaves alone (it requires a per-tensor scale), so the layer runs in float as chosen."""
+    onnx, _ = ort_quantization()
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    inits = {t.name: t for t in g.initializer}
+    wanted, changed = set(nodes), 0
+    for i, node in reversed(list(enumerate(g.node))):  # back to front: inserting keeps earlier indices
+        dq = producers.get(node.input[0]) if node.input else None
+        if node.name not in wanted or node.op_type not in ("Conv", "ConvTranspose", "Gemm") or dq is None or \
+                dq.op_type != "DequantizeLinear" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        scale = inits.get(dq.input[1])
+        zero = inits.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+        w = inits[node.input[1]].dims
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            channels = w[1] * attrs.get("group", 1)
+        else:  # ConvTranspose weights are (in, out / group, ...); Gemm's B is (in, out), transposed with transB
+            channels = w[0] if node.op_type == "ConvTranspose" or attrs.get("transB", 0) else w[1]
+        if scale is None or numpy_helper.to_array(scale).size != 1 or channels < 2 or \
+                (node.op_type == "Gemm" and attrs.get("transA", 0)):
+            continue
+        args = [dq.input[0]]
+        for t in (scale, zero):
+            if t is not None:
+                a = numpy_helper.to_array(t).reshape(-1)
+                g.initializer.append(numpy_helper.from_array(np.repeat(a, channels), f"{node.name}_float_in_{t.name}"))
+                args.append(g.initializer[-1].name)
+        out = f"{node.input[0]}_float_{changed}"
+        g.node.insert(i, helper.make_node("DequantizeLinear", args, [out], f"{node.name}_float_in", axis=1))
+        node.input[0] = out
+        changed += 1
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 def _held_out(eval_data: Any, cfg: Int8Config) -> Batches | None:
