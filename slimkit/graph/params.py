@@ -10,7 +10,9 @@ the engine computes exactly — view-like calls (`reshape` / `view` / `flatten` 
 one keep their product, `unsqueeze`, `squeeze`, `permute`, `transpose`, `expand`, `to`, ...), indexing (slices
 covering it, ints and one index tensor elsewhere: Swin's relative-position table `table[index]`, TinyViT / LeViT's
 `biases[:, idxs]`) and elementwise functions of the one tensor (`clamp`, `exp`, `sigmoid`, a product with a number:
-Swin-V2's `logit_scale`). Anything else, and constants fx lifts out of the code (not the model's own parameters),
+Swin-V2's `logit_scale`, `sin` / `cos`), and elementwise products and sums of several such expressions with tensors
+constant along the channels (T2T-ViT's sinusoidal code: `sin(arange(n)[:, None] * code[0]) * code[1] + ...`, every
+parameter on the way a member). Anything else, and constants fx lifts out of the code (not the model's own parameters),
 stays unsupported and blocks the space.
 """
 
@@ -30,13 +32,14 @@ __all__ = ["param_role", "parse_param_role"]
 
 _KEEP_LAYOUT = {"expand", "expand_as", "to", "type_as", "contiguous", "clone", "float", "half", "detach"}
 _UNARY = {"exp", "sigmoid", "clamp", "clamp_min", "clamp_max", "neg", "abs", "sqrt", "relu", "tanh", "log", "softplus",
-          "mul", "div", "add", "sub", "pow"}
+          "mul", "div", "add", "sub", "pow", "sin", "cos"}
 _UNARY_FUNCS = {torch.exp: "exp", torch.sigmoid: "sigmoid", torch.clamp: "clamp", torch.neg: "neg", torch.abs: "abs",
                 torch.sqrt: "sqrt", torch.relu: "relu", torch.tanh: "tanh", torch.log: "log", operator.mul: "mul",
                 operator.truediv: "div", operator.add: "add", operator.sub: "sub", operator.neg: "neg",
                 torch.mul: "mul", torch.unsqueeze: "unsqueeze", torch.reshape: "reshape", torch.squeeze: "squeeze",
                 torch.flatten: "flatten", torch.permute: "permute", torch.transpose: "transpose",
-                operator.getitem: "getitem", nn.functional.softplus: "softplus", torch.sigmoid_: "sigmoid"}
+                operator.getitem: "getitem", nn.functional.softplus: "softplus", torch.sigmoid_: "sigmoid",
+                torch.sin: "sin", torch.cos: "cos"}
 
 
 def param_role(attr: str, dim: int) -> str:
@@ -84,8 +87,9 @@ class _ParamOps(_BuilderOps):
         src, dst = self._shape(src_node), self._shape(node)
         if src is None or dst is None:
             return None
-        if op in _KEEP_LAYOUT or op in _UNARY:
-            return dim if len(dst) == len(src) and dst[dim] == src[dim] else None
+        if op in _KEEP_LAYOUT or op in _UNARY:  # elementwise: broadcasting aligns the last dimensions
+            d = dim + len(dst) - len(src)
+            return d if 0 <= d < len(dst) and dst[d] == src[dim] else None
         rest = [a for a in node.args[1:]]
         if op in ("unsqueeze", "squeeze") and (rest or "dim" in node.kwargs):
             d = rest[0] if rest else node.kwargs["dim"]
@@ -107,56 +111,99 @@ class _ParamOps(_BuilderOps):
             return _index_dim(node.args[1], src, dim, self._shape)
         return None
 
-    def _param_source(self, a: fx.Node, pos: int, length: int) -> tuple[str, str, int] | None:
-        """(owner module, attribute, dimension) of the model parameter `a` is computed from, when `a`'s dimension
-        `pos` (the channels) is exactly that parameter dimension; None otherwise."""
-        chain: list[tuple[str, fx.Node, fx.Node]] = []
-        node = a
+    def _leaves(self, node: fx.Node, chain: list[tuple[str, fx.Node, fx.Node]], length: int,
+                binary: dict[fx.Node, list[fx.Node]]) -> list[tuple[fx.Node, list[Any]]]:
+        """(get_attr, chain from it to the use) of every parameter `node` is computed from. An elementwise op of
+        several tensors (T2T-ViT's `sin(pos * code[0]) * code[1]`) branches: operands that are no parameter
+        expression go to `binary`, to be checked constant along the channels; an activation operand fails."""
         while node.op != "get_attr":
+            tensors = [a for a in node.args if isinstance(a, fx.Node) and self._shape(a) is not None]
+            name = node.target if node.op == "call_method" else _UNARY_FUNCS.get(node.target)
+            if len(tensors) > 1 and name in ("mul", "div", "add", "sub") and not node.kwargs:
+                if any(isinstance(self.info.get(t), ChannelInfo) for t in tensors):
+                    raise _NotParam
+                found: list[tuple[fx.Node, list[Any]]] = []
+                for t in tensors:
+                    try:
+                        sub = self._leaves(t, [(name, node, t), *chain], length, binary)
+                    except _NotParam:
+                        sub = []
+                    found += sub
+                    if not sub:
+                        binary.setdefault(node, []).append(t)
+                return found
             got = self._chain_input(node)
-            if got is None:
-                return None
-            if got[0] in ("reshape", "view") and length in _ints(node.args[1:]):
-                return None  # a view to a fixed channel count (timm's `scale.view(self.shape)`) stays fixed
-            chain.append((got[0], node, got[1]))
+            if got is None or got[0] in ("reshape", "view") and length in _ints(node.args[1:]):
+                raise _NotParam  # (a view to a fixed channel count, timm's `scale.view(self.shape)`, stays fixed)
+            chain.insert(0, (got[0], node, got[1]))
             node = got[1]
-        owner, _, attr = str(node.target).rpartition(".")
-        mod = self.modules.get(owner)
-        if mod is None or not (attr in mod._parameters or attr in mod._buffers):
-            return None  # a constant fx lifted out of the code: not the model's to slice
-        shape = tuple(getattr(mod, attr).shape)
+        return [(node, chain)]
+
+    def _param_sources(self, a: fx.Node, pos: int, length: int) -> list[tuple[str, str, int]] | None:
+        """(owner module, attribute, dimension) of each model parameter `a` is computed from whose dimension lands
+        exactly on `a`'s dimension `pos` (the channels); None when that cannot be followed exactly."""
         out = self._shape(a)
         if out is None or not 0 <= pos < len(out) or out[pos] != length or length <= 1:
             return None
-        found = []
-        for d in (d for d, n in enumerate(shape) if n == length):
-            dim: int | None = d
-            for op, n, src in reversed(chain):
-                dim = self._follow(op, n, src, dim)
-                if dim is None:
-                    break
-            if dim == pos:
-                found.append(d)
-        return (owner, attr, found[0]) if len(found) == 1 else None
+        binary: dict[fx.Node, list[fx.Node]] = {}
+        try:
+            leaves = self._leaves(a, [], length, binary)
+        except _NotParam:
+            return None
+        sources, at = set(), {}  # at: where the channels are in each branching op's output
+        for leaf, chain in leaves:
+            owner, _, attr = str(leaf.target).rpartition(".")
+            mod = self.modules.get(owner)
+            if mod is None or not (attr in mod._parameters or attr in mod._buffers):
+                return None  # a constant fx lifted out of the code: not the model's to slice
+            found = []
+            for d in (d for d, n in enumerate(getattr(mod, attr).shape) if n == length):
+                dim: int | None = d
+                seen = {}
+                for op, n, src in chain:
+                    dim = self._follow(op, n, src, dim)
+                    if dim is None:
+                        break
+                    seen[n] = dim
+                if dim == pos:
+                    found.append((d, seen))
+            if len(found) != 1:
+                return None
+            sources.add((owner, attr, found[0][0]))
+            at.update(found[0][1])
+        for n, consts in binary.items():  # operands that are no parameter must not vary along the channels
+            shape = self._shape(n)
+            for t in consts:
+                ts = self._shape(t)
+                if n not in at or ts is None or shape is None:
+                    return None
+                p = at[n] - (len(shape) - len(ts))
+                if 0 <= p < len(ts) and ts[p] != 1:
+                    return None
+        return sorted(sources) or None
 
     def _add_param_member(self, a: fx.Node, x: ChannelInfo, out_nd: int, node: fx.Node) -> bool:
         """Make the parameter behind operand `a` a member of x's channels; False when it cannot be followed."""
         shape = self._shape(a)
         if shape is None:
             return False
-        src = self._param_source(a, x.dim - (out_nd - len(shape)), x.length)
-        if src is None:
+        sources = self._param_sources(a, x.dim - (out_nd - len(shape)), x.length)
+        if sources is None:
             return False
-        owner, attr, dim = src
-        role = param_role(attr, dim)
-        first = self.param_uses.get((owner, role))
-        if first is not None:  # the same parameter used twice: both uses see the same channels
-            self._merge_simple(first, x, node)
-            return True
-        self.param_uses[(owner, role)] = x
-        for s, o in zip(x.segments, x.offsets(), strict=True):
-            self.spaces.add(s.space, Member(owner, role, o, s.repeat))
+        for owner, attr, dim in sources:
+            role = param_role(attr, dim)
+            first = self.param_uses.get((owner, role))
+            if first is not None:  # the same parameter used twice: both uses see the same channels
+                self._merge_simple(first, x, node)
+                continue
+            self.param_uses[(owner, role)] = x
+            for s, o in zip(x.segments, x.offsets(), strict=True):
+                self.spaces.add(s.space, Member(owner, role, o, s.repeat))
         return True
+
+
+class _NotParam(Exception):
+    """Raised inside the walk from a use back to parameters: this operand is not a parameter expression."""
 
 
 _MOVES = {"unsqueeze", "squeeze", "permute", "transpose", "reshape", "view", "flatten", "getitem"}

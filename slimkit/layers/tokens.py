@@ -8,7 +8,8 @@ attention, or the paper's default Performer-style linear attention) mixes the to
 last split is projected linearly to the backbone width.
 
 Also here: the pre-norm ViT `Attention`, `Mlp` and `Block`, and the fixed sinusoidal position embedding T2T-ViT
-adds to its tokens (computed for the actual sequence length, so any input size works and fx traces it).
+adds to its tokens (computed for the actual sequence length from a per-channel code the model stores as a buffer,
+so any input size works, fx traces it and pruning the embedding slices the code).
 """
 
 from __future__ import annotations
@@ -25,17 +26,27 @@ from slimkit.errors import ConfigError
 __all__ = [
     "Attention", "Block", "Mlp", "T2T_SPLITS", "T2T_SPLITS_SMALL", "T2TModule", "TokenAttention", "TokenLayer",
     "TokenPerformer",
-    "orthogonal_random_features", "restructurize", "sinusoid_position_embedding", "soft_split",
+    "orthogonal_random_features", "restructurize", "sinusoid_code", "sinusoid_position_embedding", "soft_split",
 ]
 
 
-def sinusoid_position_embedding(n: int, dim: int, like: torch.Tensor) -> torch.Tensor:
-    """1 x n x dim table: position p, channel j -> sin (j even) / cos (j odd) of p / 10000^(2*(j//2)/dim)."""
-    pos = torch.arange(n, device=like.device, dtype=like.dtype).unsqueeze(1)
-    j = torch.arange(dim, device=like.device)
-    freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode="floor").to(like.dtype) / dim)
-    angle = pos * freq
-    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).unsqueeze(0)
+def sinusoid_code(dim: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-channel code of the sinusoidal position embedding, three length-`dim` vectors: the frequency
+    10000^(-2*(j//2)/dim), one where channel j takes the sine (j even), one where it takes the cosine. A model stores
+    them as buffers: pruning the embedding slices them along the channels, so every kept channel keeps its code."""
+    j = torch.arange(dim)
+    freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode="floor").to(dtype) / dim)
+    odd = (j % 2).to(dtype)
+    return freq, 1 - odd, odd
+
+
+def sinusoid_position_embedding(n: int, freq: torch.Tensor, sin_mask: torch.Tensor,
+                                cos_mask: torch.Tensor) -> torch.Tensor:
+    """1 x n x dim table from a `sinusoid_code`: position p, channel j -> sin (j even) / cos (j odd) of p * freq_j.
+    (A sum of products with 0/1 masks rather than a `where`: the same numbers, and the graph follows it; every code
+    vector meets a traced tensor first, so fx records the buffers themselves, not constants computed from them.)"""
+    angle = torch.arange(n, device=freq.device, dtype=freq.dtype).unsqueeze(1) * freq
+    return (torch.sin(angle) * sin_mask + torch.cos(angle) * cos_mask).unsqueeze(0)
 
 
 def soft_split(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ A Tokens-to-Token module (two soft-split + token-transformer steps and a final s
 embedding. Variants differ in backbone width / depth / heads / MLP ratio and are data. `tokens_type="performer"`
 (the paper's T2T-ViT-n) or `"transformer"` (the paper's T2T-ViT_t-n, plain attention in the T2T module).
 `small_input=True` uses a stride-4 T2T schedule (3x3 stride 1 first split) so 28x28 / 32x32 images give 7x7 / 8x8
-tokens; the position embedding is computed for the actual token count, so any input size works.
+tokens; the position embedding is computed for the actual token count, so any input size works (from
+per-channel code buffers, so the embedding width prunes like any other channel).
 
 At 224x224 / 1000 classes (MACs = linear layers + attention matmuls, as the paper counts):
 T2T-ViT-7 4.3M params 1.1G MACs, -10 5.9M / 1.5G, -12 6.9M / 1.8G, -14 21.5M / 4.8G.
@@ -19,7 +20,14 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError
-from slimkit.layers.tokens import T2T_SPLITS, T2T_SPLITS_SMALL, Block, T2TModule, sinusoid_position_embedding
+from slimkit.layers.tokens import (
+    T2T_SPLITS,
+    T2T_SPLITS_SMALL,
+    Block,
+    T2TModule,
+    sinusoid_code,
+    sinusoid_position_embedding,
+)
 from slimkit.models._base import ClassifierMixin, init_vit_weights
 from slimkit.registry import MODELS
 
@@ -41,6 +49,10 @@ class T2TViT(ClassifierMixin, nn.Module):
         splits = T2T_SPLITS_SMALL if small_input else T2T_SPLITS
         self.tokens = T2TModule(in_chans, embed_dim, token_dim, splits, tokens_type)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # the position code's per-channel frequencies and phases: sliced when the embedding is pruned; not in the
+        # state dict (a fixed function of the width), so checkpoints from before it load unchanged
+        for name, code in zip(("pos_freq", "pos_sin", "pos_cos"), sinusoid_code(embed_dim), strict=True):
+            self.register_buffer(name, code, persistent=False)
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate)
                                       for _ in range(depth)])
@@ -54,7 +66,8 @@ class T2TViT(ClassifierMixin, nn.Module):
         """Images -> N x (1 + tokens) x embed_dim, class token first, after the final LayerNorm."""
         x = self.tokens(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.pos_drop(x + sinusoid_position_embedding(x.shape[1], self.embed_dim, x))
+        x = self.pos_drop(x + sinusoid_position_embedding(x.shape[1], self.pos_freq, self.pos_sin,
+                                                                    self.pos_cos))
         return self.norm(self.blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -76,7 +89,6 @@ def build_t2t_vit(variant: str = "t2t_vit_14", **kwargs: Any) -> T2TViT:
 
 
 for _name in _CFGS:
-    MODELS.register(_name, input_size=(3, 224, 224), family="t2t_vit", paper="arXiv:2101.11986", small_input=True,
-                    partial_prune=_name == "t2t_vit_7")(
+    MODELS.register(_name, input_size=(3, 224, 224), family="t2t_vit", paper="arXiv:2101.11986", small_input=True)(
         lambda _n=_name, **kw: build_t2t_vit(_n, **kw)
     )

@@ -134,3 +134,31 @@ def test_control_flow_on_sizes_is_traced_and_the_model_prunes():
     assert gm.meta["opaque_modules"] == []
     assert any(n.target is torch.relu for n in gm.graph.nodes)
     assert prune(model, x, ratio=0.5, allocation="uniform").a.out_channels == 4  # a hand count of a uniform cut
+
+
+class _CodedSum(nn.Module):
+    """x + sin(p * freq) * a + cos(p * freq) * b: buffers along the channels, combined with a tensor that is not."""
+
+    def __init__(self, position_along_channels: bool = False):
+        super().__init__()
+        self.fc, self.head = nn.Linear(3, 8), nn.Linear(8, 2)
+        self.register_buffer("freq", torch.rand(8))
+        self.register_buffer("a", torch.rand(8))
+        self.b = nn.Parameter(torch.rand(8))
+        self.along = position_along_channels
+
+    def forward(self, x):
+        x = self.fc(x)
+        p = torch.arange(x.shape[2 if self.along else 1], dtype=x.dtype)
+        angle = (p if self.along else p.unsqueeze(1)) * self.freq
+        return self.head(x + torch.sin(angle) * self.a + torch.cos(angle) * self.b)
+
+
+def test_elementwise_expression_of_several_parameters_makes_each_a_member():
+    x = torch.randn(2, 5, 3)
+    g = build_dependency_graph(_CodedSum().eval(), x)
+    (grp,) = g.group_of("fc")
+    assert {("", "param:freq:0"), ("", "param:a:0"), ("", "param:b:0")} <= {(m.module, m.role) for m in grp.members}
+    # a computed tensor that varies along the channels (arange(8) * freq) cannot be sliced: the channels stay whole
+    g = build_dependency_graph(_CodedSum(position_along_channels=True).eval(), x)
+    assert not g.group_of("fc")

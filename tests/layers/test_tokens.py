@@ -15,6 +15,7 @@ from slimkit.layers.tokens import (
     TokenPerformer,
     orthogonal_random_features,
     restructurize,
+    sinusoid_code,
     sinusoid_position_embedding,
     soft_split,
 )
@@ -61,12 +62,19 @@ def test_restructurize_round_trips():
 
 
 def test_sinusoid_position_embedding_matches_the_formula():
-    pe = sinusoid_position_embedding(5, 6, torch.zeros(1, dtype=torch.float64))
+    pe = sinusoid_position_embedding(5, *sinusoid_code(6, torch.float64))
     assert pe.shape == (1, 5, 6)
     for pos in range(5):
         for j in range(6):
             angle = pos / 10000 ** (2 * (j // 2) / 6)
             assert pe[0, pos, j].item() == pytest.approx(math.sin(angle) if j % 2 == 0 else math.cos(angle))
+    # bit for bit the table T2T-ViT computed before its code became buffers (so old checkpoints give the same output)
+    for n, dim in ((65, 256), (197, 384)):
+        j = torch.arange(dim)
+        angle = torch.arange(n, dtype=torch.float32).unsqueeze(1) * torch.pow(
+            10000.0, -2.0 * torch.div(j, 2, rounding_mode="floor").float() / dim)
+        old = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).unsqueeze(0)
+        assert torch.equal(sinusoid_position_embedding(n, *sinusoid_code(dim)), old)
 
 
 def test_attention_matches_torch_multihead_attention():

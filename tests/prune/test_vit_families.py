@@ -62,3 +62,30 @@ def test_family_prunes_runs_exports_and_reloads(name, tmp_path):
     save(pruned, tmp_path / "m.safetensors", model_name=name, model_kwargs={**kwargs, "num_classes": 5})
     again = load(tmp_path / "m.safetensors").eval()
     torch.testing.assert_close(again(x), pruned(x))
+
+
+def test_t2t_vit_embedding_prunes_exactly_exports_and_reloads(tmp_path):
+    """T2T-ViT's sinusoidal position code is per-channel buffers: the embedding width prunes like a timm pos_embed.
+    The pruned model equals the dense reference (removed channels ignored by every consumer and LayerNorm), so each
+    kept channel kept its own position code."""
+    from slimkit.prune.dims import group_dimension
+
+    from .reference import pruned_and_reference
+
+    torch.manual_seed(0)
+    model = slimkit.create_model("t2t_vit_7", num_classes=5, small_input=True).eval()
+    assert not any(k.startswith("pos_") for k in model.state_dict())  # checkpoints from before load unchanged
+    x = torch.randn(2, 3, 32, 32)
+    pruned, ref, pruner = pruned_and_reference(model, x, 0.25, dims=("embed",), allocation="uniform")
+    (embed,) = [g for g in pruner.groups if group_dimension(g) == "embed" and any(m.module == "head" for m in
+                                                                                    g.members)]
+    keep = pruner.step(0.25)[embed.id]
+    assert pruned.pos_freq.shape == (len(keep),) < model.pos_freq.shape
+    assert torch.equal(pruned.pos_cos, model.pos_cos[torch.as_tensor(sorted(keep))])
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref(x), atol=1e-4, rtol=1e-4)
+    assert slimkit.export_onnx(pruned, tmp_path / "m.onnx", x[:1]).max_abs_diff <= 1e-4
+    save(pruned, tmp_path / "m.safetensors", model_name="t2t_vit_7", model_kwargs={"num_classes": 5,
+                                                                                   "small_input": True})
+    again = load(tmp_path / "m.safetensors").eval()
+    torch.testing.assert_close(again(x), pruned(x))
