@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import fx, nn
 
 from slimkit.graph.spaces import ChannelInfo, _Spaces
@@ -25,6 +26,12 @@ Dim = tuple[tuple["int | None", int], ...]  # ((group id, or None when it is nev
 
 def _dim(info: ChannelInfo, spaces: _Spaces, gid: dict[int, int]) -> Dim:
     return tuple((gid.get(spaces.leaf(s.space)[0]), s.size * s.repeat) for s in info.segments)
+
+
+def _last(node: fx.Node, x: ChannelInfo) -> bool:
+    """The input's channels are its last dimension (a linear layer's in features)."""
+    meta = node.args[0].meta.get("tensor_meta")
+    return meta is not None and x.dim == len(meta.shape) - 1
 
 
 def mac_dims(gm: fx.GraphModule, info: dict[fx.Node, Any], modules: dict[str, nn.Module], spaces: _Spaces,
@@ -41,8 +48,9 @@ def mac_dims(gm: fx.GraphModule, info: dict[fx.Node, Any], modules: dict[str, nn
             m = modules.get(str(node.target))
             if isinstance(m, convs) and x.dim == 1 and not (m.groups == m.in_channels > 1):
                 dims.append(x)  # input channels (per group: a grouped conv keeps its group count)
-            elif isinstance(m, nn.Linear) and node.args[0].meta.get("tensor_meta") is not None and (
-                    x.dim == len(node.args[0].meta["tensor_meta"].shape) - 1):
+            elif isinstance(m, nn.Linear) and _last(node, x):
                 dims.append(x)
+        elif node.op == "call_function" and node.target is F.linear and isinstance(x, ChannelInfo) and _last(node, x):
+            dims.append(x)  # `F.linear(x, layer.weight, bias)` (torchvision Swin-V2's qkv / proj): in features too
         out[node.name] = tuple(_dim(d, spaces, gid) for d in dims)
     return out
