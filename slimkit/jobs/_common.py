@@ -12,13 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from torch import nn
 
 from slimkit.config import config_changes, to_dict
 from slimkit.data import DatasetInfo, DataSplits, create_dataset
-from slimkit.errors import CheckpointError, ConfigError
+from slimkit.errors import CheckpointError, ConfigError, ModelError
 from slimkit.fileio import atomic_write
 from slimkit.models import LoadReport, create_model, is_file_spec, load_weights, model_data_config, model_info
 from slimkit.models._user import copy_model_file, resolve_model_name
@@ -27,9 +28,9 @@ from slimkit.prune.io import read_record
 from slimkit.train import seeded
 from slimkit.train.distributed import is_main_process
 
-__all__ = ["build_data", "build_model", "load_user_weights", "model_with_weights", "write_model_spec",
-           "record_model_spec", "read_model_spec", "load_run_model", "inspect_model", "write_json", "write_config",
-           "prepare_run", "read_run_config", "view_spec", "data_summary"]
+__all__ = ["build_data", "build_model", "check_classifier", "load_user_weights", "model_with_weights",
+           "write_model_spec", "record_model_spec", "read_model_spec", "load_run_model", "inspect_model", "write_json",
+           "write_config", "prepare_run", "read_run_config", "view_spec", "data_summary"]
 
 MODEL_SPEC = "model.json"
 CONFIG = "config.yaml"
@@ -86,7 +87,33 @@ def build_model(name: str, splits: DataSplits, kwargs: dict[str, Any], seed: int
     """A registered (or timm:/torchvision:, or net.py:build) model sized for the dataset's classes and channels, its
     weights initialised from `seed` (so one seed gives one model, whatever ran before)."""
     with seeded(seed):
-        return create_model(name, num_classes=splits.info.num_classes, in_chans=splits.info.in_chans, **kwargs)
+        model = create_model(name, num_classes=splits.info.num_classes, in_chans=splits.info.in_chans, **kwargs)
+    check_classifier(model, name, splits.info)
+    return model
+
+
+def check_classifier(model: nn.Module, name: str, info: DatasetInfo) -> None:
+    """Run `model` once on two blank images of the data's size (eval mode, no gradient, the random streams left as
+    they were): a model that fails at that size, or does not return N x classes logits, is a ModelError before any
+    work, not a traceback from deep inside training (nor a 1000-way classifier trained on 10 classes)."""
+    shape = (2, info.in_chans, *info.image_size)
+    size = "x".join(map(str, shape[1:]))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = model(torch.zeros(shape))
+    except Exception as e:  # noqa: BLE001 - whatever the model's forward raises
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"{name} fails on {size} inputs ({type(e).__name__}: {why}): give the --input-size it takes "
+                         "(or fix the model for this size)") from None
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, info.num_classes):
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ModelError(f"{name} returns {got} for 2 images of {size}, but a classifier of {info.name} returns N x "
+                         f"{info.num_classes} logits (one per class): return the logits only, and build the head "
+                         "with num_classes (a model file's function gets num_classes when it takes it)")
 
 
 def load_user_weights(model: nn.Module, weights: str, console: Console | None = None) -> LoadReport:

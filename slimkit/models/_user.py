@@ -57,7 +57,7 @@ def _import(path: Path, spec: str) -> ModuleType:
     sys.path.insert(0, str(path.parent.resolve()))  # the file may import its sibling modules
     try:
         loader_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - any failure of the user's code
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of the user's code (sys.exit at import too)
         sys.modules.pop(name, None)
         raise ModelError(f"importing {path} failed: {type(e).__name__}: {e}. Fix the file (run "
                          f"`python {path}` to see the traceback)") from e
@@ -101,7 +101,7 @@ def create_from_file(spec: str, num_classes: int = 10, in_chans: int = 3, **kwar
         call.setdefault("in_channels", in_chans)
     try:
         model = fn(**call)
-    except Exception as e:  # noqa: BLE001 - any failure of the user's code
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of the user's code
         args = ", ".join(f"{k}={v!r}" for k, v in call.items())
         raise ModelError(f"{spec}: calling {attr}({args}) failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):

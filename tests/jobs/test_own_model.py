@@ -11,7 +11,7 @@ import torch
 
 from slimkit.cli.main import main
 from slimkit.data import create_dataset, make_loaders
-from slimkit.errors import ConfigError
+from slimkit.errors import ConfigError, ModelError
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
@@ -54,6 +54,29 @@ def trained(tmp_path_factory):
     torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "epoch": 2},
                out / "user.pth")
     return out / "user.pth", summary
+
+
+@pytest.mark.parametrize("body, match", [
+    ("nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 28 * 28, num_classes))",
+     r"fails on 1x8x8 inputs \(RuntimeError: mat1 and mat2 .*give the --input-size it takes"),
+    ("nn.Conv2d(in_chans, num_classes, 3, padding=1)", r"returns shape \(2, 10, 8, 8\) for 2 images of 1x8x8"),
+    ("Both(in_chans, num_classes)", "returns a tuple .* return the logits only"),
+    ("nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 64, 1000))", r"returns shape \(2, 1000\) .* N x 10 logits"),
+])
+def test_a_model_that_is_not_a_classifier_of_the_data_fails_before_any_work(tmp_path, body, match):
+    """Not a torch traceback from inside training (nor a 1000-way head trained on 10 classes)."""
+    (tmp_path / "net.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Both(nn.Module):\n"
+        "    def __init__(self, in_chans, num_classes):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(in_chans * 64, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1)), x\n\n\n"
+        f"def build(num_classes=10, in_chans=3):\n    return {body}\n")
+    model = f"{tmp_path / 'net.py'}:build"
+    with pytest.raises(ModelError, match=match):
+        train(TrainJobConfig(model=model, out=str(tmp_path / "t"), train=_tc(), **DATA))
+    with pytest.raises(ModelError, match=match):
+        compress(CompressConfig(model=model, out=str(tmp_path / "c"), **DATA))
+    assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
 
 
 def test_user_model_file_in_train_export_and_profile_via_the_cli(tmp_path, capsys):

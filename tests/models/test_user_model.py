@@ -91,6 +91,15 @@ def test_a_file_that_fails_to_import_is_a_model_error(tmp_path):
         create_model(f"{bad}:build")
 
 
+def test_sys_exit_in_the_users_file_is_a_model_error_not_an_exit(tmp_path):
+    (tmp_path / "script.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(ModelError, match="importing .*script.py failed: SystemExit: 3"):
+        create_model(f"{tmp_path / 'script.py'}:build")
+    (tmp_path / "quits.py").write_text("import sys\ndef build(num_classes=10):\n    sys.exit('no GPU')\n")
+    with pytest.raises(ModelError, match="calling build.* failed: SystemExit: no GPU"):
+        create_model(f"{tmp_path / 'quits.py'}:build")
+
+
 def test_a_sibling_module_can_be_imported(tmp_path):
     (tmp_path / "user_blocks_for_test.py").write_text("from torch import nn\ndef head(n): return nn.Linear(4, n)\n")
     (tmp_path / "net2.py").write_text("from torch import nn\nfrom user_blocks_for_test import head\n"
