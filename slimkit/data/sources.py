@@ -178,8 +178,12 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind not in "uifb":
         raise CorruptDataError(f"{where}: images must be numeric arrays, got dtype {x.dtype}")
     if x.dtype != np.uint8:
-        hi = float(x.max()) if x.size else 0.0
-        x = np.clip(np.round(x * (255.0 if hi <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:  # never clipped: normalised or 16-bit images would silently turn black / white
+            raise CorruptDataError(f"{where}: image values run from {lo:g} to {hi:g}, but images hold pixel values "
+                                   "0..255 (or 0..1 floats): store the images before normalisation, and scale other "
+                                   "ranges first (16-bit: x / 257)")
+        x = np.round(x * (255.0 if hi <= 1.0 else 1.0)).astype(np.uint8)
     return np.ascontiguousarray(x)
 
 
@@ -229,6 +233,11 @@ def folder(root: str | Path | None = None, image_size: int | None = None) -> Raw
     root = Path(root)
     splits = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
     names = _class_names(splits[0])
+    if len(splits) == 2 and splits[1].is_dir():
+        extra = sorted(p.name for p in splits[1].iterdir() if p.is_dir() and p.name not in names)
+        if extra:  # its images would be left out of the test set without a word
+            raise DataError(f"{splits[1]} has class folder(s) that {splits[0]} has not: {', '.join(extra[:5])}; "
+                            "train/ and test/ must name the same classes (rename or remove them)")
     listed = [_list_folder(d, names) for d in splits if d.is_dir()]
     sizes, grey = scan_images([p for paths, _ in listed for p in paths])
     mode, start, out = "L" if grey else "RGB", 0, []

@@ -46,7 +46,7 @@ def build_data(name: str, root: str | None, *, seed: int, val_fraction: float, l
         raise ConfigError(f"norm must be 'auto' (the model's own mean / std, else the dataset's) or 'dataset', got "
                           f"{norm!r}")
     view = (like or {}).get("view") or {}
-    kw: dict[str, Any] = {"input_size": input_size or view.get("input_size")}
+    kw: dict[str, Any] = {"input_size": view.get("input_size") if input_size is None else input_size}
     if view:
         kw.update(crop_pct=view["crop_pct"], scale=tuple(view["scale"]), interpolation=view["interpolation"])
     cfg = model_data_config(model) if model and norm == "auto" else None

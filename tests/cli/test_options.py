@@ -60,6 +60,9 @@ def test_an_empty_value_is_an_error_not_the_option_left_out(capsys, tmp_path):
         code, _, err = run(capsys, *args)
         assert code == 2 and f"{flag} is empty" in err, (args, err)
     assert not out.exists() and not (tmp_path / "m.onnx").exists()
+    for command in ("train", "compress"):  # no size at all is not the native size either
+        code, _, err = run(capsys, command, "--data", "digits", "--input-size", ",", "-o", str(out))
+        assert code == 2 and "input size (): give SIZE" in err and not out.exists(), err
 
 
 def test_compress_flags_set_the_prune_and_finetune_sections_and_errors_name_the_flag(capsys, tmp_path):

@@ -75,6 +75,31 @@ def test_npz_nhwc_float_and_bad_keys(tmp_path):
         create_dataset("npz", tmp_path / "bad.npz")
 
 
+def test_npz_values_outside_pixel_range_are_refused_not_clipped(tmp_path):
+    """Normalised (negative) or 16-bit values would be clipped to black / white images, silently."""
+    x = np.random.default_rng(0).random((12, 1, 4, 4))
+    y = np.arange(12) % 3
+    for name, bad, shown in (("normalised", (x - 0.5) / 0.25, "-1.9"), ("deep", (x * 60000).astype(np.uint16), "to 5")):
+        np.savez(tmp_path / f"{name}.npz", x=bad, y=y)
+        with pytest.raises(CorruptDataError, match=f"values run from .*{shown}.*0..255 \\(or 0..1 floats\\)"):
+            create_dataset("npz", tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "ok.npz", x=(x * 255).astype(np.int16), y=y)  # other integer types in 0..255 still read
+    from slimkit.registry import DATASETS
+
+    assert np.array_equal(DATASETS.create("npz", root=tmp_path / "ok.npz").x_train, (x * 255).astype(np.uint8))
+
+
+def test_a_test_class_the_train_split_lacks_is_refused(tmp_path):
+    from PIL import Image
+
+    for split, classes in (("train", ("a", "b")), ("test", ("a", "b", "zzz"))):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / split / c / "0.png")
+    with pytest.raises(DataError, match="has class folder.*train has not: zzz"):
+        create_dataset("folder", tmp_path)
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 
