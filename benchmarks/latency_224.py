@@ -12,6 +12,12 @@ speed-up / MACs-red. = 1.0 means latency falls as fast as MACs.
 
     python benchmarks/latency_224.py                       # all models, ~30-60 min on 2 cores
     python benchmarks/latency_224.py --models timm:resnet50 --variant 'auto={"round_to": "auto"}'
+
+On a shared machine, prune niced and time at normal priority: `--phase prune` builds, checks and exports every
+version to `--onnx-dir` (with their MACs in info.json) and times nothing; `--phase time` then times those files.
+
+    nice -n 19 python benchmarks/latency_224.py --models timm:levit_128s --onnx-dir /tmp/lat --phase prune
+    python benchmarks/latency_224.py --models timm:levit_128s --onnx-dir /tmp/lat --phase time --results latency_224_vit
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ def _tp_attention_forward(self, x, *args, **kwargs):
 def tp_prune(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
     import torch_pruning as tp
 
-    m = copy.deepcopy(model)
+    model.train()  # (timm LeViT / EfficientViT-M drop their eval-mode attention-bias cache, which deepcopy refuses)
+    m = copy.deepcopy(model).eval()
+    model.eval()
     head = m.get_classifier() if hasattr(m, "get_classifier") else None
     if head is None:
         head = [c for c in m.modules() if isinstance(c, nn.Linear)][-1]
@@ -132,7 +140,7 @@ def interleaved(models: dict[str, nn.Module], x1: torch.Tensor, batch: int, thre
     still leak into both)."""
     sess = {}
     for name, m in models.items():
-        path = tmp / f"{name.replace(' ', '_').replace('/', '_')}.onnx"
+        path = _onnx_path(tmp, name)
         if not path.is_file():
             export_onnx(m, path, x1, check=False)
         sess[name] = _session(path, threads)
@@ -163,13 +171,35 @@ def interleaved(models: dict[str, nn.Module], x1: torch.Tensor, batch: int, thre
                 "speedup": speedup(cpu, n), "speedup_wall": speedup(wall, n)} for n in names}
 
 
+def _onnx_path(folder: Path, name: str) -> Path:
+    return folder / f"{name.replace(' ', '_').replace('/', '_')}.onnx"
+
+
 # ---------------------------------------------------------------- one model
 def bench_model(spec: str, variants: dict[str, dict], args: argparse.Namespace, tmp: Path) -> list[dict]:
+    sub = tmp / spec.replace(":", "_")
+    sub.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(1, 3, 224, 224)
+    if args.phase == "time":  # the versions `--phase prune` exported
+        info = json.loads((sub / "info.json").read_text())
+        return time_versions(spec, {n: None for n, i in info.items() if "error" not in i}, info, x, args, sub)
+    info, models = prune_versions(spec, variants, args, x)
+    for name, m in list(models.items()):
+        try:
+            export_onnx(m, _onnx_path(sub, name), x, check=False)
+        except Exception as e:  # noqa: BLE001 - a benchmark records failures
+            info[name] = {"error": f"ONNX export: {type(e).__name__}: {str(e)[:200]}"}
+            del models[name]
+    (sub / "info.json").write_text(json.dumps(info, indent=1))
+    return [] if args.phase == "prune" else time_versions(spec, models, info, x, args, sub)
+
+
+def prune_versions(spec: str, variants: dict[str, dict], args: argparse.Namespace, x: torch.Tensor
+                   ) -> tuple[dict[str, dict], dict[str, nn.Module]]:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = slimkit.create_model(spec, num_classes=1000).eval()
-    x = torch.randn(1, 3, 224, 224)
     base_macs = count_macs(model, x)
     models, info = {"base": model}, {"base": {"MACs": base_macs, "params": count_params(model)}}
     builders = {f"slimkit {v}": (lambda kw=kw: (slimkit.prune(model, x, macs_target=0.5, **kw), None))
@@ -196,8 +226,12 @@ def bench_model(spec: str, variants: dict[str, dict], args: argparse.Namespace, 
         print(f"{spec} {name}: pruned in {info[name]['prune_s']} s ({info[name]['prune_cpu_s']} s CPU), "
               f"MACs x{base_macs / info[name]['MACs']:.2f}",
               flush=True)
-    sub = tmp / spec.replace(":", "_")
-    sub.mkdir(exist_ok=True)
+    return info, models
+
+
+def time_versions(spec: str, models: dict[str, nn.Module | None], info: dict[str, dict], x: torch.Tensor,
+                  args: argparse.Namespace, sub: Path) -> list[dict]:
+    base_macs = info["base"]["MACs"]
     timing = {}
     for key, (batch, threads) in SETTINGS.items():
         if key in args.skip_settings:
@@ -272,6 +306,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds at batch 1 (half as many at batch 32)")
     ap.add_argument("--block-s", type=float, default=0.4, help="seconds per model per round (twice at batch 32)")
     ap.add_argument("--results", default="latency_224")
+    ap.add_argument("--phase", choices=("all", "prune", "time"), default="all",
+                    help="prune: build and export to --onnx-dir only (run niced); time: time what it exported")
+    ap.add_argument("--onnx-dir", default=None, help="keep the exported versions here (needed by --phase)")
     args = ap.parse_args()
     variants = {} if args.no_default else {"default": {}}
     for v in args.variant:
@@ -283,10 +320,16 @@ def main() -> None:
             "torch_pruning": __import__("torch_pruning").__version__}
     rows: list[dict] = []
     out = HERE / "results" / f"{args.results}.json"
+    if args.phase != "all" and not args.onnx_dir:
+        ap.error("--phase prune / time need --onnx-dir (where the pruned versions are kept between the two)")
     with tempfile.TemporaryDirectory() as d:
         for spec in args.models:
-            rows += bench_model(spec, variants, args, Path(d))
-            out.write_text(json.dumps({**meta, "rows": rows, "summary": summarise(rows)}, indent=1))
+            rows += bench_model(spec, variants, args, Path(args.onnx_dir or d))
+            if args.phase != "prune":
+                out.write_text(json.dumps({**meta, "rows": rows, "summary": summarise(rows)}, indent=1))
+    if args.phase == "prune":
+        print(f"exported to {args.onnx_dir}; now time them: --phase time")
+        return
     cols = ["model", "method", "MACs_red", *(f"{p}_{k}" for k in SETTINGS for p in ("speedup", "ratio")), "prune_s",
             "prune_cpu_s"]
     table = [{c: r.get(c, r.get("error", "") if c == "MACs_red" else "") for c in cols}
