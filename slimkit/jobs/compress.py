@@ -41,6 +41,7 @@ from slimkit.jobs._common import (
 )
 from slimkit.jobs.quantize import int8_note, int8_rows, int8_stage, load_int8
 from slimkit.models import create_model, load_weights
+from slimkit.models._user import resolve_model_name
 from slimkit.nas.prune_ratios import SEARCH_IMPORTANCE, search_prune_ratios
 from slimkit.profile import channel_multiple, count_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cost_breakdown
@@ -344,7 +345,25 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
         raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
                           f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
                           "data the baseline was trained on")
+    else:
+        model = create_model(resolve_model_name(spec["model"], cfg.baseline), num_classes=spec["num_classes"],
+                             in_chans=spec["in_chans"], **spec["kwargs"])
+    _check_float_layers(cfg, model)
     return splits, spec
+
+
+def _check_float_layers(cfg: CompressConfig, model: nn.Module) -> None:
+    """The layers INT8 is told to keep in float (int8.exclude) name weighted layers of the model, or ONNX nodes
+    ("/..."): checked before any work, not when the INT8 stage starts after training and pruning."""
+    if not (cfg.quantize and cfg.int8.exclude):
+        return
+    weighted = [n for n, m in model.named_modules()
+                if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() >= 2]
+    unknown = [n for n in cfg.int8.exclude if not n.startswith("/") and n not in weighted]
+    if unknown:
+        raise ConfigError(f"int8.exclude: no weighted layer {', '.join(map(repr, unknown))} in {cfg.model}; its "
+                          f"weighted layers: {', '.join(weighted[:12])}{' ...' if len(weighted) > 12 else ''} (or "
+                          "give ONNX node names, /.../Conv)")
 
 
 def _source(cfg: CompressConfig, out: Path) -> str:

@@ -89,6 +89,19 @@ def test_int8_without_onnxruntime_quantization_fails_before_any_work(tmp_path, t
     assert not (tmp_path / "q").exists()
 
 
+def test_float_layers_that_do_not_exist_are_refused_before_any_work(tmp_path, trained):
+    """int8.exclude naming no weighted layer failed only when the INT8 stage began, after training and pruning."""
+    from slimkit.jobs.compress import _validate
+
+    for kw in (dict(baseline=str(trained)), dict(model="convnet_small", data="digits", limit=100)):
+        cfg = CompressConfig(quantize="int8", int8=Int8Config(exclude=("features.0", "features.99")),
+                             out=str(tmp_path / "run"), **kw)
+        with pytest.raises(ConfigError, match="no weighted layer 'features.99' in .*features.0, features.4"):
+            compress(cfg)
+        assert not (tmp_path / "run").exists()
+        _validate(replace(cfg, int8=Int8Config(exclude=("features.0", "head", "/features/features.8/Conv"))))
+
+
 def test_quantize_a_run_folder_and_an_onnx_file(tmp_path, trained, capsys):
     s = quantize(QuantizeJobConfig(source=str(trained), out=str(tmp_path / "a"), latency_batches=(1,)))
     assert s["data"] == "digits" and (tmp_path / "a" / "int8.html").is_file()
