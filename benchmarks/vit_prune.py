@@ -194,7 +194,7 @@ def accuracy_table(args) -> list[dict]:
         base_macs = count_macs(base, x)
         base_acc = {} if args.shapes_only else {"test_acc": evaluate(base, test)["acc"]}
         rows.append({"model": name, "method": "unpruned", "seed": 0, **base_acc, "MACs": base_macs,
-                     "params": count_params(base), "onnx": _onnx(base, x, f"{name}_unpruned")})
+                     "params": count_params(base), "onnx": _onnx(base, x, f"{args.results}_{name}_unpruned")})
         print(rows[-1], flush=True)
         # each method prunes the trained model once (deterministic; the GP-EI search with --search-seed), in the order
         # of --methods; then the same fine-tune runs from each pruned model, seed by seed (every method's seed 0
@@ -218,7 +218,7 @@ def accuracy_table(args) -> list[dict]:
                         **extra}
             if args.shapes_only:
                 rows.append({**info_row, "seed": 0, "params": count_params(pruned0),
-                             "onnx": _onnx(pruned0, x, f"{name}_{label}_shapes")})
+                             "onnx": _onnx(pruned0, x, f"{args.results}_{name}_{label}_shapes")})
                 print(rows[-1], flush=True)
                 continue
             pruned_models[label] = (pruned0, {**info_row, "acc_before_finetune": evaluate(pruned0, test)["acc"]})
@@ -228,8 +228,10 @@ def accuracy_table(args) -> list[dict]:
                 pruned = copy.deepcopy(pruned0)
                 Trainer(pruned, finetune_recipe(args, label, seed), loaders.train).fit()
                 pruned.eval()
+                onnx = _onnx(pruned, x, f"{args.results}_{name}_{label}_{seed}")  # (one file per run: runs split
+                # over processes never write the same file)
                 rows.append({**info_row, "seed": seed, "test_acc": evaluate(pruned, test)["acc"],
-                             "params": count_params(pruned), "onnx": _onnx(pruned, x, f"{name}_{label}_{seed}")})
+                             "params": count_params(pruned), "onnx": onnx})
                 print(rows[-1], flush=True)
                 _write(args.results, {"args": vars(args), "rows": rows})
     return rows
