@@ -337,6 +337,8 @@ def main() -> None:
                     "shapes (at --ratios, or the peer's bisected ratio) for latency only")
     ap.add_argument("--baseline-only", action="store_true", help="train (cache) the baselines and stop")
     ap.add_argument("--latency-only", action="store_true", help="re-time the ONNX files of --results")
+    ap.add_argument("--no-latency", action="store_true", help="accuracy only (a niced run): time the ONNX files "
+                    "later with --latency-only at normal priority")
     ap.add_argument("--results", default="vit_prune")
     ap.add_argument("--combine", nargs="+", default=None, help="--latency-only: the rows of these result files")
     args = ap.parse_args()
@@ -358,7 +360,8 @@ def main() -> None:
                 if (key := (r["model"], r["method"], r.get("seed"))) not in seen and not seen.add(key)]
     else:
         rows = accuracy_table(args)
-    latency(rows)
+    if not args.no_latency:
+        latency(rows)
     table = summarise(rows)
     _write(args.results, {"args": vars(args), "runs": runs, "rows": rows, "summary": table})
     print(markdown_table(table))
