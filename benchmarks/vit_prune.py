@@ -245,12 +245,17 @@ def _onnx(model: nn.Module, x: torch.Tensor, tag: str) -> str:
 
 
 def latency(rows: list[dict], rounds: int = 5) -> None:
-    """onnxruntime median ms per ONNX file at batch 1 (one thread) and 32 (all threads), interleaved rounds."""
+    """onnxruntime median ms at batch 1 (one thread) and 32 (all threads), interleaved rounds: one ONNX file per
+    (model, method), since a method's seeds differ in weights only, not in shapes."""
     import onnxruntime as ort
 
+    timed = {}  # (model, method) -> the file timed for it
+    for r in rows:
+        if "onnx" in r:
+            timed.setdefault((r["model"], r["method"]), r["onnx"])
     sessions = {}
     for r in rows:
-        if "onnx" not in r:
+        if "onnx" not in r or timed[(r["model"], r["method"])] != r["onnx"]:
             continue
         for key, (batch, threads) in {"ort_b1_1t_ms": (1, 1), "ort_b32_ms": (32, 0)}.items():
             opts = ort.SessionOptions()
@@ -272,8 +277,9 @@ def latency(rows: list[dict], rounds: int = 5) -> None:
             times[(path, key)].append(statistics.median(t) * 1000)
     for r in rows:
         for key in ("ort_b1_1t_ms", "ort_b32_ms"):
-            if (r.get("onnx"), key) in times:
-                r[key] = statistics.median(times[(r["onnx"], key)])
+            path = timed.get((r["model"], r["method"]))
+            if "onnx" in r and (path, key) in times:
+                r[key] = statistics.median(times[(path, key)])
 
 
 def summarise(rows: list[dict]) -> list[dict]:
