@@ -251,8 +251,10 @@ def keep_float(path: Path, nodes: Iterable[str]) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Conv":
             channels = w[1] * attrs.get("group", 1)
-        else:  # ConvTranspose weights are (in, out / group, ...); Gemm's B is (in, out), transposed with transB
-            channels = w[0] if node.op_type == "ConvTranspose" or attrs.get("transB", 0) else w[1]
+        elif node.op_type == "ConvTranspose":  # weights (in, out / group, ...)
+            channels = w[0]
+        else:  # Gemm's B is (in, out), or (out, in) with transB (a torch Linear)
+            channels = w[1] if attrs.get("transB", 0) else w[0]
         if scale is None or numpy_helper.to_array(scale).size != 1 or channels < 2 or \
                 (node.op_type == "Gemm" and attrs.get("transA", 0)):
             continue

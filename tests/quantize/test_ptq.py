@@ -169,3 +169,20 @@ def test_float_layers_reported_are_the_ones_onnxruntime_runs_in_float(tmp_path, 
     assert len(res.int8_layers) == 3
     assert res.settings["requantized_by_onnxruntime"] == []
     assert not any("onnxruntime's graph optimiser quantizes" in str(w.message) for w in caught)
+
+
+def test_a_linear_head_kept_in_float_runs_with_its_input_width(tmp_path):
+    """A Gemm kept in float behind a per-tensor DequantizeLinear gets a per-channel one over its *input* features
+    (a torch Linear's B is (out, in)); over its outputs, onnxruntime refused to run the model (24 in, 10 out)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(24, 10)).eval()
+    calib = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    res = quantize_int8(model, calib, tmp_path / "h.int8.onnx", exclude=("4",))
+    assert [f.module for f in res.float_layers] == ["4"] and res.settings["requantized_by_onnxruntime"] == []
+    sess = ort.InferenceSession(str(res.int8_path), providers=["CPUExecutionProvider"])
+    x = calib[0]
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert got.shape == (8, 10) and np.abs(got - ref).max() < 0.1 * np.abs(ref).max()
