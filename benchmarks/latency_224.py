@@ -179,7 +179,7 @@ def _onnx_path(folder: Path, name: str) -> Path:
 def bench_model(spec: str, variants: dict[str, dict], args: argparse.Namespace, tmp: Path) -> list[dict]:
     sub = tmp / spec.replace(":", "_")
     sub.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, args.size, args.size)
     if args.phase == "time":  # the versions `--phase prune` exported
         info = json.loads((sub / "info.json").read_text())
         return time_versions(spec, {n: None for n, i in info.items() if "error" not in i}, info, x, args, sub)
@@ -199,7 +199,7 @@ def prune_versions(spec: str, variants: dict[str, dict], args: argparse.Namespac
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = slimkit.create_model(spec, num_classes=1000).eval()
+        model = slimkit.create_model(spec, num_classes=1000, **json.loads(args.model_kwargs)).eval()
     base_macs = count_macs(model, x)
     models, info = {"base": model}, {"base": {"MACs": base_macs, "params": count_params(model)}}
     builders = {f"slimkit {v}": (lambda kw=kw: (slimkit.prune(model, x, macs_target=0.5, **kw), None))
@@ -308,6 +308,8 @@ def main() -> None:
     ap.add_argument("--results", default="latency_224")
     ap.add_argument("--phase", choices=("all", "prune", "time"), default="all",
                     help="prune: build and export to --onnx-dir only (run niced); time: time what it exported")
+    ap.add_argument("--size", type=int, default=224, help="input size (224: the real resolution)")
+    ap.add_argument("--model-kwargs", default="{}", help='JSON for create_model, e.g. \'{"img_size": 64}\'')
     ap.add_argument("--onnx-dir", default=None, help="keep the exported versions here (needed by --phase)")
     args = ap.parse_args()
     variants = {} if args.no_default else {"default": {}}
