@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from slimkit.errors import ConfigError
+from slimkit.errors import ConfigError, ExportError
 
 __all__ = ["Batches", "as_batches", "calibration_reader", "onnx_logits", "accuracy"]
 
@@ -92,7 +92,12 @@ def calibration_reader(batches: Batches, input_name: str, max_values: int = 1_30
 def onnx_logits(session: Any, batches: Batches) -> np.ndarray:
     """The first output of `session` over all batches, concatenated (N x classes)."""
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x})[0] for x in batches.images])
+    try:
+        return np.concatenate([session.run(None, {name: x})[0] for x in batches.images])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types from C++
+        why = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"onnxruntime could not run the model ({type(e).__name__}: {why}); this is a bug to "
+                          "report with the model, or keep the failing layer in float (int8.exclude)") from e
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -186,3 +186,18 @@ def test_a_linear_head_kept_in_float_runs_with_its_input_width(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     assert got.shape == (8, 10) and np.abs(got - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_a_model_onnxruntime_cannot_run_is_an_export_error_not_a_traceback(tmp_path):
+    from onnx import TensorProto, helper
+
+    from slimkit.export import onnx_session
+    from slimkit.quantize.data import as_batches, onnx_logits
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [3])  # 2 x 4 values cannot become 3
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    with pytest.raises(ExportError, match="onnxruntime could not run the model"):
+        onnx_logits(onnx_session(tmp_path / "r.onnx"), as_batches([np.zeros((2, 4), np.float32)]))
