@@ -92,4 +92,4 @@ def _build_mini(base: str, **kwargs: Any) -> nn.Module:
 
 for _base in ("t2t_vit_7", "t2t_vit_14"):  # the benchmark model and the largest
     MODELS.register(f"mini_{_base}", input_size=(3, 224, 224), family="minivit", paper="arXiv:2204.07154",
-                    small_input=True, partial_prune=True)(lambda _b=_base, **kw: _build_mini(_b, **kw))
+                    small_input=True)(lambda _b=_base, **kw: _build_mini(_b, **kw))

@@ -28,8 +28,7 @@ def test_registered_model_prunes_exactly_exports_and_reloads(name, tmp_path):
     x = _x(name)
     pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")  # half of every group
     # `partial_prune` models have channel groups the graph blocks today (MicroNet's shift-max and grouped convs
-    # after shuffles, Mobile-Former 26M's grouped convs after shuffles, MiniViT's shared blocks): only the rest
-    # shrinks (issue 3)
+    # after shuffles, Mobile-Former 26M's grouped convs after shuffles): only the rest shrinks (issue 3)
     limit = 0.95 if model_info(name).get("partial_prune") else 0.6
     assert count_macs(pruned, x) < limit * count_macs(model, x)
     res = export_onnx(pruned, tmp_path / "p.onnx", x)
