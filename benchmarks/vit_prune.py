@@ -327,7 +327,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="baseline epochs")
     ap.add_argument("--lr", type=float, default=1e-3, help="baseline AdamW peak learning rate")
     ap.add_argument("--finetune-epochs", type=int, default=1)
-    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tune AdamW peak learning rate")
+    ap.add_argument("--finetune-lr", type=float, default=2e-5, help="fine-tune AdamW peak learning rate (2e-5 leaves "
+                    "the unpruned control within 0.3 points on DeiT; 1e-4 costs it 1.5, README)")
     ap.add_argument("--finetune-warmup", type=float, default=0.3, help="fine-tune linear warm-up (epochs)")
     ap.add_argument("--macs", type=float, default=0.6, help="MACs to keep (fraction)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
