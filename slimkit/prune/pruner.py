@@ -56,6 +56,7 @@ from slimkit.prune.validate import as_example_inputs, check_budget, check_model,
 
 __all__ = ["ALLOCATIONS", "PruneConfig", "Pruner", "prune", "keep_counts", "module_plan"]
 
+DEFAULT_IMPORTANCE = "l1"  # the criterion when none is given
 _COST_AGREEMENT = 0.02  # a computed cost within 2% of the count, or a count within 2% of the target, ends the search
 
 
@@ -65,8 +66,8 @@ class PruneConfig:
     ONE_OF: ClassVar = (("ratio", "macs_target", "params_target", "latency_target", "ratios"),)  # the budgets: a
     # budget given over a config (a command-line flag over a file) replaces the config's budget
 
-    importance: str | None = "l1"  # criterion name (see slimkit.prune.list_importances()); None (compress's
-    # default): its job picks, l1 or the ratio search's own
+    importance: str | None = DEFAULT_IMPORTANCE  # criterion name (see slimkit.prune.list_importances()); None:
+    # not given (compress picks l1, or the ratio search's own; a Pruner takes DEFAULT_IMPORTANCE)
     ratio: float | None = None  # share of channels to remove in every group (or globally)
     macs_target: float | None = None  # MACs to keep: fraction of the original if <= 1, else absolute MACs
     params_target: float | None = None  # parameters to keep, same convention
@@ -134,6 +135,8 @@ class Pruner:
     def __post_init__(self) -> None:
         check_model(self.model)
         self.example_inputs = as_example_inputs(self.example_inputs)
+        if self.config.importance is None:  # not given (a job's "its own default"): the library's
+            self.config = replace(self.config, importance=DEFAULT_IMPORTANCE)
         score = create_importance(self.config.importance)  # an unknown criterion fails before any tracing
         self.rewrites: list[str] = []
         if needs_rewrite(self.model):  # a forward that cannot be pruned as written: an equivalent copy that can

@@ -117,3 +117,19 @@ def test_every_registered_criterion_scores_each_channel_and_prunes(name):
     pruned = prune(model, torch.randn(1, 3, 6, 6), importance=name, ratio=0.5, data=data)
     assert pruned.conv1.out_channels == pruned.bn1.num_features == 2
     assert pruned(torch.randn(2, 3, 6, 6)).shape == (2, 2)
+
+
+def test_a_config_without_a_criterion_prunes_by_the_default_l1():
+    """importance=None is compress's "not given"; a Pruner handed it scores by L1 (was AttributeError deep inside
+    the registry), keeping exactly the channels importance="l1" keeps."""
+    from slimkit.prune import PruneConfig, Pruner
+    from slimkit.prune.pruner import DEFAULT_IMPORTANCE
+
+    model, _ = _setup()
+    x = torch.randn(1, 3, 6, 6)
+    plans = {}
+    for imp in (None, "l1", "l2"):
+        p = Pruner(model, (x,), PruneConfig(importance=imp, ratio=0.5, allocation="uniform"))
+        plans[imp] = p.step(0.5)
+        assert p.config.importance == (imp or DEFAULT_IMPORTANCE) == (imp or "l1")
+    assert plans[None] == plans["l1"]
