@@ -34,7 +34,7 @@ from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.graph.trace import empty_caches
 from slimkit.profile import count_macs, count_node_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cpu_rates
-from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, channel_rules, keep_counts
+from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, ChannelRule, channel_rules, keep_counts
 from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
@@ -159,15 +159,23 @@ class Pruner:
         self.scores = {g.id: score(g, self.model, ctx).detach().float() for g in self.groups}
         self.weights: dict[int, float] | None = None  # allocation="latency": each group's multiplier of the cut
         self.latency: LatencyModel | None = None
-        self.rules = channel_rules(self.groups, self.model, self.config.spread)  # the counts each group may keep
+        self._rules: dict[Allocation, dict[int, ChannelRule]] = {}  # rules_for's, per allocation
         if self.config.allocation in _BY_LATENCY and self.config.dims is None and self.config.ratios is None:
             self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs,
                                               cpu_rates(kernels=self.config.spread.kernels))
-            costs = self.latency.group_costs({g.id: self.rules[g.id].multiple or 1 for g in self.groups})
+            rules = self.rules_for(self.config.spread)
+            costs = self.latency.group_costs({g.id: rules[g.id].multiple or 1 for g in self.groups})
             if self.config.allocation == "latency":
                 self.weights = latency_weights(costs, {g.id: g.size for g in self.groups})
             else:
                 self.scores = latency_weighted_scores(self.scores, {g: t for g, (t, _) in costs.items()})
+
+    def rules_for(self, spread: Allocation) -> dict[int, ChannelRule]:
+        """The counts each group may keep under `spread` (`channel_rules`), computed once per allocation: the
+        budget search asks at every step."""
+        if spread not in self._rules:
+            self._rules[spread] = channel_rules(self.groups, self.model, spread)
+        return self._rules[spread]
 
     def _init_tokens(self) -> None:
         """The token stack and, for "select", the position scores, when tokens are pruned."""
@@ -191,9 +199,10 @@ class Pruner:
 
     def _counts(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[int, int]:
         if self.config.dims is None and self.config.ratios is None and ratios is None:
-            return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights, self.rules)
+            return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights,
+                               self.rules_for(self.config.spread))
         uniform = replace(self.config.spread, allocation="uniform")  # a dimension's share, cut from each group
-        rules = channel_rules(self.groups, self.model, uniform) if uniform.kernels == "int8" else None
+        rules = self.rules_for(uniform) if uniform.kernels == "int8" else None
         per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
         counts = {g.id: g.size for g in self.groups}
         for r in sorted(set(per.values()) - {0.0}):
@@ -417,5 +426,4 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
                   "one block cannot shrink)" + (" and INT8 kernel counts" if kernels == "int8" else "") +
                   "; pruning without rounding, so latency may fall more slowly than MACs", stacklevel=2)
     pruner.config = replace(cfg, round_to=1, kernels="fp32")
-    pruner.rules = channel_rules(pruner.groups, pruner.model, pruner.config.spread)
     return pruner.run()
