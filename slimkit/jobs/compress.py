@@ -345,18 +345,16 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
         raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
                           f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
                           "data the baseline was trained on")
-    else:
-        model = create_model(resolve_model_name(spec["model"], cfg.baseline), num_classes=spec["num_classes"],
-                             in_chans=spec["in_chans"], **spec["kwargs"])
-    _check_float_layers(cfg, model)
+    if cfg.quantize and cfg.int8.exclude:  # a baseline's model is built only for this check
+        _check_float_layers(cfg, model if spec is None else create_model(
+            resolve_model_name(spec["model"], cfg.baseline), num_classes=spec["num_classes"],
+            in_chans=spec["in_chans"], **spec["kwargs"]))
     return splits, spec
 
 
 def _check_float_layers(cfg: CompressConfig, model: nn.Module) -> None:
     """The layers INT8 is told to keep in float (int8.exclude) name weighted layers of the model, or ONNX nodes
     ("/..."): checked before any work, not when the INT8 stage starts after training and pruning."""
-    if not (cfg.quantize and cfg.int8.exclude):
-        return
     weighted = [n for n, m in model.named_modules()
                 if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() >= 2]
     unknown = [n for n in cfg.int8.exclude if not n.startswith("/") and n not in weighted]
