@@ -49,7 +49,7 @@ from slimkit.profile.verdict import speed_verdict
 from slimkit.prune import PruneConfig, PruneJob, PruningMethod, create_importance, create_pruning_method
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
-from slimkit.quantize import Int8Config, ort_quantization
+from slimkit.quantize import Int8Config, float_layer_nodes, ort_quantization
 from slimkit.registry import PRUNERS
 from slimkit.report import plot_bars, plot_scatter, write_html
 from slimkit.train import TrainConfig, Trainer, evaluate, save_weights, seeded
@@ -348,20 +348,16 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     if cfg.quantize and cfg.int8.exclude:  # a baseline's model is built only for this check
         _check_float_layers(cfg, model if spec is None else create_model(
             resolve_model_name(spec["model"], cfg.baseline), num_classes=spec["num_classes"],
-            in_chans=spec["in_chans"], **spec["kwargs"]))
+            in_chans=spec["in_chans"], **spec["kwargs"]), splits)
     return splits, spec
 
 
-def _check_float_layers(cfg: CompressConfig, model: nn.Module) -> None:
-    """The layers INT8 is told to keep in float (int8.exclude) name weighted layers of the model, or ONNX nodes
-    ("/..."): checked before any work, not when the INT8 stage starts after training and pruning."""
-    weighted = [n for n, m in model.named_modules()
-                if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() >= 2]
-    unknown = [n for n in cfg.int8.exclude if not n.startswith("/") and n not in weighted]
-    if unknown:
-        raise ConfigError(f"int8.exclude: no weighted layer {', '.join(map(repr, unknown))} in {cfg.model}; its "
-                          f"weighted layers: {', '.join(weighted[:12])}{' ...' if len(weighted) > 12 else ''} (or "
-                          "give ONNX node names, /.../Conv)")
+def _check_float_layers(cfg: CompressConfig, model: nn.Module, splits: DataSplits) -> None:
+    """The layers INT8 is told to keep in float (int8.exclude) are layers the quantizer can keep in float: checked
+    before any work, not when the INT8 stage starts after training and pruning, by the quantizer's own reading of
+    the exported model (`slimkit.quantize.float_layer_nodes`)."""
+    info = splits.info
+    float_layer_nodes(model, torch.zeros(1, info.in_chans, *info.image_size), cfg.int8.exclude)
 
 
 def _source(cfg: CompressConfig, out: Path) -> str:

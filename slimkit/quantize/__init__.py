@@ -5,11 +5,14 @@ from slimkit.quantize.ptq import (
     FloatLayer,
     Int8Config,
     QuantizeResult,
+    float_layer_nodes,
     ort_quantization,
     quantize_int8,
+    resolve_float_layers,
     resolve_reduce_range,
 )
 from slimkit.quantize.sensitivity import LayerScore, Step
 
-__all__ = ["FloatLayer", "Int8Config", "Layer", "LayerScore", "QuantizeResult", "Step", "int8_layers",
-           "ort_quantization", "quantize_int8", "resolve_reduce_range", "weighted_layers"]
+__all__ = ["FloatLayer", "Int8Config", "Layer", "LayerScore", "QuantizeResult", "Step", "float_layer_nodes",
+           "int8_layers", "ort_quantization", "quantize_int8", "resolve_float_layers", "resolve_reduce_range",
+           "weighted_layers"]

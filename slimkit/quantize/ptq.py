@@ -30,6 +30,7 @@ from slimkit.fileio import atomic_write
 from slimkit.profile import has_vnni
 from slimkit.quantize.data import Batches, accuracy, as_batches, calibration_reader, onnx_logits
 from slimkit.quantize.graph import (
+    Layer,
     feeding_activations,
     file_bytes,
     int8_layers,
@@ -40,7 +41,7 @@ from slimkit.quantize.graph import (
 from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range",
-           "ort_quantization"]
+           "ort_quantization", "resolve_float_layers", "float_layer_nodes"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 _TYPES = ("uint8", "int8")
@@ -161,44 +162,72 @@ def _quiet() -> Any:
         root.setLevel(level)
 
 
+def _prepared(fp32: Path, work: Path) -> tuple[Path, Any]:
+    """The fp32 model as the quantizer reads it (`quant_pre_process`ed into `work`, else as exported): its path and
+    graph. `weighted_layers` of this graph are the layers INT8 can keep in float."""
+    onnx, q = ort_quantization()
+    model = work / "pre.onnx"
+    try:
+        with _quiet():
+            q.quant_pre_process(str(fp32), str(model), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw export instead
+        model = fp32
+    try:
+        return model, onnx.load(str(model))
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"cannot read the ONNX model {str(fp32)!r}: {e}") from e
+
+
+def resolve_float_layers(layers: Iterable[Layer], names: Iterable[str]) -> set[str]:
+    """The ONNX nodes of the weighted `layers` that `names` (ONNX node names, or PyTorch module names as the export
+    scopes them, `Layer.module`) ask to keep in float; a name matching none is a ConfigError listing the names."""
+    layers = list(layers)
+    by_module: dict[str, set[str]] = {}
+    for layer in layers:
+        by_module.setdefault(layer.module, set()).add(layer.node)
+    nodes = {layer.node for layer in layers}
+    out: set[str] = set()
+    unknown = []
+    for name in names:
+        if name in nodes:
+            out.add(name)
+        elif name in by_module:
+            out |= by_module[name]
+        else:
+            unknown.append(name)
+    if unknown:
+        modules = list(by_module)
+        raise ConfigError(f"int8.exclude / --keep-float: no weighted layer {', '.join(map(repr, unknown))} in the "
+                          f"exported model (only Conv / Gemm / MatMul layers with a constant weight can be kept in "
+                          f"float; a module whose weight its parent uses is named by the parent); its weighted "
+                          f"layers: {', '.join(modules[:16])}{' ...' if len(modules) > 16 else ''} (or ONNX node "
+                          f"names, e.g. {next(iter(nodes), '/.../Conv')})")
+    return out
+
+
+def float_layer_nodes(model: nn.Module, example: Any, names: Iterable[str]) -> set[str]:
+    """The ONNX nodes `names` keep in float once `model` is exported with `example` inputs: what `quantize_int8`'s
+    `exclude` will resolve to, checked before any work (a job validates its options with it). Raises ConfigError
+    for a name the quantizer could not keep in float."""
+    with tempfile.TemporaryDirectory(prefix="slimkit-int8-check-") as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(model, fp32, example, check=False)
+        _, proto = _prepared(fp32, Path(tmp))
+        return resolve_float_layers(weighted_layers(proto), names)
+
+
 class _Quantizer:
     """Quantizes one pre-processed fp32 model many ways (calibration ranges computed once, then cached)."""
 
     def __init__(self, fp32: Path, calib: Batches, cfg: Int8Config, work: Path) -> None:
-        onnx, q = ort_quantization()
+        _, q = ort_quantization()
         self.q, self.cfg, self.work, self.calib = q, cfg, work, calib
-        self.model = work / "pre.onnx"
-        try:
-            with _quiet():
-                q.quant_pre_process(str(fp32), str(self.model), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw export instead
-            self.model = fp32
-        try:
-            proto = onnx.load(str(self.model))
-        except Exception as e:  # noqa: BLE001
-            raise ExportError(f"cannot read the ONNX model {str(fp32)!r}: {e}") from e
-        self.input_name = proto.graph.input[0].name
-        self.layers = weighted_layers(proto)
-        self.proto = proto
+        self.model, self.proto = _prepared(fp32, work)
+        self.input_name = self.proto.graph.input[0].name
+        self.layers = weighted_layers(self.proto)
         self.cache = work / "calibration.json"
         self.reduce_range = resolve_reduce_range(cfg)
         self.count = 0
-
-    def resolve(self, names: Iterable[str]) -> set[str]:
-        by_module = {}
-        for layer in self.layers:
-            by_module.setdefault(layer.module, set()).add(layer.node)
-        nodes = {layer.node for layer in self.layers}
-        out: set[str] = set()
-        for name in names:
-            if name in nodes:
-                out.add(name)
-            elif name in by_module:
-                out |= by_module[name]
-            else:
-                raise ConfigError(f"cannot keep {name!r} in float: no such weighted layer; known layers: "
-                                  f"{sorted(by_module)[:20]}")
-        return out
 
     def __call__(self, out: Path, only: set[str] | None = None, exclude: set[str] = frozenset()) -> Path:
         q, cfg = self.q, self.cfg
@@ -299,7 +328,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
     with tempfile.TemporaryDirectory(prefix="slimkit-int8-") as tmp:
         work = Path(tmp)
         quant = _Quantizer(fp32, calib, cfg, work)
-        requested = quant.resolve(cfg.exclude)
+        requested = resolve_float_layers(quant.layers, cfg.exclude)
         full = quant(work / "all_int8.onnx", exclude=requested)
         seconds["calibrate_quantize"] = time.perf_counter() - t0
         float_nodes: tuple[str, ...] = ()

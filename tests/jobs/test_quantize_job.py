@@ -96,7 +96,7 @@ def test_float_layers_that_do_not_exist_are_refused_before_any_work(tmp_path, tr
     for kw in (dict(baseline=str(trained)), dict(model="convnet_small", data="digits", limit=100)):
         cfg = CompressConfig(quantize="int8", int8=Int8Config(exclude=("features.0", "features.99")),
                              out=str(tmp_path / "run"), **kw)
-        with pytest.raises(ConfigError, match="no weighted layer 'features.99' in .*features.0, features.4"):
+        with pytest.raises(ConfigError, match="no weighted layer .features.99. in .*features.0, features.4"):
             compress(cfg)
         assert not (tmp_path / "run").exists()
         _validate(replace(cfg, int8=Int8Config(exclude=("features.0", "head", "/features/features.8/Conv"))))
@@ -176,3 +176,56 @@ def test_int8_verdict_says_plainly_when_int8_is_not_faster_and_why():
     assert "re-quantiz" not in int8_note(old) and "optimiser quantizes" not in int8_note(old)
     requant = {**old, "settings": {"requantized_by_onnxruntime": ["features.2.expand"]}}
     assert "optimiser quantizes 1 layer(s) chosen to stay in float (features.2.expand" in int8_note(requant)
+
+
+NET_FLINEAR = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attn(nn.Module):  # torchvision Swin's way: the parent calls F.linear with a child Linear's weight
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.proj(F.linear(x, self.qkv.weight, self.qkv.bias)[..., :8])
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_chans):
+        super().__init__()
+        self.stem, self.attn = nn.Conv2d(in_chans, 8, 4, 4), Attn()
+        self.emb = nn.Embedding(4, 8)  # a 2-D weight that exports as a Gather, never a weighted node
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head(self.attn(x).mean(1) + self.emb.weight[0])
+
+
+def build(num_classes=10, in_chans=1):
+    return Net(num_classes, in_chans)
+'''
+
+
+def test_float_layer_check_accepts_exactly_what_the_quantizer_can_keep_float(tmp_path):
+    """The check of int8.exclude and the quantizer read one mapping (the exported graph's weighted nodes, named by
+    their module scope). Before, the check accepted every module with a >= 2-D weight: `attn.qkv` (its weight used
+    by the parent through F.linear, exported in the parent's scope) and `emb` (a Gather) passed the check and the
+    quantizer refused them after training and pruning, while `attn`, which the quantizer keeps float, was refused."""
+    from slimkit.jobs.compress import _validate
+
+    (tmp_path / "net.py").write_text(NET_FLINEAR)
+    cfg = CompressConfig(model=f"{tmp_path}/net.py:build", data="digits", limit=100, quantize="int8",
+                         out=str(tmp_path / "run"))
+    for name in ("attn.qkv", "emb"):
+        with pytest.raises(ConfigError, match=f"no weighted layer '{name}' .*attn, attn.proj, head"):
+            _validate(replace(cfg, int8=Int8Config(exclude=(name,))))
+    _validate(replace(cfg, int8=Int8Config(exclude=("attn", "stem", "/attn/proj/MatMul"))))
+    with pytest.raises(ConfigError, match="no weighted layer '/attn/qkv/MatMul'"):  # node names are checked too
+        _validate(replace(cfg, int8=Int8Config(exclude=("/attn/qkv/MatMul",))))
+    # and what the check accepts, the quantizer keeps in float
+    s = compress(replace(cfg, int8=Int8Config(exclude=("attn",), eval_images=50, calibration_images=32),
+                         baseline_epochs=1, finetune=replace(FINETUNE, epochs=1), latency_batches=(1,)))
+    assert {f["module"] for f in s["int8"]["float_layers"]} >= {"attn"}

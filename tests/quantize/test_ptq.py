@@ -120,7 +120,7 @@ def test_bad_inputs_raise_clear_errors(digits, tmp_path):
         quantize_int8(tmp_path / "missing.onnx", itertools.islice(loaders.train, 1))
     with pytest.raises(ConfigError, match="calibration_method"):
         quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", calibration_method="mse")
-    with pytest.raises(ConfigError, match="no such weighted layer"):
+    with pytest.raises(ConfigError, match="no weighted layer 'features.99'"):
         quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", exclude=("features.99",))
 
     class NotExportable(torch.nn.Module):
