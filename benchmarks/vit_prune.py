@@ -60,16 +60,28 @@ def recipe(epochs: int, lr: float, seed: int, warmup: float) -> TrainConfig:
                        label_smoothing=0.1, seed=seed, progress=False)
 
 
+def _baseline_paths(args, name: str, info) -> tuple[Path, Path]:
+    """The cached weights and the training run's folder (its metrics.jsonl: the baseline's per-epoch validation)."""
+    lr = "" if args.lr == 1e-3 else f"_lr{args.lr:g}"  # (the default's files keep their earlier names)
+    return (CACHE / f"vit_{name}_{info.name}_{args.limit}_{args.epochs}ep{lr}.safetensors",
+            CACHE / f"vit_{name}_{args.limit}_{args.epochs}ep{lr}_run")
+
+
+def baseline_history(args, name: str, info) -> list[dict]:
+    """The baseline's per-epoch rows (train loss, validation accuracy), when its run folder is still cached."""
+    metrics = _baseline_paths(args, name, info)[1] / "metrics.jsonl"
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.is_file() else []
+
+
 def baseline(args, name: str, loaders, info) -> nn.Module:
-    path = CACHE / f"vit_{name}_{info.name}_{args.limit}_{args.epochs}ep.safetensors"
+    path, run = _baseline_paths(args, name, info)
     torch.manual_seed(0)
     model = build(name, info.in_chans)
     if path.is_file():
         load_weights(model, path, strict=True)
         return model
     t0 = time.perf_counter()
-    Trainer(model, recipe(args.epochs, args.lr, 0, 1.0), loaders.train, loaders.val,
-            out_dir=CACHE / f"vit_{name}_{args.limit}_{args.epochs}ep_run").fit(resume=True)
+    Trainer(model, recipe(args.epochs, args.lr, 0, 1.0), loaders.train, loaders.val, out_dir=run).fit(resume=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, path)
     print(f"{name}: baseline trained in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -193,6 +205,8 @@ def accuracy_table(args) -> list[dict]:
         held_out = list(loaders.val)
         base_macs = count_macs(base, x)
         base_acc = {} if args.shapes_only else {"test_acc": evaluate(base, test)["acc"]}
+        if not args.shapes_only:
+            base_acc["baseline_history"] = baseline_history(args, name, info)
         rows.append({"model": name, "method": "unpruned", "seed": 0, **base_acc, "MACs": base_macs,
                      "params": count_params(base), "onnx": _onnx(base, x, f"{args.results}_{name}_unpruned")})
         print(rows[-1], flush=True)
@@ -356,6 +370,8 @@ def main() -> None:
         loaders = make_loaders(splits, 128)
         for name in args.models:
             base = baseline(args, name, loaders, splits.info)
+            print(name, "validation by epoch", [r.get("val_acc") for r in baseline_history(args, name, splits.info)],
+                  flush=True)
             print(name, "test", evaluate(base, loaders.test)["acc"], flush=True)
         return
     runs = {args.results: vars(args)}
