@@ -48,7 +48,8 @@ from slimkit.export import export_onnx, onnx_optimized, onnx_session
 from slimkit.jobs.compress import FINETUNE, PRUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
 from slimkit.models import create_model
-from slimkit.profile import compare_onnx_latency, count_macs, has_vnni
+from slimkit.profile import channel_multiple, compare_onnx_latency, count_macs, has_vnni
+from slimkit.profile.hardware import cpu_capability
 from slimkit.prune import prune
 from slimkit.quantize import Int8Config, quantize_int8
 from slimkit.quantize.data import accuracy, as_batches, onnx_logits
@@ -189,7 +190,6 @@ def size_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of part (a); with `args.profile`, part (d)'s rows are appended to `profile`."""
-    import onnx
 
     splits = create_dataset("fashion-mnist", None, seed=0, val_fraction=0.1, limit=args.limit, augment=False)
     test = as_batches(make_loaders(splits, 256).test, None, "test")
@@ -198,71 +198,100 @@ def small_models(args: argparse.Namespace, profile: list[dict[str, Any]]) -> lis
     for name, kwargs in MODELS.items():
         if args.only and name not in args.only:
             continue
-        out = CACHE / f"{name}_{args.limit}_{args.epochs}+{args.finetune_epochs}ep"
-        if args.round_to is not None:  # the same trained baseline, pruned in other channel blocks
-            out, base = out.with_name(f"{out.name}_r{args.round_to}"), out / "baseline"
-            if (base / "summary.json").is_file() and not (out / "baseline").is_dir():
-                shutil.copytree(base, out / "baseline")
-        t0 = time.perf_counter()
-        paths, accs, arms, float_layers = {}, {}, {}, {}
-        for arm, kernels in [("", None)] + [(" fp32 kernels", "fp32")] * args.compare_kernels:
-            d = out.with_name(out.name + arm.replace(" ", "_"))
-            if arm and (out / "baseline" / "summary.json").is_file() and not (d / "baseline").is_dir():
-                shutil.copytree(out / "baseline", d / "baseline")  # the same trained baseline
-            cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
-                                 baseline_epochs=args.epochs, quantize="int8", out=str(d),
-                                 prune=replace(PRUNE, round_to=args.round_to, kernels=kernels),
-                                 finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs
-                                 else None)
-            s = compress(cfg, resume=True)
-            fp32, q8 = d / "model.onnx", d / "model.int8.onnx"
-            if not arm:
-                base_onnx = out / "baseline.onnx"
-                if not base_onnx.is_file():
-                    from slimkit.jobs._common import load_run_model
-
-                    export_onnx(load_run_model(out / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
-                paths["fp32 unpruned"], accs["fp32 unpruned"] = base_onnx, s["baseline"]["test_acc"]
-            for label, p in ((f"fp32 pruned{arm}", fp32), (f"int8 pruned{arm}", q8)):
-                paths[label], accs[label], arms[label] = p, _test_acc(p, test), f"fp32 pruned{arm}"
-            float_layers[f"int8 pruned{arm}"] = (s["int8"], len(int8_kernel_misses(onnx.load(str(q8)))))
-            if args.profile:
-                _priority(0)
-                profile.extend(profile_rows(name + arm, fp32, q8, (1, 28, 28)))
-                _priority(19)
-        if args.sweep:
-            for label, over in SWEEP.items():
-                p = out / "sweep" / (label.split(" (")[0].replace(" ", "_") + ".onnx")
-                if not p.is_file():
-                    quantize_int8(fp32, calib, p, config=Int8Config(**over))
-                paths[f"int8 {label}"] = p
-                accs[f"int8 {label}"] = _test_acc(p, test)
-        if args.criteria:
-            held = make_loaders(splits, 250).val
-            for crit in ("isolated", "all_but_one"):
-                c0 = time.perf_counter()
-                r = quantize_int8(fp32, calib, out / "criteria" / f"{crit}.onnx", eval_data=held, tolerance=0.0,
-                                  max_float_layers=args.criteria, sensitivity=crit)
-                rows.append({"model": name, "variant": f"sensitivity {crit}", "steps": [
-                    {"float": [p.split("/")[-2] for p in st.float_layers], "held_out_acc": round(st.acc, 4),
-                     "logit_error": round(st.error, 5)} for st in r.steps],
-                    "held_out_fp32": r.held_out["fp32_acc"], "quantizations": r.settings["quantizations"],
-                    "seconds": round(time.perf_counter() - c0, 1), "test_acc": round(_test_acc(r.int8_path, test), 4)})
-        lat = _timing(paths, (1, 28, 28), [(1, 1), (1, None), (32, None)], args.rounds)
-        for label, p in paths.items():
-            ref, old = lat[arms.get(label, "fp32 pruned")], lat.get("fp32 pruned fp32 kernels")
-            rows.append({"model": name, "variant": label, "test_acc": round(accs[label], 4),
-                         "size_kB": round(p.stat().st_size / 1024, 1), **lat[label],
-                         **{f"{k.removesuffix('_ms')} / fp32 pruned": round(v / ref[k], 3)
-                            for k, v in lat[label].items() if "wall" not in k},
-                         **({f"{k.removesuffix('_ms')} / fp32 pruned fp32 kernels": round(v / old[k], 3)
-                             for k, v in lat[label].items() if "wall" not in k} if old else {})})
-            if label in float_layers:
-                int8, misses = float_layers[label]
-                rows[-1]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
-                rows[-1]["held_out"], rows[-1]["slow int8 convs"] = int8.get("held_out"), misses
-        rows[-1]["compress_s"] = round(time.perf_counter() - t0, 1)
+        for seed in args.seeds:
+            rows.extend(_small_model(args, name, kwargs, seed, test, calib, splits, profile))
     return rows
+
+
+def _small_model(args: argparse.Namespace, name: str, kwargs: dict[str, Any], seed: int, test: Any, calib: list,
+                 splits: Any, profile: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Part (a) for one net and one job seed (data split, baseline, pruning, fine-tuning; the test set is fixed)."""
+    import onnx
+
+    rows: list[dict[str, Any]] = []
+    out = CACHE / (f"{name}_{args.limit}_{args.epochs}+{args.finetune_epochs}ep" + (f"_s{seed}" if seed else "")
+                   + (f"_{args.tag}" if args.tag else ""))
+    if args.round_to is not None:  # the same trained baseline, pruned in other channel blocks
+        out, base = out.with_name(f"{out.name}_r{args.round_to}"), out / "baseline"
+        if (base / "summary.json").is_file() and not (out / "baseline").is_dir():
+            shutil.copytree(base, out / "baseline")
+    t0 = time.perf_counter()
+    paths, accs, arms, float_layers = {}, {}, {}, {}
+    for kernels in args.arms:  # None: compress's default; the others prune.kernels (labels "... <k> kernels")
+        arm = f" {kernels} kernels" if kernels else ""
+        d = out.with_name(out.name + arm.replace(" ", "_"))
+        if arm and (out / "baseline" / "summary.json").is_file() and not (d / "baseline").is_dir():
+            shutil.copytree(out / "baseline", d / "baseline")  # the same trained baseline
+        cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
+                             baseline_epochs=args.epochs, seed=seed, quantize="int8", out=str(d),
+                             prune=replace(PRUNE, round_to=args.round_to, kernels=kernels),
+                             finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs
+                             else None)
+        s = compress(cfg, resume=True)
+        fp32, q8 = d / "model.onnx", d / "model.int8.onnx"
+        if "fp32 unpruned" not in paths:
+            base_onnx = out / "baseline.onnx"
+            if not base_onnx.is_file():
+                from slimkit.jobs._common import load_run_model
+
+                export_onnx(load_run_model(out / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
+            paths["fp32 unpruned"], accs["fp32 unpruned"] = base_onnx, s["baseline"]["test_acc"]
+        for label, p in ((f"fp32 pruned{arm}", fp32), (f"int8 pruned{arm}", q8)):
+            paths[label], accs[label], arms[label] = p, _test_acc(p, test), f"fp32 pruned{arm}"
+        float_layers[f"int8 pruned{arm}"] = (s["int8"], len(int8_kernel_misses(onnx.load(str(q8)))))
+        if args.profile:
+            _priority(0)
+            profile.extend(profile_rows(name + arm, fp32, q8, (1, 28, 28)))
+            _priority(19)
+    if args.sweep:
+        for label, over in SWEEP.items():
+            p = out / "sweep" / (label.split(" (")[0].replace(" ", "_") + ".onnx")
+            if not p.is_file():
+                quantize_int8(fp32, calib, p, config=Int8Config(**over))
+            paths[f"int8 {label}"] = p
+            accs[f"int8 {label}"] = _test_acc(p, test)
+    if args.criteria:
+        held = make_loaders(splits, 250).val
+        for crit in ("isolated", "all_but_one"):
+            c0 = time.perf_counter()
+            r = quantize_int8(fp32, calib, out / "criteria" / f"{crit}.onnx", eval_data=held, tolerance=0.0,
+                              max_float_layers=args.criteria, sensitivity=crit)
+            rows.append({"model": name, "variant": f"sensitivity {crit}", "steps": [
+                {"float": [p.split("/")[-2] for p in st.float_layers], "held_out_acc": round(st.acc, 4),
+                 "logit_error": round(st.error, 5)} for st in r.steps],
+                "held_out_fp32": r.held_out["fp32_acc"], "quantizations": r.settings["quantizations"],
+                "seconds": round(time.perf_counter() - c0, 1), "test_acc": round(_test_acc(r.int8_path, test), 4)})
+    lat = _timing(paths, (1, 28, 28), [(1, 1), (1, None), (32, None)], args.rounds)
+    for label, p in paths.items():
+        ref, old = lat[arms.get(label, next(iter(arms.values())))], lat.get("fp32 pruned fp32 kernels")
+        rows.append({"model": name, "seed": seed, "variant": label, "test_acc": round(accs[label], 4),
+                     "size_kB": round(p.stat().st_size / 1024, 1), **lat[label],
+                     **{f"{k.removesuffix('_ms')} / fp32 pruned": round(v / ref[k], 3)
+                        for k, v in lat[label].items() if "wall" not in k},
+                     **({f"{k.removesuffix('_ms')} / fp32 pruned fp32 kernels": round(v / old[k], 3)
+                         for k, v in lat[label].items() if "wall" not in k} if old else {})})
+        if label in float_layers:
+            int8, misses = float_layers[label]
+            rows[-1]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
+            rows[-1]["held_out"], rows[-1]["slow int8 convs"] = int8.get("held_out"), misses
+    rows[-1]["compress_s"] = round(time.perf_counter() - t0, 1)
+    return rows
+
+
+def seed_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, variant): the mean and sample std over seeds of the test accuracy and the latency ratios."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in rows:
+        if "seed" in r:
+            groups[r["model"], r["variant"]].append(r)
+    out = []
+    for (model, variant), rs in groups.items():
+        row: dict[str, Any] = {"model": model, "variant": variant, "seeds": [r["seed"] for r in rs]}
+        for k in ["test_acc"] + [k for k in rs[0] if " / fp32 pruned" in k]:
+            v = np.array([r[k] for r in rs if k in r], dtype=float)
+            row[k], row[f"{k} std"] = round(float(v.mean()), 4), round(float(v.std(ddof=1)), 4) if len(v) > 1 else None
+        out.append(row)
+    return out
 
 
 R50_PRUNE = {"pruned": {}, "pruned kernels=int8": {"kernels": "int8"},
@@ -321,22 +350,34 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="(d): per-operator profile of the small models")
     p.add_argument("--compare-kernels", action="store_true", help="(a) also the same baseline pruned as before "
                    "INT8-aware pruning (prune.kernels fp32), timed interleaved with the default")
+    p.add_argument("--arms", nargs="*", default=None, choices=["default", "fp32", "int8", "auto"],
+                   help="(a) the prune.kernels of each compress of the same baseline (default: compress's own "
+                   "choice; --compare-kernels is 'default fp32'), timed interleaved")
     p.add_argument("--no-small", action="store_true", help="skip (a) (e.g. to run only the size sweep)")
     p.add_argument("--round-to", type=int, default=None, help="(a) pruned in channel blocks of N (the baseline of "
                    "the default run is reused); results under key small_r<N>")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="(a) job seeds (data split, baseline, "
+                   "pruning, fine-tuning); with several, the means over seeds are under key small_mean")
+    p.add_argument("--tag", default="", help="(a) a suffix of the cache folders (e.g. avx2 for a run with "
+                   "ATEN_CPU_CAPABILITY=avx2, which prunes to 8-channel blocks as on an AVX2 CPU)")
     p.add_argument("--results", default="int8")
     args = p.parse_args()
+    args.arms = [None if k == "default" else k for k in args.arms or ["default"] + ["fp32"] * args.compare_kernels]
     _priority(19)
     new: dict[str, Any] = {}  # this run's parts; the file keeps the parts not rerun
     small = not args.no_small and (not args.only or set(args.only) & set(MODELS))
     if small or (not args.no_small and (not args.only or "resnet50" in args.only)):
         new.update({"args" if args.round_to is None else f"args_r{args.round_to}": vars(args),
-                    "cpu_vnni": has_vnni(), "threads": torch.get_num_threads()})
+                    "cpu_vnni": has_vnni(), "threads": torch.get_num_threads(),
+                    "cpu_capability": cpu_capability(), "channel_multiple": channel_multiple()})
     if small:
         profile: list[dict[str, Any]] = []
         key = "small" if args.round_to is None else f"small_r{args.round_to}"
         new[key] = small_models(args, profile)
         print(markdown_table(new[key]))
+        if len(args.seeds) > 1:
+            new[key + "_mean"] = seed_means(new[key])
+            print(markdown_table(new[key + "_mean"]))
         if profile:
             new[key.replace("small", "profile")] = profile
             print(markdown_table(profile))
