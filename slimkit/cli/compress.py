@@ -57,7 +57,8 @@ def compress_cmd(
     round_to: str = typer.Option(None, "--round-to", help="Channel counts in multiples of N (e.g. 8), auto (this "
                                   "CPU's vector block, 16 on AVX-512) or 1 (none); default: the allocation's."),
     kernels: str = typer.Option(None, "--kernels", help="fp32 or int8: keep the channel counts the fast kernels of "
-                                "that precision take (default: int8 with --quantize int8, else fp32)."),
+                                "that precision take; auto: int8's where they still let a group shrink, else "
+                                "fp32's (default: int8 with --quantize int8, else fp32)."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Module whose outputs are kept (repeatable)."),
     dims: str = typer.Option(None, "--dims", help="Transformers: dimensions to prune, comma-separated, from heads, "
                              "neurons, embed, tokens (default: every channel group, no tokens)."),

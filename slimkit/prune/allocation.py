@@ -7,7 +7,11 @@ the lowest-scored channels across groups; "global_latency" the lowest-scored per
 
 `kernels="int8"` (for a model that will run in INT8) keeps, per group, the counts onnxruntime's fast INT8
 convolutions take (`slimkit.profile.hardware.int8_conv_misses`): multiples of 16 through a depthwise convolution, of
-8 out of a dense one (and at least 16 where the group has 16), of 4 into one (`channel_rules`).
+8 out of a dense one (and at least 16 where the group has 16), of 4 into one (`channel_rules`). `kernels="auto"`
+keeps those counts only where they still let a group shrink: a group they would hold whole (16 channels out of a
+dense convolution: the fast kernel's minimum) while fp32's rounding would not keeps fp32's counts, and its
+convolutions take onnxruntime's generic INT8 path (about fp32's speed) instead of costing the other groups the
+channels it cannot give.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from slimkit.profile.hardware import (
     INT8_DEPTHWISE_MULTIPLE,
 )
 
-__all__ = ["ALLOCATIONS", "KERNELS", "Allocation", "ChannelRule", "channel_rules", "keep_counts", "unit_multiple"]
+__all__ = ["ALLOCATIONS", "KERNELS", "INT8_KERNELS", "Allocation", "ChannelRule", "channel_rules", "keep_counts",
+           "unit_multiple"]
 
 ALLOCATIONS = ("latency", "uniform", "global", "global_latency")
-KERNELS = ("fp32", "int8")  # the kernels the pruned model will run on
+KERNELS = ("fp32", "int8", "auto")  # the kernels the pruned model will run on (auto: int8 where it costs no shrinking)
+INT8_KERNELS = ("int8", "auto")  # the kernels values of a model that will run in INT8
 _BY_LATENCY = ("latency", "global_latency")  # allocations that count whole blocks unless round_to says otherwise
 
 
@@ -43,7 +49,8 @@ class Allocation:
     round_to: int | Literal["auto"] | None = None  # counts in multiples of this (8) or "auto" (the CPU's block);
     # None: the allocation's own ("auto" for latency and global_latency, unrounded for uniform and global)
     max_group_ratio: float = 0.9  # never remove more than this share of one group
-    kernels: str = "fp32"  # fp32, or int8: also the counts onnxruntime's fast INT8 convolutions take
+    kernels: str = "fp32"  # fp32; int8: also the counts onnxruntime's fast INT8 convolutions take; auto: those
+    # counts where they leave the group room to shrink (else fp32's)
 
     def __post_init__(self) -> None:
         checks = [
@@ -75,6 +82,12 @@ class ChannelRule:
     multiple: int | None = None
     minimum: int = 0
 
+    def holds_whole(self, size: int) -> bool:
+        """Whether a group of `size` channels can keep only all of them under this rule (as `_round_keep` rounds:
+        at least one multiple, and `minimum`)."""
+        low = self.multiple if self.multiple and size >= self.multiple else 1
+        return max(low, self.minimum if self.minimum <= size else 0) >= size
+
 
 def _round_keep(keep: float, size: int, round_to: int | None, minimum: int = 0) -> int:
     """Kept channels rounded to a multiple of `round_to` (at least one multiple: a group of exactly `round_to`
@@ -98,11 +111,13 @@ def channel_rules(groups: Sequence[Group], model: nn.Module, cfg: Allocation) ->
     """Per group, the counts it may keep: whole vector blocks of `cfg.channel_round`; with `cfg.kernels == "int8"`
     also what onnxruntime's fast INT8 convolution takes for every convolution the group's channels pass through
     (input multiple of 4, output multiple of 8 and at least 16, depthwise multiple of 16;
-    `slimkit.profile.hardware.int8_conv_misses`). A group smaller than a rule asks for is left to the others."""
-    mods = dict(model.named_modules()) if cfg.kernels == "int8" else {}
+    `slimkit.profile.hardware.int8_conv_misses`). A group smaller than a rule asks for is left to the others. With
+    `cfg.kernels == "auto"`, a group the INT8 counts would hold whole, and fp32's would not, keeps fp32's."""
+    mods = dict(model.named_modules()) if cfg.kernels in INT8_KERNELS else {}
     out = {}
     for g in groups:
-        multiple, minimum = unit_multiple(g, cfg.channel_round) or 1, 0
+        plain = unit_multiple(g, cfg.channel_round)
+        multiple, minimum = plain or 1, 0
         for m in g.members:
             conv = mods.get(m.module)
             if not isinstance(conv, nn.Conv2d) or m.role not in ("in", "out", "dw"):
@@ -116,7 +131,10 @@ def channel_rules(groups: Sequence[Group], model: nn.Module, cfg: Allocation) ->
             if dense and m.role == "out" and g.size * unit == conv.out_channels >= INT8_CONV_MIN_OUT:
                 minimum = max(minimum, -(-INT8_CONV_MIN_OUT // unit))
         minimum = -(-minimum // multiple) * multiple
-        out[g.id] = ChannelRule(multiple if multiple > 1 else None, minimum if minimum <= g.size else 0)
+        rule = ChannelRule(multiple if multiple > 1 else None, minimum if minimum <= g.size else 0)
+        fp32 = ChannelRule(plain if plain and plain > 1 else None)
+        auto_exempt = cfg.kernels == "auto" and rule.holds_whole(g.size) and not fp32.holds_whole(g.size)
+        out[g.id] = fp32 if auto_exempt else rule
     return out
 
 

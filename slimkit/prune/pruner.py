@@ -34,7 +34,15 @@ from slimkit.graph import DependencyGraph, Group, build_dependency_graph
 from slimkit.graph.trace import empty_caches
 from slimkit.profile import count_macs, count_node_macs, count_params, measure_latency
 from slimkit.profile.cpu_cost import cpu_rates
-from slimkit.prune.allocation import _BY_LATENCY, ALLOCATIONS, Allocation, ChannelRule, channel_rules, keep_counts
+from slimkit.prune.allocation import (
+    _BY_LATENCY,
+    ALLOCATIONS,
+    INT8_KERNELS,
+    Allocation,
+    ChannelRule,
+    channel_rules,
+    keep_counts,
+)
 from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
@@ -83,7 +91,8 @@ class PruneConfig:
     token_method: str = "select"  # how tokens are reduced: select (fixed positions, by HSIC), drop, merge
     token_layers: tuple[int, ...] | None = None  # reducers after these blocks (None: 1/4, 1/2, 3/4 of the depth)
     kernels: str | None = None  # the kernels the model will run on: fp32 (None: fp32 here; `slimkit compress`
-    # takes int8 when it quantizes), or int8 (counts onnxruntime's fast INT8 convolutions take, INT8 costs)
+    # chooses when it quantizes), int8 (counts onnxruntime's fast INT8 convolutions take, INT8 costs) or auto (int8's
+    # counts where they leave a group room to shrink, fp32's where they would hold it whole)
 
     def __post_init__(self) -> None:
         budgets = [b for b in (self.ratio, self.macs_target, self.params_target, self.latency_target, self.ratios)
@@ -161,8 +170,9 @@ class Pruner:
         self.latency: LatencyModel | None = None
         self._rules: dict[Allocation, dict[int, ChannelRule]] = {}  # rules_for's, per allocation
         if self.config.allocation in _BY_LATENCY and self.config.dims is None and self.config.ratios is None:
+            int8 = self.config.spread.kernels in INT8_KERNELS  # INT8 costs (auto: where the counts let it)
             self.latency = LatencyModel.build(self.model, self.groups, self.example_inputs,
-                                              cpu_rates(kernels=self.config.spread.kernels))
+                                              cpu_rates(kernels="int8" if int8 else "fp32"))
             rules = self.rules_for(self.config.spread)
             costs = self.latency.group_costs({g.id: rules[g.id].multiple or 1 for g in self.groups})
             if self.config.allocation == "latency":
@@ -202,7 +212,7 @@ class Pruner:
             return keep_counts(self.groups, self.scores, ratio, self.config.spread, self.weights,
                                self.rules_for(self.config.spread))
         uniform = replace(self.config.spread, allocation="uniform")  # a dimension's share, cut from each group
-        rules = self.rules_for(uniform) if uniform.kernels == "int8" else None
+        rules = self.rules_for(uniform) if uniform.kernels in INT8_KERNELS else None
         per = dim_ratio_of_groups(self.groups, self.dim_ratios(ratio, ratios))
         counts = {g.id: g.size for g in self.groups}
         for r in sorted(set(per.values()) - {0.0}):
@@ -404,7 +414,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     (a small model of one-block groups), the default prunes unrounded, with a warning. `kernels="int8"`, for a
     model that will be quantized, keeps the channel counts onnxruntime's fast INT8 convolutions take (multiples of
     16 through depthwise convolutions, of 8 and at least 16 out of dense ones, of 4 into them) and allocates by
-    INT8 costs.
+    INT8 costs; `kernels="auto"` keeps those counts only where they leave a group room to shrink (a 16-channel
+    group out of a dense convolution keeps fp32's counts and takes the generic INT8 path).
     """
     check_model(model)
     inputs = as_example_inputs(example_inputs)
@@ -423,7 +434,7 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
         if round_to is not None or allocation not in _BY_LATENCY or cfg.dims is not None or cfg.ratios is not None:
             raise
     warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
-                  "one block cannot shrink)" + (" and INT8 kernel counts" if kernels == "int8" else "") +
+                  "one block cannot shrink)" + (" and INT8 kernel counts" if kernels in INT8_KERNELS else "") +
                   "; pruning without rounding, so latency may fall more slowly than MACs", stacklevel=2)
     pruner.config = replace(cfg, round_to=1, kernels="fp32")
     return pruner.run()

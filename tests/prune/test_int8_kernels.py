@@ -15,7 +15,7 @@ from slimkit.graph import build_dependency_graph
 from slimkit.jobs.compress import PRUNE, CompressConfig
 from slimkit.profile import count_macs
 from slimkit.prune import PruneConfig, prune
-from slimkit.prune.allocation import Allocation, channel_rules
+from slimkit.prune.allocation import Allocation, ChannelRule, channel_rules
 from slimkit.quantize import quantize_int8
 from slimkit.quantize.graph import int8_kernel_misses
 
@@ -114,3 +114,47 @@ def test_compress_prunes_for_int8_by_default_when_it_quantizes():
     old = CompressConfig(quantize="int8", prune=replace(PRUNE, kernels="fp32"))
     assert old.prune_config.kernels == "fp32"  # the earlier behaviour stays reachable
     assert from_dict(CompressConfig, to_dict(old)) == old
+
+
+def test_channel_rule_holds_whole_by_hand():
+    assert ChannelRule(8, 16).holds_whole(16) and not ChannelRule(8, 16).holds_whole(24)
+    assert ChannelRule(16).holds_whole(16) and not ChannelRule(8).holds_whole(16)
+    assert ChannelRule(16).holds_whole(12) is False  # smaller than one block: unrounded
+    assert not ChannelRule().holds_whole(16) and ChannelRule(None, 16).holds_whole(16)
+    assert not ChannelRule(8, 24).holds_whole(16)  # a minimum above the size is not applied (as keep_counts)
+
+
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_auto_kernels_keep_int8_counts_except_where_they_hold_a_group_whole(round_to):
+    """kernels="auto": the groups int8's counts hold whole (16 channels out of a dense conv: the fast kernel's
+    minimum) keep fp32's counts when those let them shrink; every other group keeps int8's rule."""
+    model, x = _trained_looking(_Net()), torch.randn(1, 4, 16, 16)
+    graph = build_dependency_graph(model, (x,))
+    rules = {k: channel_rules(graph.groups, model, Allocation(round_to=round_to, kernels=k))
+             for k in ("fp32", "int8", "auto")}
+    exempt = set()
+    for g in graph.groups:
+        held = rules["int8"][g.id].holds_whole(g.size) and not rules["fp32"][g.id].holds_whole(g.size)
+        assert rules["auto"][g.id] == rules["fp32" if held else "int8"][g.id]
+        exempt |= {m.module for m in g.members if m.role == "out"} if held else set()
+    assert {"stem.0", "res.0.0"} <= exempt and not exempt & {"expand.0", "project.0", "last.0"}
+    # at round_to 16 (an AVX-512 CPU's block) fp32 holds a 16-channel group whole too: auto is int8
+    at16 = [channel_rules(graph.groups, model, Allocation(round_to=16, kernels=k)) for k in ("int8", "auto")]
+    assert at16[0] == at16[1]
+
+
+def test_auto_kernels_shrink_the_16_channel_stage_and_keep_fast_kernels_elsewhere(tmp_path):
+    torch.manual_seed(0)
+    model, x = _trained_looking(_Net()), torch.randn(1, 4, 16, 16)
+    # the same share of every group (uniform), in blocks of 8: int8's counts would hold the stem's group at 16
+    small = prune(model, x, macs_target=0.5, kernels="auto", round_to=8, allocation="uniform")
+    held = prune(model, x, macs_target=0.5, kernels="int8", round_to=8, allocation="uniform")
+    convs = _convs(small)
+    assert convs["stem.0"][1] == 8 and _convs(held)["stem.0"][1] == 16
+    assert convs["dw.0"][1] % 16 == 0 and convs["project.0"][1] % 8 == 0 and convs["project.0"][1] >= 16
+    assert count_macs(small, x) <= 0.5 * count_macs(model, x)
+    calib = [torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    res = quantize_int8(small, calib, tmp_path / "auto.int8.onnx")
+    slow = {m.layer.module for m in int8_kernel_misses(onnx.load(str(res.int8_path)))}
+    assert slow and slow <= {"stem.0", "res.0.0", "res.1", "expand.0"}  # only the convs of the shrunk 16-groups
+    assert PruneConfig(macs_target=0.5, kernels="auto").spread.kernels == "auto"
