@@ -55,7 +55,8 @@ def quantize_cmd(
     cfg = job_config(QuantizeJobConfig, config, cli, nested={"int8": Int8Config})
     s = run(cfg)
     print_int8(s)
-    console.print(f"INT8 model: {s['int8_onnx']}. Report: {s['out']}/int8.html")
+    console.print(f"INT8 model: {s['int8_onnx']}; deploy {s['deploy']['onnx']} ({s['deploy']['precision']}, the "
+                  f"faster measured). Report: {s['out']}/int8.html")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from slimkit.quantize.data import accuracy, as_batches, onnx_logits
 from slimkit.quantize.graph import int8_kernel_misses
 from slimkit.report import write_html
 
-__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict", "run"]
+__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict", "int8_deploy",
+           "deploy_note", "run"]
 
 INT8_ONNX = "model.int8.onnx"
 INT8_JSON = "int8.json"
@@ -124,10 +126,12 @@ def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, ba
         for name in rows:
             rows[name][f"ort_b{b}_ms"] = lat[name].median_ms
     f, q = rows["fp32"], rows["int8"]
+    speedups = {b: f[f"ort_b{b}_ms"] / q[f"ort_b{b}_ms"] for b in latency_batches}
     summary = {
+        "deploy": int8_deploy(speedups, str(res.fp32_path), str(res.int8_path)),
         "fp32": f, "int8": q, "fp32_onnx": str(res.fp32_path), "int8_onnx": str(res.int8_path),
         "acc_change_points": 100.0 * (q["test_acc"] - f["test_acc"]),
-        **{f"speedup_b{b}": f[f"ort_b{b}_ms"] / q[f"ort_b{b}_ms"] for b in latency_batches},
+        **{f"speedup_b{b}": v for b, v in speedups.items()},
         "size_ratio": f["size_bytes"] / q["size_bytes"],
         "int8_layers": len(res.int8_layers),
         "float_layers": [vars(x) for x in res.float_layers],
@@ -151,6 +155,37 @@ def load_int8(out: Path, cfg: Int8Config, fp32: Path, latency_batches: tuple[int
     same = all(done.get("settings", {}).get(k) == v for k, v in want.items())
     same = same and done.get("latency_batches") == list(latency_batches)
     return done if same and done.get("fp32_sha256") == file_sha256(fp32) else None
+
+
+_SLOWER = 0.9  # an INT8 speed-up below this is "slower" (beyond the noise of a shared machine); fp32 is deployed
+# when INT8's geometric mean over the measured batch sizes is below it
+
+
+def int8_deploy(speedups: dict[int, float], fp32_onnx: str = "model.onnx",
+                int8_onnx: str = "model.int8.onnx") -> dict[str, Any]:
+    """Which model to deploy, from INT8's measured speed-up over fp32 per batch size: INT8 unless it is slower
+    (below x0.9) on the geometric mean of the measured batch sizes; then fp32, the faster of the two measured (the
+    INT8 file stays beside it). `slower_at`: the batch sizes where INT8 is slower, said plainly either way."""
+    mean = math.exp(sum(math.log(v) for v in speedups.values()) / len(speedups)) if speedups else 1.0
+    precision = "int8" if mean >= _SLOWER else "fp32"
+    return {"precision": precision, "onnx": int8_onnx if precision == "int8" else fp32_onnx,
+            "speedup_geomean": mean, "slower_at": sorted(b for b, v in speedups.items() if v < _SLOWER)}
+
+
+def deploy_note(s: dict[str, Any]) -> str:
+    """One plain sentence: the model to deploy and, where INT8 measured slower than fp32, by how much."""
+    speed = {int(k.removeprefix("speedup_b")): v for k, v in s.items() if k.startswith("speedup_b")}
+    d = s.get("deploy") or int8_deploy(speed, s.get("fp32_onnx", "model.onnx"), s.get("int8_onnx", "model.int8.onnx"))
+    fp32, int8 = Path(s.get("fp32_onnx", "model.onnx")).name, Path(s.get("int8_onnx", "model.int8.onnx")).name
+    slower = ", ".join(f"batch {b} x{speed[b]:.2f}, {1 / speed[b]:.1f}x slower" for b in d["slower_at"])
+    if d["precision"] == "fp32":
+        return (f"Deploy {fp32} (fp32), not the INT8 model: INT8 is SLOWER than fp32 here ({slower}; "
+                f"x{d['speedup_geomean']:.2f} on the geometric mean of the measured batch sizes). {int8} is kept "
+                "beside it for reference.")
+    if slower:
+        return (f"Deploy {int8} (INT8, x{d['speedup_geomean']:.2f} on the geometric mean of the measured batch "
+                f"sizes), but INT8 is SLOWER than fp32 at {slower}: at that batch size deploy {fp32} (fp32).")
+    return f"Deploy {int8} (INT8)."
 
 
 def int8_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -178,7 +213,7 @@ def int8_note(s: dict[str, Any]) -> str:
                  f"points {met})")
     b = [k for k in s if k.startswith("speedup_b")]
     speed = ", ".join(f"batch {k.removeprefix('speedup_b')} x{s[k]:.2f}" for k in b)
-    return " ".join([f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
+    return " ".join([deploy_note(s), f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
                      f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file "
                      f"x{s['size_ratio']:.2f} smaller, {len(s['float_layers'])} layer(s) kept in float{check}.",
                      *_requantized(s), *int8_verdict(s)])

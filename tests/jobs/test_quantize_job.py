@@ -1,7 +1,9 @@
 """`slimkit compress --quantize int8` and `slimkit quantize`: fp32 vs INT8 measured side by side, resumable."""
 
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,7 +17,7 @@ from slimkit.fileio import file_sha256
 from slimkit.jobs._common import load_run_model
 from slimkit.jobs.compress import FINETUNE, CompressConfig
 from slimkit.jobs.compress import run as compress
-from slimkit.jobs.quantize import QuantizeJobConfig, int8_note, int8_verdict
+from slimkit.jobs.quantize import QuantizeJobConfig, deploy_note, int8_deploy, int8_note, int8_verdict
 from slimkit.jobs.quantize import run as quantize
 from slimkit.jobs.train import TrainJobConfig
 from slimkit.jobs.train import run as train
@@ -53,6 +55,10 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     assert report["int8"]["int8"]["test_acc"] == q["int8"]["test_acc"]
     html = (out / "report.html").read_text()
     assert "INT8 vs fp32" in html and "layers kept in float" in html
+    # the model to deploy is the faster of the two measured, named in the summary and the report
+    assert q["deploy"] == int8_deploy({1: q["speedup_b1"], 4: q["speedup_b4"]}, str(out / "model.onnx"),
+                                      str(out / "model.int8.onnx"))
+    assert f"Deploy {Path(q['deploy']['onnx']).name} ({q['deploy']['precision'].replace('int', 'INT')}" in html
     k = q["kernels"]  # what onnxruntime runs: convnet_small's convolutions, every QDQ pair fused
     assert k["int8_convs"] >= 1 and k["dq_q_pairs"] == 0 and k["conversions"] >= 2
     mtime = (out / "model.int8.onnx").stat().st_mtime_ns
@@ -111,7 +117,9 @@ def test_quantize_a_run_folder_and_an_onnx_file(tmp_path, trained, capsys):
     assert code == 0
     got = json.loads((tmp_path / "a" / "model-int8" / "int8.json").read_text())
     assert [f["module"] for f in got["float_layers"]] == ["head"]
-    assert "INT8 vs fp32" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    name = "model.int8.onnx" if got["deploy"]["precision"] == "int8" else "model.onnx"
+    assert "INT8 vs fp32" in printed and re.search(rf"Deploy\s+{re.escape(name)}", printed)  # rich may wrap
     assert got["fp32"]["test_acc"] == pytest.approx(s["fp32"]["test_acc"])
 
 
@@ -229,3 +237,32 @@ def test_float_layer_check_accepts_exactly_what_the_quantizer_can_keep_float(tmp
     s = compress(replace(cfg, int8=Int8Config(exclude=("attn",), eval_images=50, calibration_images=32),
                          baseline_epochs=1, finetune=replace(FINETUNE, epochs=1), latency_batches=(1,)))
     assert {f["module"] for f in s["int8"]["float_layers"]} >= {"attn"}
+
+
+def test_int8_deploy_is_the_faster_of_the_two_measured():
+    """INT8 is deployed unless it measured slower (below x0.9) on the geometric mean of the batch sizes; fp32 then.
+    The batch sizes where INT8 is slower are named either way (the tiny-convnet case: x0.93 / x0.57)."""
+    assert int8_deploy({1: 1.6, 32: 2.0}) == {"precision": "int8", "onnx": "model.int8.onnx",
+                                               "speedup_geomean": pytest.approx((1.6 * 2.0) ** 0.5), "slower_at": []}
+    tiny = int8_deploy({1: 0.93, 32: 0.57}, "r/model.onnx", "r/model.int8.onnx")
+    assert tiny["precision"] == "fp32" and tiny["onnx"] == "r/model.onnx" and tiny["slower_at"] == [32]
+    assert tiny["speedup_geomean"] == pytest.approx((0.93 * 0.57) ** 0.5)
+    mixed = int8_deploy({1: 0.51, 32: 1.31})  # geometric mean 0.82: slower on the whole
+    assert mixed["precision"] == "fp32" and mixed["slower_at"] == [1]
+    assert int8_deploy({1: 0.8, 32: 1.6})["precision"] == "int8"  # geometric mean 1.13
+    assert int8_deploy({32: 0.91})["precision"] == "int8" and int8_deploy({32: 0.89})["precision"] == "fp32"
+
+
+def test_the_note_says_plainly_which_model_to_deploy():
+    slow = {**_summary({1: 0.93, 32: 0.57}, None), "fp32_onnx": "r/model.onnx", "int8_onnx": "r/model.int8.onnx"}
+    note = int8_note(slow)  # an older summary without "deploy": decided from its speed-ups
+    assert note.startswith("Deploy model.onnx (fp32), not the INT8 model: INT8 is SLOWER than fp32 here (batch 32 "
+                           "x0.57, 1.8x slower; x0.73 on the geometric mean")
+    assert "model.int8.onnx is kept" in note and "batch 1 x0.93, 1.1x slower" not in note
+    slow["deploy"] = int8_deploy({1: 0.93, 32: 0.57}, "r/model.onnx", "r/model.int8.onnx")
+    assert int8_note(slow) == note
+    mixed = _summary({1: 0.8, 32: 1.6}, None)
+    assert deploy_note(mixed) == ("Deploy model.int8.onnx (INT8, x1.13 on the geometric mean of the measured batch "
+                                  "sizes), but INT8 is SLOWER than fp32 at batch 1 x0.80, 1.2x slower: at that batch "
+                                  "size deploy model.onnx (fp32).")
+    assert deploy_note(_summary({1: 1.6, 32: 2.0}, None)) == "Deploy model.int8.onnx (INT8)."
