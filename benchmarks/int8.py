@@ -217,27 +217,31 @@ def _small_model(args: argparse.Namespace, name: str, kwargs: dict[str, Any], se
             shutil.copytree(base, out / "baseline")
     t0 = time.perf_counter()
     paths, accs, arms, float_layers = {}, {}, {}, {}
+    first = None  # the first arm's folder: it trains the baseline the others copy
     for kernels in args.arms:  # None: compress's default; the others prune.kernels (labels "... <k> kernels")
         arm = f" {kernels} kernels" if kernels else ""
         d = out.with_name(out.name + arm.replace(" ", "_"))
-        if arm and (out / "baseline" / "summary.json").is_file() and not (d / "baseline").is_dir():
-            shutil.copytree(out / "baseline", d / "baseline")  # the same trained baseline
+        first = first or d
+        if d != first and (first / "baseline" / "summary.json").is_file() and not (d / "baseline").is_dir():
+            shutil.copytree(first / "baseline", d / "baseline")  # the same trained baseline
         cfg = CompressConfig(model=name, data="fashion-mnist", model_kwargs=kwargs, limit=args.limit,
                              baseline_epochs=args.epochs, seed=seed, quantize="int8", out=str(d),
+                             latency_batches=tuple(args.job_batches),
                              prune=replace(PRUNE, round_to=args.round_to, kernels=kernels),
                              finetune=replace(FINETUNE, epochs=args.finetune_epochs) if args.finetune_epochs
                              else None)
         s = compress(cfg, resume=True)
         fp32, q8 = d / "model.onnx", d / "model.int8.onnx"
         if "fp32 unpruned" not in paths:
-            base_onnx = out / "baseline.onnx"
+            base_onnx = first / "baseline.onnx"
             if not base_onnx.is_file():
                 from slimkit.jobs._common import load_run_model
 
-                export_onnx(load_run_model(out / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
+                export_onnx(load_run_model(first / "baseline")[0], base_onnx, torch.randn(1, 1, 28, 28))
             paths["fp32 unpruned"], accs["fp32 unpruned"] = base_onnx, s["baseline"]["test_acc"]
-        for label, p in ((f"fp32 pruned{arm}", fp32), (f"int8 pruned{arm}", q8)):
-            paths[label], accs[label], arms[label] = p, _test_acc(p, test), f"fp32 pruned{arm}"
+        for label, p, acc in ((f"fp32 pruned{arm}", fp32, s["int8"]["fp32"]["test_acc"]),
+                              (f"int8 pruned{arm}", q8, s["int8"]["int8"]["test_acc"])):  # the same 10,000 images
+            paths[label], accs[label], arms[label] = p, acc, f"fp32 pruned{arm}"
         float_layers[f"int8 pruned{arm}"] = (s["int8"], len(int8_kernel_misses(onnx.load(str(q8)))))
         if args.profile:
             _priority(0)
@@ -275,6 +279,9 @@ def _small_model(args: argparse.Namespace, name: str, kwargs: dict[str, Any], se
             rows[-1]["float_layers"] = ", ".join(f["module"] for f in int8["float_layers"]) or "none"
             rows[-1]["held_out"], rows[-1]["slow int8 convs"] = int8.get("held_out"), misses
     rows[-1]["compress_s"] = round(time.perf_counter() - t0, 1)
+    partial = HERE / "results" / f"{args.results}.partial.jsonl"  # each (net, seed) as it finishes
+    with partial.open("a") as f:
+        f.write(json.dumps(rows, default=str) + "\n")
     return rows
 
 
@@ -358,6 +365,8 @@ def main() -> None:
                    "the default run is reused); results under key small_r<N>")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="(a) job seeds (data split, baseline, "
                    "pruning, fine-tuning); with several, the means over seeds are under key small_mean")
+    p.add_argument("--job-batches", nargs="+", type=int, default=[1, 32], help="(a) the batch sizes compress "
+                   "itself times (the table's latencies are this script's interleaved timing)")
     p.add_argument("--tag", default="", help="(a) a suffix of the cache folders (e.g. avx2 for a run with "
                    "ATEN_CPU_CAPABILITY=avx2, which prunes to 8-channel blocks as on an AVX2 CPU)")
     p.add_argument("--results", default="int8")
