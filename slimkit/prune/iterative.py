@@ -12,7 +12,7 @@ from slimkit.errors import ConfigError
 from slimkit.profile import count_macs, count_params
 from slimkit.prune.budget import Budget
 from slimkit.prune.method import PruneJob, PruningMethod
-from slimkit.prune.pruner import PruneConfig, Pruner
+from slimkit.prune.pruner import PruneConfig, Pruner, run_or_unrounded
 from slimkit.prune.validate import as_example_inputs
 from slimkit.registry import PRUNERS
 
@@ -52,7 +52,7 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int = 3, ma
                           round_to=round_to, max_group_ratio=max_group_ratio, kernels=kernels,
                           **Budget(budget.kind, target).kwargs())
         if measure(current) > target:  # an earlier step may already have cut past this one (whole-block steps)
-            current = Pruner(current, inputs, cfg, data=data).run()
+            current = run_or_unrounded(Pruner(current, inputs, cfg, data=data))
         if finetune is not None:
             finetune(current, step)
     return current

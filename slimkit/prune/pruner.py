@@ -427,14 +427,23 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
                       ratios=dict(ratios) if ratios else None, token_method=token_method,
                       token_layers=tuple(token_layers) if token_layers else None, max_group_ratio=max_group_ratio,
                       kernels=kernels)
-    pruner = Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn)
+    return run_or_unrounded(Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn))
+
+
+def run_or_unrounded(pruner: Pruner) -> nn.Module:
+    """`pruner.run()`; when the default rounding (whole vector blocks, and INT8 kernel counts) cannot meet the budget
+    (a small model of one-block groups), the same budget unrounded, with a warning. A rounding the user chose, a
+    non-latency allocation and transformer dims / ratios are not relaxed: their BudgetError stands. Sets
+    `pruner.config` to the unrounded config when it falls back."""
+    cfg = pruner.config
     try:
         return pruner.run()
     except BudgetError:
-        if round_to is not None or allocation not in _BY_LATENCY or cfg.dims is not None or cfg.ratios is not None:
+        chosen = cfg.round_to is not None or cfg.allocation not in _BY_LATENCY
+        if chosen or cfg.dims is not None or cfg.ratios is not None:
             raise
     warnings.warn(f"slimkit: the budget cannot be met in whole blocks of {cfg.channel_round} channels (a group of "
-                  "one block cannot shrink)" + (" and INT8 kernel counts" if kernels in INT8_KERNELS else "") +
-                  "; pruning without rounding, so latency may fall more slowly than MACs", stacklevel=2)
+                  "one block cannot shrink)" + (" and INT8 kernel counts" if cfg.kernels in INT8_KERNELS else "") +
+                  "; pruning without rounding, so latency may fall more slowly than MACs", stacklevel=3)
     pruner.config = replace(cfg, round_to=1, kernels="fp32")
     return pruner.run()
