@@ -152,6 +152,23 @@ def solve(fits: Callable[[float], bool], cap: float, steps: int = 20) -> float:
     return hi
 
 
+def solve_closest(cost: Callable[[float], float], goal: float, cap: float, steps: int = 20, grid: int = 64
+                  ) -> float:
+    """The ratio in [0, cap] whose `cost` is the highest at or below `goal` (the least pruning that meets it; the
+    smaller ratio on a tie), or `solve`'s answer if no ratio meets it. Whole vector blocks and the rounding carried
+    across groups make the cost of a plan a step function that is not quite monotone in the ratio (one more
+    percent can flip a whole stage from 16 to 8 channels, and a little more can flip it back), so the bisection's
+    first fitting ratio can sit far below `goal`: `grid` evenly spaced ratios are tried beside it."""
+    fitting = solve(lambda r: cost(r) <= goal, cap, steps)
+    best, best_cost = fitting, cost(fitting)
+    for i in range(grid + 1):
+        r = cap * i / grid
+        c = cost(r)
+        if c <= goal and (c > best_cost or best_cost > goal or (c == best_cost and r < best)):
+            best, best_cost = r, c
+    return best
+
+
 def _sliced(role: str) -> list[tuple[str, int]]:
     """(attribute, dimension) of the parameters surgery slices for a plan entry of `role` (see surgery.py)."""
     param = parse_param_role(role)

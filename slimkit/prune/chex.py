@@ -27,7 +27,7 @@ from slimkit.graph import Group, build_dependency_graph
 from slimkit.graph.params import parse_param_role
 from slimkit.profile import count_macs, count_node_macs, count_params
 from slimkit.prune.allocation import Allocation, keep_counts
-from slimkit.prune.budget import MacsModel, solve
+from slimkit.prune.budget import MacsModel, solve_closest
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.method import PruneJob, PruningMethod
 from slimkit.prune.plan import module_plan
@@ -119,13 +119,13 @@ class ChexCallback(Callback):
 
     # ---- allocation under a MACs budget
     def _sparsity_for(self, fraction: float, scores: dict[int, torch.Tensor]) -> float:
-        """The smallest channel sparsity (to 1/4096) whose global allocation keeps at most `fraction` of the MACs;
+        """The channel sparsity whose global allocation keeps the most MACs up to `fraction` of them (`solve_closest`);
         the largest allowed sparsity if none does."""
         if fraction >= 1.0:
             return 0.0
         target = fraction * self._base_macs
-        return solve(lambda r: self._macs(keep_counts(self.groups, scores, r, self.alloc)) <= target,
-                     self.alloc.max_group_ratio, steps=12)
+        return solve_closest(lambda r: self._macs(keep_counts(self.groups, scores, r, self.alloc)), target,
+                             self.alloc.max_group_ratio, steps=12)
 
     # ---- exploration step
     def update(self, step: int) -> None:

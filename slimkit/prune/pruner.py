@@ -43,7 +43,7 @@ from slimkit.prune.allocation import (
     channel_rules,
     keep_counts,
 )
-from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve
+from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve_closest
 from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
@@ -313,7 +313,7 @@ class Pruner:
         best: tuple[float, nn.Module] | None = None
         tried: set[float] = set()
         for _ in range(8):
-            ratio = solve(lambda r, g=goal: cost(self._counts(r)) <= g, cap)
+            ratio = solve_closest(lambda r: cost(self._counts(r)), goal, cap)
             if ratio in tried and best is not None:
                 break  # the correction settled on a plan already measured
             tried.add(ratio)

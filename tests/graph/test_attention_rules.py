@@ -79,7 +79,7 @@ def test_window_attention_heads_table_and_width_attribute_are_grouped():
 
 def test_window_attention_pruned_equals_masked_reference():
     model, x = _window_net()
-    pruned, _ = assert_prune_matches_reference(model, x, 0.5)
+    pruned, _ = assert_prune_matches_reference(model, x, 0.5, allocation="uniform")  # half of each, on any CPU
     assert pruned.attn.num_heads == 2 and pruned.attn.table.shape == (25, 2) and pruned.attn.out_dim == 8
     assert pruned.embed.out_channels == 8 and pruned.merge.in_features == 32
 

@@ -163,7 +163,7 @@ def test_compress_a_user_model_file_and_reload_after_the_file_is_gone(tmp_path):
     torch.save(create_model(f"{src}:build", num_classes=10, in_chans=1).state_dict(), tmp_path / "w.pt")
     s = compress(CompressConfig(model=f"{src}:build", weights=str(tmp_path / "w.pt"),
                                 finetune=replace(FINETUNE, epochs=1), latency_batches=(1,), batch_size=32,
-                                prune=PruneConfig(ratio=0.5), out=str(tmp_path / "c"), **DATA))
+                                prune=PruneConfig(ratio=0.5, allocation="uniform"), out=str(tmp_path / "c"), **DATA))
     src.unlink()
     pruned, _ = load_run_model(tmp_path / "c")
     assert count_macs(pruned, (1, 8, 8)) == s["pruned"]["macs"] < s["baseline"]["macs"]
