@@ -100,15 +100,11 @@ def _timing(paths: dict[str, Path], shape: tuple[int, ...], settings: list[tuple
     return out
 
 
-def conv_profile(path: Path, shape: tuple[int, ...], batch: int, runs: int) -> dict[tuple, list[float]]:
-    """onnxruntime's profile of one model (1 thread): {(kind, channels, HxW): [count, ms]} over its convolutions
-    (fp32 Conv or QLinearConv, keyed by output shape; kind "dw" for depthwise) and {("other", op): ...} for the
-    rest. Each node's time is its fastest run (the least disturbed on a shared machine)."""
-    import onnx
+def node_profile(path: Path, shape: tuple[int, ...], batch: int, runs: int) -> dict[str, dict[str, Any]]:
+    """onnxruntime's profile of one model on one thread, in graph order: {node: {"op", "ms", "output_shape"}}, each
+    node's time its fastest of `runs` runs (the least disturbed on a shared machine)."""
     import onnxruntime as ort
 
-    opt = onnx.load(str(onnx_optimized(path, path.with_suffix(".opt.onnx"))))
-    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in opt.graph.node}
     o = ort.SessionOptions()
     o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = 1, 1, 3
     o.enable_profiling, o.profile_file_prefix = True, str(path.with_suffix(""))
@@ -118,23 +114,38 @@ def conv_profile(path: Path, shape: tuple[int, ...], batch: int, runs: int) -> d
         sess.run(None, x)
     trace = Path(sess.end_profiling())
     times: dict[str, list[float]] = collections.defaultdict(list)
-    keys = {}
+    out: dict[str, dict[str, Any]] = {}
     for e in json.loads(trace.read_text()):
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
-        name, op = e["name"].removesuffix("_kernel_time"), e["args"]["op_name"]
+        name = e["name"].removesuffix("_kernel_time")
         times[name].append(e["dur"] / 1000)
-        if op in ("Conv", "QLinearConv", "FusedConv"):
-            dims = next(iter(e["args"]["output_type_shape"][0].values()))
-            c, hw = (dims[3], dims[1:3]) if op == "QLinearConv" else (dims[1], dims[2:4])  # NHWC vs NCHW
-            keys[name] = ("dw" if groups.get(name, 1) > 1 else "conv", c, "x".join(map(str, hw)))
-        else:
-            keys[name] = ("other", op, "")
+        out[name] = {"op": e["args"]["op_name"], "output_shape": next(iter(e["args"]["output_type_shape"][0].values()))
+                     if e["args"].get("output_type_shape") else None}
     trace.unlink()
-    out: dict[tuple, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     for name, ts in times.items():
-        out[keys[name]][0] += 1
-        out[keys[name]][1] += min(ts[1:] or ts)
+        out[name]["ms"] = min(ts[1:] or ts)
+    return out
+
+
+def conv_profile(path: Path, shape: tuple[int, ...], batch: int, runs: int) -> dict[tuple, list[float]]:
+    """onnxruntime's profile of one model (1 thread): {(kind, channels, HxW): [count, ms]} over its convolutions
+    (fp32 Conv or QLinearConv, keyed by output shape; kind "dw" for depthwise) and {("other", op): ...} for the
+    rest (`node_profile`)."""
+    import onnx
+
+    opt = onnx.load(str(onnx_optimized(path, path.with_suffix(".opt.onnx"))))
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in opt.graph.node}
+    out: dict[tuple, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for name, node in node_profile(path, shape, batch, runs).items():
+        op, dims = node["op"], node["output_shape"]
+        if op in ("Conv", "QLinearConv", "FusedConv"):
+            c, hw = (dims[3], dims[1:3]) if op == "QLinearConv" else (dims[1], dims[2:4])  # NHWC vs NCHW
+            key = ("dw" if groups.get(name, 1) > 1 else "conv", c, "x".join(map(str, hw)))
+        else:
+            key = ("other", op, "")
+        out[key][0] += 1
+        out[key][1] += node["ms"]
     return dict(out)
 
 

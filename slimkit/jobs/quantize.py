@@ -216,7 +216,19 @@ def int8_note(s: dict[str, Any]) -> str:
     return " ".join([deploy_note(s), f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
                      f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file "
                      f"x{s['size_ratio']:.2f} smaller, {len(s['float_layers'])} layer(s) kept in float{check}.",
-                     *_requantized(s), *int8_verdict(s)])
+                     *_rewritten(s), *_requantized(s), *int8_verdict(s)])
+
+
+_REWRITTEN = {"global_pool": "global average pool(s) (ReduceMean -> GlobalAveragePool, quantized)",
+              "pad_channels": "convolution(s) on the input padded with zero channels to a multiple of 4 (fast "
+                              "INT8 kernel)"}
+
+
+def _rewritten(s: dict[str, Any]) -> list[str]:
+    """What `slimkit.quantize.rewrite` changed in the fp32 graph before quantizing (nothing said when nothing)."""
+    done = {k: v for k, v in (s.get("settings", {}).get("rewritten") or {}).items() if v}
+    return [f"Graph rewritten before quantizing (same outputs): "
+            f"{', '.join(f'{v} {_REWRITTEN.get(k, k)}' for k, v in done.items())}."] if done else []
 
 
 def _requantized(s: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """INT8 post-training static quantization with onnxruntime's tools, with sensitivity-guided mixed precision.
 
-fp32 ONNX -> `quant_pre_process` (shape inference, graph clean-up) -> calibration on training images (activation
-ranges, computed once and cached) -> `quantize_static` in QDQ format with per-channel weights. With held-out
+fp32 ONNX -> `quant_pre_process` (shape inference, graph clean-up) -> graph rewrites into operators that run faster
+in INT8 (`slimkit.quantize.rewrite`, `Int8Config.rewrites`) -> calibration on training images (activation ranges,
+computed once and cached) -> `quantize_static` in QDQ format with per-channel weights. With held-out
 labelled images, the INT8 model is compared with fp32; if it loses more than `tolerance` points, the layers whose
 quantization costs the most (`slimkit.quantize.sensitivity`) stay in float, up to `max_float_layers`.
 """
@@ -38,6 +39,7 @@ from slimkit.quantize.graph import (
     runtime_summary,
     weighted_layers,
 )
+from slimkit.quantize.rewrite import apply_rewrites, check_rewrites, input_pads
 from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range",
@@ -61,6 +63,8 @@ class Int8Config:
     max_float_layers: int = 4  # at most this many weighted layers are kept in float by sensitivity
     sensitivity: Literal["isolated", "all_but_one"] = "isolated"  # how layers are ranked
     exclude: tuple[str, ...] = ()  # layers (ONNX node or PyTorch module names) always kept in float
+    rewrites: tuple[str, ...] = ("global_pool", "pad_channels")  # fp32 graph rewrites before quantizing
+    # (`slimkit.quantize.rewrite.REWRITES`): the same function in operators that run faster in INT8
 
     def check(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -75,6 +79,7 @@ class Int8Config:
             raise ConfigError("calibration_images and eval_images must be >= 1, max_float_layers and tolerance >= 0")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+        check_rewrites(self.rewrites)
 
 
 @dataclass(frozen=True)
@@ -162,9 +167,10 @@ def _quiet() -> Any:
         root.setLevel(level)
 
 
-def _prepared(fp32: Path, work: Path) -> tuple[Path, Any]:
-    """The fp32 model as the quantizer reads it (`quant_pre_process`ed into `work`, else as exported): its path and
-    graph. `weighted_layers` of this graph are the layers INT8 can keep in float."""
+def _prepared(fp32: Path, work: Path, rewrites: tuple[str, ...] = ()) -> tuple[Path, Any, dict[str, int]]:
+    """The fp32 model as the quantizer reads it (`quant_pre_process`ed into `work`, else as exported, then the graph
+    `rewrites` applied): its path, graph and how many nodes each rewrite changed. `weighted_layers` of this graph
+    are the layers INT8 can keep in float (rewrites keep their names)."""
     onnx, q = ort_quantization()
     model = work / "pre.onnx"
     try:
@@ -173,9 +179,14 @@ def _prepared(fp32: Path, work: Path) -> tuple[Path, Any]:
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw export instead
         model = fp32
     try:
-        return model, onnx.load(str(model))
+        proto = onnx.load(str(model))
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"cannot read the ONNX model {str(fp32)!r}: {e}") from e
+    proto, counts = apply_rewrites(proto, rewrites)
+    if any(counts.values()):
+        model = work / "rewritten.onnx"
+        onnx.save(proto, str(model))
+    return model, proto, counts
 
 
 def resolve_float_layers(layers: Iterable[Layer], names: Iterable[str]) -> set[str]:
@@ -212,7 +223,7 @@ def float_layer_nodes(model: nn.Module, example: Any, names: Iterable[str]) -> s
     with tempfile.TemporaryDirectory(prefix="slimkit-int8-check-") as tmp:
         fp32 = Path(tmp) / "model.onnx"
         export_onnx(model, fp32, example, check=False)
-        _, proto = _prepared(fp32, Path(tmp))
+        _, proto, _ = _prepared(fp32, Path(tmp))
         return resolve_float_layers(weighted_layers(proto), names)
 
 
@@ -222,7 +233,7 @@ class _Quantizer:
     def __init__(self, fp32: Path, calib: Batches, cfg: Int8Config, work: Path) -> None:
         _, q = ort_quantization()
         self.q, self.cfg, self.work, self.calib = q, cfg, work, calib
-        self.model, self.proto = _prepared(fp32, work)
+        self.model, self.proto, self.rewritten = _prepared(fp32, work, cfg.rewrites)
         self.input_name = self.proto.graph.input[0].name
         self.layers = weighted_layers(self.proto)
         self.cache = work / "calibration.json"
@@ -236,7 +247,7 @@ class _Quantizer:
                   "percentile": q.CalibrationMethod.Percentile}[cfg.calibration_method]
         # ranges merged after every reader item, so memory holds one item's intermediate tensors, not all of them
         extra = {"CalibStridedMinMax": 1, "CalibPercentile": cfg.percentile}
-        exclude = set(exclude) | feeding_activations(self.proto, exclude)  # see feeding_activations
+        exclude = set(exclude) | feeding_activations(self.proto, exclude) | input_pads(self.proto)
         try:
             with _quiet():
                 q.quantize_static(str(self.model), str(out), calibration_reader(self.calib, self.input_name),
@@ -343,7 +354,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
         atomic_write(dest, lambda tmp: shutil.copyfile(final, tmp))  # whole or not at all
         quantizations = quant.count
         layers = {layer.node: layer for layer in quant.layers}
-        reduce_range = quant.reduce_range
+        reduce_range, rewritten = quant.reduce_range, quant.rewritten
         onnx, _ = ort_quantization()
         kept = [n for n in [*sorted(requested), *float_nodes] if n in layers]
         # what onnxruntime really runs: its optimiser may quantize a layer the file keeps in float
@@ -361,7 +372,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
                       "model is loaded. They run in int8 and are counted as such; the held-out accuracy was "
                       "measured as onnxruntime runs the model.", stacklevel=2)
     settings = {**asdict(cfg), "reduce_range": reduce_range, "calibration_images_used": calib.count,
-                "quantizations": quantizations,
+                "quantizations": quantizations, "rewritten": rewritten,
                 "requantized_by_onnxruntime": [layers[n].module for n in kept if n in requantized]}
     seconds["total"] = time.perf_counter() - t0
     return QuantizeResult(fp32, dest, file_bytes(fp32), file_bytes(dest),

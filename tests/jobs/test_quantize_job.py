@@ -61,6 +61,10 @@ def test_compress_with_int8_reports_fp32_vs_int8_and_resumes(tmp_path, trained):
     assert f"Deploy {Path(q['deploy']['onnx']).name} ({q['deploy']['precision'].replace('int', 'INT')}" in html
     k = q["kernels"]  # what onnxruntime runs: convnet_small's convolutions, every QDQ pair fused
     assert k["int8_convs"] >= 1 and k["dq_q_pairs"] == 0 and k["conversions"] >= 2
+    # the grey stem padded to 4 channels and the mean pool made quantizable, said in the report
+    assert q["settings"]["rewritten"] == {"global_pool": 1, "pad_channels": 1}
+    assert "features.0" not in [m["layer"] for m in k["slow_convs"]]
+    assert "Graph rewritten before quantizing" in html
     mtime = (out / "model.int8.onnx").stat().st_mtime_ns
     again = compress(cfg, resume=True)
     assert (out / "model.int8.onnx").stat().st_mtime_ns == mtime and again["int8"] == q
@@ -184,6 +188,11 @@ def test_int8_verdict_says_plainly_when_int8_is_not_faster_and_why():
     assert "re-quantiz" not in int8_note(old) and "optimiser quantizes" not in int8_note(old)
     requant = {**old, "settings": {"requantized_by_onnxruntime": ["features.2.expand"]}}
     assert "optimiser quantizes 1 layer(s) chosen to stay in float (features.2.expand" in int8_note(requant)
+    assert "rewritten" not in int8_note(old) and "rewritten" not in int8_note(
+        {**old, "settings": {"rewritten": {"global_pool": 0}}})
+    rewritten = int8_note({**old, "settings": {"rewritten": {"global_pool": 1, "pad_channels": 0}}})
+    assert "Graph rewritten before quantizing (same outputs): 1 global average pool(s) (ReduceMean -> " \
+        "GlobalAveragePool, quantized)." in rewritten and "padded" not in rewritten
 
 
 NET_FLINEAR = '''
