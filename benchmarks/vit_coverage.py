@@ -106,7 +106,7 @@ def measure(name: str, mode: str, rounds: int) -> dict:
                     torch.nn.init.normal_(m.weight, std=0.02)
         x = torch.randn(1, 3, size, size)
         base = count_macs(model, x)
-        extra = {"dims": dims, "token_method": "drop"} if mode == "dims" else {}
+        extra = {"dims": dims, **({"token_method": "drop"} if "tokens" in dims else {})} if mode == "dims" else {}
         if mode == "dims":
             row["dims"] = "+".join(dims)
         t0 = time.perf_counter()

@@ -52,6 +52,37 @@ def parse_kv(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_names(text: str | None, flag: str) -> tuple[str, ...] | None:
+    """'heads, neurons' -> ("heads", "neurons"); a flag given with no name at all is an error, not the flag left
+    out (None only when it was not given)."""
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"{flag} is empty: give comma-separated names (e.g. {flag} heads,neurons) or leave the "
+                          "option out")
+    return names
+
+
+def parse_numbers(items: list[str] | None, flag: str) -> dict[str, float] | None:
+    """`["heads=0.3"]` -> {"heads": 0.3}; a value that is not a number, or a name given twice, is an error naming
+    the entry (ranges are the library's to check)."""
+    if not items:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(f"{flag} takes NAME=NUMBER (e.g. {flag} heads=0.3), got {item!r}")
+        if key in out:
+            raise ConfigError(f"{flag} gives {key} twice ({out[key]:g} and {value}): give each name once")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"{flag} {key}={value}: {value!r} is not a number (e.g. {flag} {key}=0.3)") from None
+    return out
+
+
 def parse_size(text: str | None) -> tuple[int, ...] | None:
     """'1,28,28' or '1x28x28' -> (1, 28, 28)."""
     if text is None:

@@ -17,6 +17,8 @@ from slimkit.cli._common import (
     job_config,
     one_of,
     parse_kv,
+    parse_names,
+    parse_numbers,
 )
 from slimkit.cli.quantize import print_int8
 from slimkit.errors import ConfigError
@@ -98,8 +100,8 @@ def compress_cmd(
                ignore=ignore or None, distill=distill if distill is None else ({} if distill else False),
                ratio_search=ratio_search,
                search_queries=search_queries,
-               dims=tuple(d.strip() for d in dims.split(",")) if dims else None, token_method=token_method,
-               dim_ratio={k: float(v) for k, v in parse_kv(dim_ratio).items()} if dim_ratio else None,
+               dims=parse_names(dims, "--dims"), token_method=token_method,
+               dim_ratio=parse_numbers(dim_ratio, "--dim-ratio"),
                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, quantize=quantize, limit=limit, seed=seed,
                out=out, input_size=input_size, norm=norm, workers=workers,
                model_kwargs=parse_kv(model_arg) or None)

@@ -15,7 +15,7 @@ from torch import nn
 
 from slimkit.errors import ExportError, MissingDependencyError
 from slimkit.fileio import atomic_write
-from slimkit.inputs import as_tensor_tuple
+from slimkit.inputs import as_tensor_tuple, size_hint
 
 __all__ = ["ExportResult", "export_onnx", "onnx_session", "onnx_optimized"]
 
@@ -101,8 +101,14 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *, opse
     _check_finite(model)
     net = copy.deepcopy(model).eval()
     in_names = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
-    with torch.no_grad():
-        ref = net(*inputs)
+    try:
+        with torch.no_grad():
+            ref = net(*inputs)
+    except Exception as e:  # noqa: BLE001 - whatever the model's forward raises (timm asserts the input size)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ExportError(f"{type(model).__name__} does not run on the example input of shape "
+                          f"{[tuple(t.shape) for t in inputs]} ({type(e).__name__}: {why}){size_hint(model, inputs)}"
+                          ) from None
     outs = ref if isinstance(ref, (tuple, list)) else (ref,)
     if not all(bool(torch.isfinite(o).all()) for o in outs if isinstance(o, torch.Tensor)):
         raise ExportError(f"{type(model).__name__} outputs NaN or inf for the example input: the model (or the "

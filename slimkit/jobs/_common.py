@@ -21,6 +21,7 @@ from slimkit.config import config_changes, to_dict
 from slimkit.data import DatasetInfo, DataSplits, create_dataset
 from slimkit.errors import CheckpointError, ConfigError, ModelError
 from slimkit.fileio import atomic_write
+from slimkit.inputs import size_hint
 from slimkit.models import LoadReport, create_model, is_file_spec, load_weights, model_data_config, model_info
 from slimkit.models._user import copy_model_file, resolve_model_name
 from slimkit.prune.io import load as load_pruned
@@ -106,7 +107,7 @@ def check_classifier(model: nn.Module, name: str, info: DatasetInfo) -> None:
     except Exception as e:  # noqa: BLE001 - whatever the model's forward raises
         why = (str(e).strip().splitlines() or [""])[0][:200]
         raise ModelError(f"{name} fails on {size} inputs ({type(e).__name__}: {why}): give the --input-size it takes "
-                         "(or fix the model for this size)") from None
+                         f"(or fix the model for this size){size_hint(model, (torch.zeros(shape),))}") from None
     finally:
         model.train(was)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, info.num_classes):

@@ -49,6 +49,7 @@ from slimkit.profile.verdict import speed_verdict
 from slimkit.prune import PruneConfig, PruneJob, PruningMethod, create_importance, create_pruning_method
 from slimkit.prune import load as load_pruned
 from slimkit.prune import save as save_pruned
+from slimkit.prune.dims import model_dimensions, require_dims
 from slimkit.quantize import Int8Config, float_layer_nodes, ort_quantization
 from slimkit.registry import PRUNERS
 from slimkit.report import plot_bars, plot_scatter, write_html
@@ -137,6 +138,8 @@ class CompressConfig:
              f"must be >= 1, got {list(self.latency_batches)}"),
             ("method", self.method in PRUNERS, f"must be one of {', '.join(PRUNERS.list())}, got {self.method!r}"),
             ("prune.ratio", p.ratio != 0, "must be in (0, 1), the share of channels to remove, got 0"),
+            ("search_queries", self.search_queries >= 2, "must be >= 2 (the ratio search starts from 2 random "
+             f"candidates), got {self.search_queries}"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -150,6 +153,8 @@ class CompressConfig:
         try:
             if p.budget is not None:
                 method().check(p.budget)
+            if not self.ratio_search:  # (the search adds tokens when the model has them)
+                p.check_token_options()
         except ConfigError as e:  # an option of the prune section
             e.option = f"prune.{e.option}"
             raise
@@ -345,11 +350,23 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
         raise ConfigError(f"the baseline was trained on {spec['input_size']} images ({spec.get('dataset')}) but "
                           f"--data {data} gives {[splits.info.in_chans, *splits.info.image_size]}: compress on the "
                           "data the baseline was trained on")
-    if cfg.quantize and cfg.int8.exclude:  # a baseline's model is built only for this check
-        _check_float_layers(cfg, model if spec is None else create_model(
-            resolve_model_name(spec["model"], cfg.baseline), num_classes=spec["num_classes"],
-            in_chans=spec["in_chans"], **spec["kwargs"]), splits)
+    if (cfg.quantize and cfg.int8.exclude) or p.ratios or p.dims:  # a baseline's model is built for these checks
+        arch = model if spec is None else create_model(resolve_model_name(spec["model"], cfg.baseline),
+                                                       num_classes=spec["num_classes"], in_chans=spec["in_chans"],
+                                                       **spec["kwargs"])
+        if cfg.quantize and cfg.int8.exclude:
+            _check_float_layers(cfg, arch, splits)
+        if p.ratios or p.dims:
+            _check_dims(cfg, arch, splits, cfg.model if spec is None else spec["model"])
     return splits, spec
+
+
+def _check_dims(cfg: CompressConfig, model: nn.Module, splits: DataSplits, name: str) -> None:
+    """The dimensions --dims / --dim-ratio name are dimensions of the (untrained) model at the data's size: checked
+    on its architecture before the baseline is trained, not when pruning starts after it (nor pruning nothing)."""
+    p, info = cfg.prune, splits.info
+    have, why = model_dimensions(model, torch.zeros(1, info.in_chans, *info.image_size))
+    require_dims(p.ratios or p.dims or (), have, name, "--dim-ratio" if p.ratios else "--dims", why)
 
 
 def _check_float_layers(cfg: CompressConfig, model: nn.Module, splits: DataSplits) -> None:

@@ -29,7 +29,8 @@ from slimkit.nas.search import SearchResult, search
 from slimkit.nas.spaces.base import SearchSpace
 from slimkit.profile import count_macs
 from slimkit.prune import PruneConfig, Pruner
-from slimkit.prune.dims import DIMENSIONS, group_dimension
+from slimkit.prune.dims import DIMENSIONS, check_dims, model_dimensions
+from slimkit.prune.tokens import TOKEN_METHODS
 
 __all__ = ["RatioSpace", "RatioProblem", "RatioSearchResult", "search_prune_ratios", "DEFAULT_GRID",
            "SEARCH_IMPORTANCE"]
@@ -169,31 +170,40 @@ def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: f
     `data`: labelled calibration batches (importance, token positions); `eval_data`: held-out labelled batches for
     the proxy (default: `data`). `dims` defaults to every dimension (heads, neurons, embed, tokens): the embedding
     width (the residual stream, which Torch-Pruning's ViT recipe cuts with everything else) is searched too, and left
-    whole when the proxy says so. A dimension the model does not have (tokens of a windowed model, the embedding of
-    T2T-ViT's fixed sinusoidal position code) is dropped. `importance` defaults to first-order Taylor on `data`: on a
+    whole when the proxy says so. By default a dimension the model does not have (tokens of a windowed model, the
+    embedding of T2T-ViT's fixed sinusoidal position code) is dropped; one named in `dims` is a ConfigError naming
+    the dimensions the model has, raised before any scoring. `importance` defaults to first-order Taylor on `data`: on a
     trained DeiT-style ViT (Fashion-MNIST) its channels kept 52% accuracy at 60% of the MACs along the MLP neurons
     before any fine-tune, against 48% for L1 and 42% for HSIC (measured on benchmarks/vit_prune.py's baseline, README
     "Vision transformers");
     token positions are still chosen by HSIC."""
-    if not 0.0 < macs_target < 1.0:
-        raise ConfigError(f"macs_target is the fraction of MACs to keep, in (0, 1); got {macs_target}")
-    dims = DIMENSIONS if dims is None else tuple(dims)
-    bad = [d for d in dims if d not in DIMENSIONS]
-    if bad:
-        raise ConfigError(f"unknown dimensions {bad}; choose from {list(DIMENSIONS)}")
+    if isinstance(macs_target, bool) or not isinstance(macs_target, (int, float)) or not 0.0 < macs_target < 1.0:
+        raise ConfigError(f"macs_target is the fraction of MACs to keep, a number in (0, 1) (e.g. 0.6); got "
+                          f"{macs_target!r}")
+    for name, value, least in (("queries", queries, 2), ("init", init, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be a whole number >= {least} (the search starts from {least} random "
+                              f"candidates before its Gaussian process guides it); got {value!r}")
+    if dims is not None:
+        check_dims(dims, "dims")
     inputs = as_tensor_tuple(example_inputs)
     data = list(data)
     held_out = list(eval_data) if eval_data is not None else data
     if not data or not held_out:
         raise PruneError("the ratio search scores candidates on labelled batches: pass data=[(x, y), ...]")
-    dims = tuple(d for d in DIMENSIONS if d in dims and (d != "tokens" or _has_tokens(model, inputs)))
-    cfg = PruneConfig(ratio=0.0, importance=importance, dims=dims, seed=seed, token_method=token_method,
-                      token_layers=tuple(token_layers) if token_layers else None, round_to=round_to)
+    if token_method not in TOKEN_METHODS:
+        raise ConfigError(f"token_method must be one of {', '.join(TOKEN_METHODS)}, got {token_method!r}")
+    named = dims is not None
+    if named:  # the ones asked for, each of which the model must have (the Pruner says so, naming the ones it has)
+        dims = tuple(d for d in DIMENSIONS if d in dims)
+    else:  # every dimension the model has (read off the model before any scoring)
+        have, _ = model_dimensions(model, inputs)
+        dims = tuple(d for d in DIMENSIONS if d in have)
+    tokens = named or "tokens" in dims  # token options for a model without tokens: an error when dims named them
+    cfg = PruneConfig(ratio=0.0, importance=importance, dims=dims, seed=seed,
+                      token_method=token_method if tokens else PruneConfig.token_method,
+                      token_layers=tuple(token_layers) if token_layers and tokens else None, round_to=round_to)
     pruner = Pruner(model, inputs, cfg, data=data)
-    have = {group_dimension(g) for g in pruner.groups} | ({"tokens"} if "tokens" in dims else set())
-    dims = tuple(d for d in dims if d in have)
-    if not dims:
-        raise PruneError(f"{type(model).__name__} has none of the requested dimensions to prune")
     space = RatioSpace(dims, grid)
     problem = RatioProblem(pruner, space, held_out)
     floor = problem.costs(tuple(len(grid) - 1 for _ in dims))["macs"]
@@ -211,13 +221,3 @@ def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: f
                            (problem.model(space.from_key(best.key)), ratios, best.costs["macs"]))
     acc, loss = _accuracy(pruned, held_out)
     return RatioSearchResult(pruned, final, macs, {"accuracy": acc, "loss": loss}, result, ratios)
-
-
-def _has_tokens(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bool:
-    from slimkit.prune.tokens import find_token_stack
-
-    try:
-        find_token_stack(model, inputs)
-    except PruneError:
-        return False
-    return True

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimkit.errors import ProfileError
-from slimkit.inputs import as_tensor_tuple
+from slimkit.inputs import as_tensor_tuple, size_hint
 
 __all__ = ["LayerCost", "ProfileReport", "profile", "count_macs", "count_node_macs", "count_params", "make_inputs"]
 
@@ -148,11 +148,15 @@ def _run_counted(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, 
     try:
         with _no_grad_params(model), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as fc, torch.no_grad():
             model(*inputs)
-    except RuntimeError as e:
+    except Exception as e:  # noqa: BLE001 - whatever the model's forward raises (timm asserts the input size)
         exp = _expected_channels(model)
-        hint = f" (its first convolution expects {exp} input channels)" if exp else ""
+        x = inputs[0] if inputs else None
+        wrong = x is not None and (x.dim() != 4 or x.shape[1] != exp)
+        hint = f" (its first convolution expects {exp} input channels)" if exp and wrong else ""
         shapes = [tuple(t.shape) for t in inputs]
-        raise ProfileError(f"{type(model).__name__} failed on input of shape {shapes}{hint}: {e}") from None
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ProfileError(f"{type(model).__name__} failed on input of shape {shapes}{hint} ({type(e).__name__}: "
+                           f"{why}){size_hint(model, tuple(inputs))}") from None
     finally:
         model.train(was_training)
     return {k: dict(v) for k, v in fc.get_flop_counts().items()}

@@ -44,7 +44,15 @@ from slimkit.prune.allocation import (
     keep_counts,
 )
 from slimkit.prune.budget import Budget, MacsModel, ParamsModel, solve_closest
-from slimkit.prune.dims import CHANNEL_DIMS, check_dims, dim_ratio_of_groups
+from slimkit.prune.dims import (
+    CHANNEL_DIMS,
+    check_dims,
+    check_dims_agree,
+    check_ratios,
+    dim_ratio_of_groups,
+    group_dimension,
+    require_dims,
+)
 from slimkit.prune.importance import ImportanceContext, create_importance
 from slimkit.prune.latency import LatencyModel, latency_weighted_scores, latency_weights
 from slimkit.prune.plan import module_plan
@@ -54,10 +62,11 @@ from slimkit.prune.safety import failure, find_culprits
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.tokens import (
     TOKEN_METHODS,
+    check_token_layers,
     default_token_layers,
-    find_token_stack,
     insert_token_reducers,
     token_position_scores,
+    token_stack_or_why,
     token_step,
 )
 from slimkit.prune.validate import as_example_inputs, check_budget, check_model, output_shapes, reference_outputs
@@ -100,15 +109,30 @@ class PruneConfig:
         if len(budgets) != 1:
             raise ConfigError("give exactly one budget: ratio, macs_target, params_target, latency_target or ratios "
                               f"(got {len(budgets)})")
-        for what, d in (("dims", self.dims), ("ratios", self.ratios)):
-            if d is not None:
-                check_dims(d, what)
+        if self.dims is not None:
+            check_dims(self.dims)
+        if self.ratios is not None:
+            check_ratios(self.ratios)
+        check_dims_agree(self.dims, self.ratios)
         if self.token_method not in TOKEN_METHODS:
             rule = f"must be one of {', '.join(TOKEN_METHODS)}, got {self.token_method!r}"
             raise ConfigError(f"token_method {rule}", option="token_method", detail=rule)
+        if self.dims is not None or self.ratios is not None:  # (without either, a ratio search may add tokens)
+            self.check_token_options()
         for name in ("ratio", "macs_target", "params_target", "latency_target"):
             check_budget(name, getattr(self, name))  # a number in range: never NaN, inf or a string
         self.spread  # noqa: B018 - validates allocation, round_to and max_group_ratio
+
+    @property
+    def prunes_tokens(self) -> bool:
+        return "tokens" in (self.ratios or {}) or "tokens" in (self.dims or ())
+
+    def check_token_options(self) -> None:
+        """token_method / token_layers given while no tokens are pruned would be ignored: a ConfigError instead."""
+        for name in ("token_method", "token_layers"):
+            if getattr(self, name) != getattr(PruneConfig, name) and not self.prunes_tokens:
+                rule = "applies to token pruning only: add tokens to dims (or ratios), or leave it out"
+                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
 
     @property
     def channel_round(self) -> int | None:
@@ -161,6 +185,9 @@ class Pruner:
         if not self.groups:
             raise PruneError(f"{type(self.model).__name__} has no prunable channel group (blocked: "
                              f"{[r for _, r in self.graph.blocked][:3]})")
+        self.config.check_token_options()
+        self.dimensions = tuple(d for d in CHANNEL_DIMS if d in {group_dimension(g) for g in self.groups})
+        self._require_dims(self.dimensions)  # (tokens: by _init_tokens, which finds them)
         self.kept_whole: list[dict[str, Any]] = []
         self.base: dict[str, float] = {}  # the unpruned cost of the budget being searched
         self._init_tokens()
@@ -187,13 +214,29 @@ class Pruner:
             self._rules[spread] = channel_rules(self.groups, self.model, spread)
         return self._rules[spread]
 
+    def _require_dims(self, have: tuple[str, ...], why_no_tokens: str = "") -> None:
+        """The dimensions the config names are dimensions of the model (`have`): a ConfigError naming them before
+        any scoring, not a model pruned along nothing."""
+        cfg, name = self.config, type(self.model).__name__
+        model = f"{name} (outside ignored_layers)" if cfg.ignored_layers else name
+        for what, named in (("dims", cfg.dims), ("ratios", cfg.ratios)):
+            if named is not None:
+                wanted = [d for d in named if d != "tokens" or why_no_tokens]
+                require_dims(wanted, have, model, what, why_no_tokens)
+
     def _init_tokens(self) -> None:
         """The token stack and, for "select", the position scores, when tokens are pruned."""
         cfg = self.config
         self.token_stack, self.token_scores = None, None
-        if "tokens" not in (cfg.ratios or {}) and "tokens" not in (cfg.dims or ()):
+        if not cfg.prunes_tokens:
             return
-        self.token_stack = find_token_stack(self.model, self.example_inputs)
+        self.token_stack, why = token_stack_or_why(self.model, self.example_inputs)
+        if self.token_stack is None:
+            self._require_dims(self.dimensions, why)  # raises, naming the dimensions it has
+            raise PruneError(why)
+        self.dimensions = (*self.dimensions, "tokens")
+        if cfg.token_layers is not None:
+            check_token_layers(self.token_stack, cfg.token_layers)
         layers = cfg.token_layers or default_token_layers(len(self.token_stack.blocks))
         self.config = replace(cfg, token_layers=tuple(layers))
         if cfg.token_method == "select":
@@ -231,7 +274,11 @@ class Pruner:
         """A pruned copy at `ratio`, or with per-dimension `ratios`, run and checked (the original model is left as
         it was)."""
         if ratios is not None:
-            check_dims(ratios, "ratios")
+            check_ratios(ratios)
+            if ratios.get("tokens") and self.token_stack is None:
+                raise ConfigError("this Pruner was built without the token dimension: list 'tokens' in its config's "
+                                  "dims (or ratios)")
+            require_dims([d for d in ratios if d != "tokens"], self.dimensions, type(self.model).__name__, "ratios")
         return self._checked(lambda: self.step(ratio, ratios), self._info(ratio, ratios))
 
     def _info(self, ratio: float, ratios: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -423,8 +470,8 @@ def prune(model: nn.Module, example_inputs: Any, *, importance: str = "l1", rati
     ignored = tuple(names.get(id(x), "<not in model>") if isinstance(x, nn.Module) else str(x) for x in ignored_layers)
     cfg = PruneConfig(importance=importance, ratio=ratio, macs_target=macs_target, params_target=params_target,
                       latency_target=latency_target, ignored_layers=ignored, allocation=allocation,
-                      round_to=round_to, seed=seed, dims=tuple(dims) if dims is not None else None,
-                      ratios=dict(ratios) if ratios else None, token_method=token_method,
+                      round_to=round_to, seed=seed, dims=dims if dims is None or isinstance(dims, str) else tuple(dims),
+                      ratios=dict(ratios) if isinstance(ratios, Mapping) else ratios, token_method=token_method,
                       token_layers=tuple(token_layers) if token_layers else None, max_group_ratio=max_group_ratio,
                       kernels=kernels)
     return run_or_unrounded(Pruner(model, inputs, cfg, data=data, loss_fn=loss_fn))

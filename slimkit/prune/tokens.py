@@ -18,6 +18,7 @@ inserts the same modules (select: the same positions).
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,10 +32,11 @@ from slimkit.inputs import as_tensor_tuple
 from slimkit.layers.token_reduction import TokenDrop, TokenMerge, TokenSelect
 from slimkit.prune.hsic import MAX_SAMPLES, hsic_scores, run_calibration
 
-__all__ = ["TokenStack", "TOKEN_METHODS", "default_token_layers", "find_token_stack", "insert_token_reducers",
-           "reduce_tokens", "token_position_scores", "token_step"]
+__all__ = ["TokenStack", "TOKEN_METHODS", "check_token_layers", "default_token_layers", "find_token_stack",
+           "insert_token_reducers", "reduce_tokens", "token_position_scores", "token_stack_or_why", "token_step"]
 
 TOKEN_METHODS = ("select", "drop", "merge")
+_NO_STACK = "has no stack of blocks over N x T x C tokens"
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,34 @@ def find_token_stack(model: nn.Module, example_inputs: Any, num_prefix: int | No
         if best is None or len(keys) > len(best.blocks):
             best = TokenStack(cn, keys, shapes[0][0][0][1], _num_prefix(model) if num_prefix is None else num_prefix)
     if best is None:
-        raise PruneError(f"{type(model).__name__} has no stack of blocks over N x T x C tokens, so its sequence "
-                         "cannot be shortened: token reduction applies to plain ViT-style models (windowed and "
-                         "hierarchical ones keep their token grid); prune heads and channels instead")
+        raise PruneError(f"{type(model).__name__} {_NO_STACK}, so its sequence cannot be shortened: token reduction "
+                         "applies to plain ViT-style models (windowed and hierarchical ones keep their token grid); "
+                         "prune heads and channels instead")
     return best
+
+
+def token_stack_or_why(model: nn.Module, example_inputs: Any) -> tuple[TokenStack | None, str]:
+    """The model's token stack when its sequence can be shortened, else None and why not, in words ("it has no
+    stack ...", "it sees 1 patch token ..."), for a message naming the dimensions it does have."""
+    try:
+        stack = find_token_stack(model, example_inputs)
+    except PruneError:
+        return None, f"it {_NO_STACK}: windowed and hierarchical models keep their token grid"
+    patches = stack.tokens - stack.num_prefix
+    if patches < 2:
+        return None, (f"it sees {patches} patch token{'s' if patches != 1 else ''} at this input size, so none can "
+                      "be removed: give larger inputs, e.g. 224 x 224")
+    return stack, ""
+
+
+def check_token_layers(stack: TokenStack, layers: Sequence[int]) -> None:
+    """Reducers go after blocks of the stack: every index is one of its blocks (0 .. depth - 1)."""
+    if isinstance(layers, (str, bytes)) or any(isinstance(i, bool) or not isinstance(i, numbers.Integral)
+                                               or not 0 <= i < len(stack.blocks) for i in layers):
+        n = len(stack.blocks)
+        detail = f"{list(layers)} must index the {n} blocks of {stack.container!r} (0 .. {n - 1}): a reducer goes " \
+                 "after each"
+        raise ConfigError(f"token_layers {detail}", option="token_layers", detail=detail)
 
 
 def default_token_layers(depth: int) -> tuple[int, ...]:
@@ -157,9 +183,7 @@ def token_step(stack: TokenStack, ratio: float, layers: Sequence[int] | None = N
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"token ratio is the share of tokens to remove at each reducer, in [0, 1); got {ratio}")
     layers = tuple(default_token_layers(len(stack.blocks)) if layers is None else layers)
-    if any(not 0 <= i < len(stack.blocks) for i in layers):
-        raise ConfigError(f"token layers {list(layers)} must index the {len(stack.blocks)} blocks of "
-                          f"{stack.container!r}")
+    check_token_layers(stack, layers)
     step: dict[str, Any] = {"kind": "tokens", "container": stack.container, "reducers": []}
     patches = stack.tokens - stack.num_prefix
     alive = list(range(patches))  # original positions still in the sequence ("select")

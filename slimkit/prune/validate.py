@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimkit.errors import ConfigError, ModelError
-from slimkit.inputs import as_tensor_tuple
+from slimkit.inputs import as_tensor_tuple, size_hint
 
 __all__ = ["as_example_inputs", "check_budget", "check_model", "reference_outputs", "output_shapes"]
 
@@ -99,7 +99,7 @@ def reference_outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         shapes = [tuple(t.shape) for t in inputs]
         raise ModelError(f"{type(model).__name__} does not run on example inputs of shape {shapes}"
-                         f"{_hint(model, inputs)} ({type(e).__name__}: {first})") from None
+                         f"{_hint(model, inputs)} ({type(e).__name__}: {first}){size_hint(model, inputs)}") from None
     finally:
         for m, training in modes:
             m.training = training

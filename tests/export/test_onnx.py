@@ -52,3 +52,12 @@ def test_nan_weights_are_named_and_nothing_is_written(tmp_path):
     with pytest.raises(ExportError, match=r"NaN or inf values in 0\.weight.*not the exporter|weights are broken"):
         export_onnx(model, tmp_path / "m.onnx", torch.randn(1, 1, 6, 6))
     assert list(tmp_path.iterdir()) == []  # no model.onnx (and no temporary) left behind
+
+
+def test_a_vit_at_another_input_size_is_an_export_error_naming_its_size(tmp_path):
+    """It was a bare AssertionError from timm's patch embedding."""
+    from tests.profile.test_counting import _vit_built_for_32
+
+    with pytest.raises(ExportError, match="built for 32x32 inputs .* got 16x16"):
+        export_onnx(_vit_built_for_32(), tmp_path / "m.onnx", torch.randn(1, 3, 16, 16))
+    assert not (tmp_path / "m.onnx").exists()

@@ -60,3 +60,23 @@ def test_ratio_search_refuses_an_unreachable_budget_and_bad_targets():
         search_prune_ratios(model, x, macs_target=0.01, data=_data(1), dims=("heads",), grid=(0.0, 0.5), queries=2)
     with pytest.raises(ConfigError, match="fraction of MACs"):
         search_prune_ratios(model, x, macs_target=1.5, data=_data(1))
+
+
+def test_ratio_search_checks_its_arguments_before_any_work(monkeypatch):
+    """Named dimensions the model lacks used to be dropped silently (tokens of a model without a token stack);
+    a string target was a TypeError; queries=1, empty dims: errors only after the model was scored."""
+    import slimkit.nas.prune_ratios as prune_ratios
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    with pytest.raises(ConfigError, match=r"dims names \['tokens'\], which Sequential does not have .*it can be "
+                                          r"pruned along neurons"):
+        search_prune_ratios(mlp, x, macs_target=0.9, data=_data(1), dims=("neurons", "tokens"), queries=2)
+    monkeypatch.setattr(prune_ratios, "Pruner", lambda *a, **k: pytest.fail("scored before the arguments were checked"))
+    for kw, said in (({"dims": ()}, "dims is empty"), ({"dims": "heads"}, "got 'heads'"),
+                     ({"macs_target": "0.5"}, "a number in (0, 1)"), ({"queries": 1}, "queries must be"),
+                     ({"init": 1}, "init must be"), ({"token_method": "fast"}, "token_method must be one of")):
+        with pytest.raises(ConfigError) as err:
+            search_prune_ratios(TinyViT().eval(), x, **{"macs_target": 0.6, "data": _data(1), **kw})
+        assert said in str(err.value), (kw, str(err.value))

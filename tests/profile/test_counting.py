@@ -122,3 +122,16 @@ def test_counting_under_no_grad_with_an_expanded_parameter_token():
     with torch.no_grad():
         assert count_macs(model, torch.randn(2, 3, 8)) == 2 * 4 * 8 * 4 + 2 * 1 * 8 * 4
     assert model.cls.requires_grad and not model.frozen.requires_grad  # flags restored
+
+
+def _vit_built_for_32():
+    timm = pytest.importorskip("timm")
+    return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                             num_classes=3).eval()
+
+
+def test_a_vit_at_another_input_size_names_the_size_it_was_built_for():
+    """timm's patch embedding asserts its image size: that was a bare AssertionError from deep inside the model."""
+    with pytest.raises(ProfileError, match="built for 32x32 inputs .* got 16x16: .*img_size=16") as err:
+        profile(_vit_built_for_32(), (3, 16, 16))
+    assert "expects 3 input channels" not in str(err.value)  # the channels are right: no hint about them

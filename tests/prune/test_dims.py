@@ -75,3 +75,54 @@ def test_zero_importance_head_and_neuron_leave_the_output_identical():
     assert not any(torch.equal(kept_rows[i], model.blocks[1].mlp.fc1.weight[7]) for i in range(63))
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), atol=1e-6, rtol=0)
+
+
+@pytest.fixture
+def no_scoring(monkeypatch):
+    """Fail the test if pruning gets as far as scoring channels (every check comes before)."""
+    import slimkit.prune.pruner as pruner_mod
+
+    def boom(*a, **k):
+        raise AssertionError("the dimensions must be checked before any channel is scored")
+
+    monkeypatch.setattr(pruner_mod, "ImportanceContext", boom)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    return net.eval(), torch.randn(2, 1, 6, 6)
+
+
+@pytest.mark.parametrize("kw, said", [
+    ({"ratio": 0.3, "dims": ["heads"]}, "dims names ['heads'], which Sequential does not have"),
+    ({"ratios": {"heads": 0.3}}, "ratios names ['heads'], which Sequential does not have"),
+    ({"ratios": {"tokens": 0.3}, "token_method": "drop"}, "no stack of blocks over N x T x C tokens"),
+])
+def test_a_dimension_the_model_lacks_is_an_error_naming_those_it_has(kw, said, no_scoring):
+    """A CNN has no heads and no token sequence: naming them was a model returned unpruned (heads) or a bare
+    PruneError without the dimensions the model does have (tokens)."""
+    model, x = _cnn()
+    with pytest.raises(ConfigError) as err:
+        prune(model, x, **kw)
+    assert said in str(err.value) and "it can be pruned along neurons; choose from those" in str(err.value)
+
+
+@pytest.mark.parametrize("kw, said", [
+    ({"ratio": 0.3, "dims": ()}, "dims is empty"),  # pruned every dimension
+    ({"ratio": 0.3, "dims": "heads"}, "got 'heads'"),  # read as the names 'h', 'e', 'a', 'd', 's'
+    ({"ratios": ["heads"]}, "takes a mapping"),  # a bare ValueError from dict()
+    ({"ratios": {}}, "ratios is empty"),
+    ({"ratios": {"heads": "0.3"}}, "heads '0.3' is not a number"),
+    ({"ratios": {"heads": 1.0}}, "heads 1.0 is outside"),
+    ({"dims": ["heads"], "ratios": {"neurons": 0.3}}, "names ['neurons'], which dims ['heads'] leaves out"),
+    ({"ratio": 0.3, "dims": ["heads"], "token_method": "merge"}, "token_method applies to token pruning only"),
+    ({"ratio": 0.3, "token_layers": [0]}, "token_layers applies to token pruning only"),
+])
+def test_dims_ratios_and_token_options_are_checked_before_any_work(kw, said, no_scoring):
+    """Each used to prune something other than asked (every dimension, neurons against dims, token options
+    ignored) or to fail with a bare or misleading message."""
+    model, x = _net()
+    with pytest.raises(ConfigError) as err:
+        prune(model, x, **kw)
+    assert said in str(err.value)

@@ -133,3 +133,26 @@ def test_select_needs_labelled_data_and_windowed_models_have_no_stack(vit):
     conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
     with pytest.raises(PruneError, match="no stack of blocks"):
         find_token_stack(conv, torch.randn(1, 1, 8, 8))
+
+
+def test_token_layers_outside_the_stack_are_an_error_before_any_scoring(vit, monkeypatch):
+    """They were a PruneError blaming copy.deepcopy, after the channels were scored."""
+    import slimkit.prune.pruner as pruner_mod
+    from slimkit.errors import ConfigError
+
+    monkeypatch.setattr(pruner_mod, "ImportanceContext", lambda *a, **k: pytest.fail("scored first"))
+    model, x = vit
+    for layers in ([4], [-1]):
+        with pytest.raises(ConfigError, match=r"token_layers \[-?\d\] must index the 4 blocks of 'blocks' \(0 .. 3\)"):
+            prune(model, x, ratios={"tokens": 0.5}, token_method="drop", token_layers=layers)
+
+
+def test_too_few_patch_tokens_to_reduce_is_an_error_not_a_model_left_as_it_was():
+    """One patch token (a ViT on images as small as its patches) cannot lose any: naming tokens pruned nothing."""
+    from slimkit.errors import ConfigError
+
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 1, 4, 4)
+    model.pos_embed = nn.Parameter(torch.randn(1, 2, 16))  # class token + one 4x4 patch
+    with pytest.raises(ConfigError, match="sees 1 patch token at this input size"):
+        prune(model, x, ratios={"tokens": 0.5}, token_method="drop")

@@ -87,3 +87,10 @@ def test_unknown_ignored_layer_is_refused_before_tracing(no_tracing):
         prune(create_model("convnet_tiny"), torch.randn(1, 3, 8, 8), ratio=0.5, ignored_layers=["nope"])
     with pytest.raises(ConfigError, match="ignored_layers"):
         prune(create_model("convnet_tiny"), torch.randn(1, 3, 8, 8), ratio=0.5, ignored_layers=[nn.ReLU()])
+
+
+def test_a_vit_at_another_input_size_names_the_size_it_was_built_for(no_tracing):
+    from tests.profile.test_counting import _vit_built_for_32
+
+    with pytest.raises(ModelError, match="built for 32x32 inputs .* got 16x16"):
+        prune(_vit_built_for_32(), torch.randn(1, 3, 16, 16), ratio=0.3)
