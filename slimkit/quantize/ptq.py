@@ -236,6 +236,7 @@ class _Quantizer:
         self.model, self.proto, self.rewritten = _prepared(fp32, work, cfg.rewrites)
         self.input_name = self.proto.graph.input[0].name
         self.layers = weighted_layers(self.proto)
+        self.float_pads = input_pads(self.proto)  # see input_pads: the same for every quantization of this graph
         self.cache = work / "calibration.json"
         self.reduce_range = resolve_reduce_range(cfg)
         self.count = 0
@@ -247,7 +248,7 @@ class _Quantizer:
                   "percentile": q.CalibrationMethod.Percentile}[cfg.calibration_method]
         # ranges merged after every reader item, so memory holds one item's intermediate tensors, not all of them
         extra = {"CalibStridedMinMax": 1, "CalibPercentile": cfg.percentile}
-        exclude = set(exclude) | feeding_activations(self.proto, exclude) | input_pads(self.proto)
+        exclude = set(exclude) | feeding_activations(self.proto, exclude) | self.float_pads
         try:
             with _quiet():
                 q.quantize_static(str(self.model), str(out), calibration_reader(self.calib, self.input_name),

@@ -80,6 +80,11 @@ def _ranks(model: Any) -> dict[str, int]:
     return out
 
 
+def _data_inputs(graph: Any) -> set[str]:
+    """The graph's inputs that are data, not initializers listed as inputs (older exporters list weights too)."""
+    return {v.name for v in graph.input} - {t.name for t in graph.initializer}
+
+
 def _unique(graph: Any, base: str) -> str:
     taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | \
         {t.name for t in graph.initializer} | {v.name for v in graph.input}
@@ -158,7 +163,7 @@ def pad_channels(model: Any, multiple: int = INT8_CONV_IN_MULTIPLE) -> tuple[Any
     g = out.graph
     if _opset(out) < 11:
         return out, 0
-    inputs = {v.name for v in g.input} - {t.name for t in g.initializer}
+    inputs = _data_inputs(g)
     nodes, count, orphans = [], 0, []
     for n in g.node:
         groups = next((a.i for a in n.attribute if a.name == "group"), 1)
@@ -189,7 +194,7 @@ def pad_channels(model: Any, multiple: int = INT8_CONV_IN_MULTIPLE) -> tuple[Any
 def input_pads(model: Any) -> set[str]:
     """The Pad nodes that read a graph input (as `pad_channels` inserts them): quantized, onnxruntime would run them
     as dequantize -> float Pad -> quantize; left in float, the input is padded first and quantized once."""
-    inputs = {v.name for v in model.graph.input} - {t.name for t in model.graph.initializer}
+    inputs = _data_inputs(model.graph)
     return {n.name for n in model.graph.node if n.op_type == "Pad" and n.input and n.input[0] in inputs}
 
 
