@@ -34,6 +34,11 @@ def quantize_cmd(
                                            "(default 512)."),
     tolerance: float = typer.Option(None, "--tolerance", help="Accuracy points INT8 may lose on held-out images "
                                     "before layers are kept in float (default 0.5)."),
+    confidence: float = typer.Option(None, "--confidence", help="One-sided confidence that the INT8 loss is within "
+                                     "the tolerance, given the held-out images' sampling error (default 0.8; 0.5: "
+                                     "the measured loss alone)."),
+    eval_images: int = typer.Option(None, "--eval-images", help="Held-out images for the tolerance check (default "
+                                    "1000: the validation split, topped up with training images outside --limit)."),
     max_float_layers: int = typer.Option(None, "--max-float", help="At most this many layers kept in float "
                                          "(default 4; 0: all INT8)."),
     keep_float: list[str] = typer.Option(None, "--keep-float", help="Layer (module or ONNX node name) always kept "
@@ -49,7 +54,8 @@ def quantize_cmd(
     """Quantize to INT8 (onnxruntime QDQ, per-channel weights, calibrated on training images) and compare fp32 vs
     INT8 accuracy, latency and size; layers whose quantization costs accuracy stay in float."""
     int8 = dict(calibration_method=calibration_method, calibration_images=calibration_images, tolerance=tolerance,
-                max_float_layers=max_float_layers, exclude=keep_float or None, per_channel=per_channel)
+                confidence=confidence, eval_images=eval_images, max_float_layers=max_float_layers,
+                exclude=keep_float or None, per_channel=per_channel)
     cli = dict(source=source, data=data, data_root=data_root, limit=limit, out=out, seed=seed, input_size=input_size,
                **{k: v for k, v in int8.items() if v is not None})
     cfg = job_config(QuantizeJobConfig, config, cli, nested={"int8": Int8Config})

@@ -138,6 +138,8 @@ class DataSplits:
     val: ImageDataset
     test: ImageDataset
     info: DatasetInfo
+    spare: ImageDataset | None = None  # training images outside the `limit` subset (never trained on; up to
+    # SPARE_IMAGES, class-balanced, in a random order): extra held-out images for checks that need many (INT8)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     held_idx = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
     keep = np.setdiff1d(np.arange(len(labels)), held_idx)
     return keep, held_idx
+
+
+SPARE_IMAGES = 5000
 
 
 def _balanced_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -232,7 +237,8 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
     """Load a dataset by name (or .npz path / image folder) into train/val/test splits.
 
     The test split is the dataset's own (or a fixed 20% carved out with seed 0 when it has none); the validation
-    split is a stratified `val_fraction` of train chosen by `seed`; `limit` keeps a class-balanced subset of train.
+    split is a stratified `val_fraction` of train chosen by `seed`; `limit` keeps a class-balanced subset of train
+    (the images left out, up to `SPARE_IMAGES`, are `spare`: never trained on, extra held-out images).
 
     `input_size` (224, (H, W) or (C, H, W)) brings every image to that size: random-resized-crop (`scale`) + flip for
     training, resize to size / `crop_pct` + centre crop for evaluation; C = 3 repeats grey images to RGB (C = 1
@@ -258,8 +264,14 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
         x, xt = (replace(f, resize_to=tuple(x.shape[-2:])) for f in (x, xt))
     if size is None and xt.shape[1:] != x.shape[1:]:
         raise DataError(f"{raw.name}: train images are {x.shape[1:]} but test images are {xt.shape[1:]}")
+    spare = None
     if limit is not None:
         sub = _balanced_subset(y, int(limit), seed)
+        rest = np.setdiff1d(np.arange(len(y)), sub)
+        if len(rest):
+            pick = rest[_balanced_subset(y[rest], SPARE_IMAGES, seed + 1)]
+            spare = np.random.default_rng(seed + 1).permutation(pick)
+            spare = (x[spare], y[spare])
         x, y = x[sub], y[sub]
     keep, val_idx = stratified_split(y, val_fraction, seed)
     source_chans = int(x.shape[1])
@@ -285,7 +297,8 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
         return ImageDataset(images, torch.as_tensor(ys), m, sd, augment=aug, pad=pad, flip=do_flip, seed=seed,
                             view=view, in_chans=chans)
 
-    return DataSplits(make(xtr, y[keep], augment), make(x[val_idx], y[val_idx], False), make(xt, yt, False), info)
+    return DataSplits(make(xtr, y[keep], augment), make(x[val_idx], y[val_idx], False), make(xt, yt, False), info,
+                      None if spare is None else make(*spare, False))
 
 
 def available_cpus() -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from slimkit.config import load_yaml
 from slimkit.data import DataSplits
@@ -32,8 +32,8 @@ from slimkit.quantize.data import accuracy, as_batches, onnx_logits
 from slimkit.quantize.graph import int8_kernel_misses
 from slimkit.report import write_html
 
-__all__ = ["QuantizeJobConfig", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict", "int8_deploy",
-           "deploy_note", "run"]
+__all__ = ["QuantizeJobConfig", "held_out_pool", "int8_stage", "int8_rows", "int8_kernels", "int8_verdict",
+           "int8_deploy", "deploy_note", "run"]
 
 INT8_ONNX = "model.int8.onnx"
 INT8_JSON = "int8.json"
@@ -101,6 +101,18 @@ def int8_kernels(res: QuantizeResult) -> dict[str, Any]:
             **res.runtime, "vnni": has_vnni()}
 
 
+def held_out_pool(splits: DataSplits, images: int) -> tuple[Dataset, str]:
+    """The images the INT8 tolerance check uses: the validation split, topped up to `images` with training images
+    outside the `limit` subset (`DataSplits.spare`, never trained on), and what they are, said in words."""
+    val, spare = len(splits.val), len(splits.spare) if splits.spare is not None else 0
+    extra = min(spare, max(0, images - val))
+    if not extra:
+        return splits.val, f"{min(images, val)} held-out images (validation split)"
+    pool = ConcatDataset([splits.val, Subset(splits.spare, range(extra))])
+    return pool, (f"{val + extra} held-out images ({val} validation + {extra} training images outside --limit, "
+                  "never trained on)")
+
+
 def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, batch_size: int = 64, seed: int = 0,
                latency_batches: tuple[int, ...] = (1, 32), console: Console | None = None) -> dict[str, Any]:
     """Quantize `fp32` (calibrated on training images, checked on the validation split), then measure fp32 vs
@@ -110,9 +122,11 @@ def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, ba
     g = torch.Generator().manual_seed(seed)
     train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=g)
     calib = list(itertools.islice(iter(train), -(-cfg.calibration_images // batch_size)))
-    held = DataLoader(splits.val, batch_size=batch_size) if len(splits.val) else None
+    pool, where = held_out_pool(splits, cfg.eval_images)
+    held = DataLoader(pool, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)) \
+        if len(pool) else None  # shuffled: the first eval_images are a random sample of the pool
     console.print(f"INT8: calibrating on {min(cfg.calibration_images, len(splits.train))} training images"
-                  + (f", tolerance {cfg.tolerance} points on {min(cfg.eval_images, len(splits.val))} held-out images"
+                  + (f", tolerance {cfg.tolerance} points at confidence {cfg.confidence} on {where}"
                      if held is not None else " (no held-out images: no tolerance check)"))
     res = quantize_int8(fp32, calib, out / INT8_ONNX, eval_data=held, config=cfg)
     test = as_batches(DataLoader(splits.test, batch_size=256), None, "test")
@@ -207,16 +221,31 @@ def int8_note(s: dict[str, Any]) -> str:
     held = s.get("held_out")
     check = ""
     if held:
-        met = "met" if held["tolerance_met"] else "NOT met"
         check = (f"; held-out ({held['images']} images): fp32 {held['fp32_acc']:.4f}, all-INT8 "
-                 f"{held['int8_all_acc']:.4f}, final {held['int8_acc']:.4f} (tolerance {held['tolerance_points']} "
-                 f"points {met})")
+                 f"{held['int8_all_acc']:.4f}, final {held['int8_acc']:.4f} ({_tolerance(held)})")
     b = [k for k in s if k.startswith("speedup_b")]
     speed = ", ".join(f"batch {k.removeprefix('speedup_b')} x{s[k]:.2f}" for k in b)
     return " ".join([deploy_note(s), f"INT8: test accuracy {s['fp32']['test_acc']:.4f} -> {s['int8']['test_acc']:.4f} "
                      f"({s['acc_change_points']:+.2f} points), onnxruntime speed-up {speed}, file "
                      f"x{s['size_ratio']:.2f} smaller, {len(s['float_layers'])} layer(s) kept in float{check}.",
                      *_rewritten(s), *_requantized(s), *int8_verdict(s)])
+
+
+def _tolerance(held: dict[str, Any]) -> str:
+    """The tolerance verdict in words: the loss bound at the confidence, and what a failed check means."""
+    if "loss_upper_points" not in held:  # an int8.json written before the bound was kept
+        return f"tolerance {held['tolerance_points']} points {'met' if held['tolerance_met'] else 'NOT met'}"
+    said = (f"{held['lost']} image(s) lost, {held['gained']} gained against fp32: accuracy loss at most "
+            f"{held['loss_upper_points']:.2f} points at confidence {held['confidence']}, tolerance "
+            f"{held['tolerance_points']}")
+    if held["tolerance_met"]:
+        return said + " met"
+    point = 100.0 * (held["fp32_acc"] - held["int8_acc"])
+    if point <= held["tolerance_points"]:
+        return (said + f" NOT confirmed: the loss measured is {point:.2f} points, but {held['images']} images "
+                "cannot tell it from a larger one; check on more held-out images (--eval-images, a larger "
+                "validation split or a --limit that leaves images out) or accept it with --confidence 0.5")
+    return said + " NOT met: keep more layers in float (--max-float) or calibrate differently"
 
 
 _REWRITTEN = {"global_pool": "global average pool(s) (ReduceMean -> GlobalAveragePool, quantized)",

@@ -3,8 +3,9 @@
 fp32 ONNX -> `quant_pre_process` (shape inference, graph clean-up) -> graph rewrites into operators that run faster
 in INT8 (`slimkit.quantize.rewrite`, `Int8Config.rewrites`) -> calibration on training images (activation ranges,
 computed once and cached) -> `quantize_static` in QDQ format with per-channel weights. With held-out
-labelled images, the INT8 model is compared with fp32; if it loses more than `tolerance` points, the layers whose
-quantization costs the most (`slimkit.quantize.sensitivity`) stay in float, up to `max_float_layers`.
+labelled images, the INT8 model is compared with fp32; unless its accuracy loss is within `tolerance` points at
+`confidence` (the held-out set's sampling error counted), the layers whose quantization costs the most
+(`slimkit.quantize.sensitivity`) stay in float, up to `max_float_layers`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ from slimkit.quantize.graph import (
     weighted_layers,
 )
 from slimkit.quantize.rewrite import apply_rewrites, check_rewrites, input_pads
-from slimkit.quantize.sensitivity import CRITERIA, LayerScore, Step, choose_float_layers, logit_error, rank_layers
+from slimkit.quantize.sensitivity import (
+    CRITERIA,
+    LayerScore,
+    Step,
+    choose_float_layers,
+    make_step,
+    rank_layers,
+    within,
+)
 
 __all__ = ["Int8Config", "FloatLayer", "QuantizeResult", "quantize_int8", "resolve_reduce_range",
            "ort_quantization", "resolve_float_layers", "float_layer_nodes"]
@@ -60,6 +69,8 @@ class Int8Config:
     calibration_images: int = 512  # training images used to calibrate activation ranges
     eval_images: int = 1000  # held-out images for the tolerance check and the sensitivity ranking
     tolerance: float = 0.5  # accuracy points the INT8 model may lose against fp32 on the held-out images
+    confidence: float = 0.8  # one-sided confidence that the loss is within the tolerance, given the held-out
+    # images' sampling error (`slimkit.quantize.sensitivity.paired_loss`); 0.5: the point estimate
     max_float_layers: int = 4  # at most this many weighted layers are kept in float by sensitivity
     sensitivity: Literal["isolated", "all_but_one"] = "isolated"  # how layers are ranked
     exclude: tuple[str, ...] = ()  # layers (ONNX node or PyTorch module names) always kept in float
@@ -77,6 +88,8 @@ class Int8Config:
             raise ConfigError(f"unknown sensitivity {self.sensitivity!r}: use one of {list(CRITERIA)}")
         if self.calibration_images < 1 or self.eval_images < 1 or self.max_float_layers < 0 or self.tolerance < 0:
             raise ConfigError("calibration_images and eval_images must be >= 1, max_float_layers and tolerance >= 0")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigError(f"confidence must be in [0.5, 1) (0.5: the point estimate), got {self.confidence}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
         check_rewrites(self.rewrites)
@@ -385,22 +398,27 @@ def _mixed_precision(quant: _Quantizer, fp32: Path, full: Path, held: Batches, r
                      cfg: Int8Config, work: Path) -> tuple[tuple[str, ...], list[LayerScore], list[Step], dict]:
     reference = onnx_logits(onnx_session(fp32), held)
     labels = np.concatenate(held.labels) if held.labels is not None else reference.argmax(1)
-    acc_fp32 = accuracy(reference, labels)
-    full_logits = onnx_logits(onnx_session(full), held)
-    start = Step((), accuracy(full_logits, labels), logit_error(full_logits, reference))
-    target = acc_fp32 - cfg.tolerance / 100.0 - 1e-9
+    tolerance = cfg.tolerance / 100.0
+    start = make_step((), onnx_logits(onnx_session(full), held), reference, labels, cfg.confidence)
     summary = {"images": held.count, "labels": "labels" if held.labels is not None else "fp32 predictions",
-               "fp32_acc": acc_fp32, "int8_all_acc": start.acc, "tolerance_points": cfg.tolerance}
+               "fp32_acc": accuracy(reference, labels), "int8_all_acc": start.acc, "tolerance_points": cfg.tolerance,
+               "confidence": cfg.confidence, "int8_all_loss_upper_points": 100.0 * start.loss_upper}
     candidates = [layer for layer in quant.layers if layer.node not in requested]
-    if start.acc >= target or cfg.max_float_layers == 0 or not candidates:
-        return (), [], [start], {**summary, "int8_acc": start.acc, "tolerance_met": start.acc >= target}
+    if within(start, tolerance) or cfg.max_float_layers == 0 or not candidates:
+        return (), [], [start], {**summary, **_verdict(start, tolerance)}
 
     def run(only: set[str] | None, exclude: set[str]) -> np.ndarray:
         path = quant(work / "trial.onnx", only=only, exclude=exclude)
         return onnx_logits(onnx_session(path), held)
 
     ranked = rank_layers(candidates, run, reference, cfg.sensitivity, requested, full_error=start.error)
-    chosen, steps = choose_float_layers(ranked, run, reference, labels, target, cfg.max_float_layers, start,
-                                        requested)
+    chosen, steps = choose_float_layers(ranked, run, reference, labels, tolerance, cfg.max_float_layers, start,
+                                        requested, cfg.confidence)
     final = next(s for s in steps if s.float_layers == chosen)
-    return chosen, ranked, steps, {**summary, "int8_acc": final.acc, "tolerance_met": final.acc >= target}
+    return chosen, ranked, steps, {**summary, **_verdict(final, tolerance)}
+
+
+def _verdict(final: Step, tolerance: float) -> dict[str, Any]:
+    """The chosen model's held-out record: accuracy, images lost / gained against fp32, the loss bound, met or not."""
+    return {"int8_acc": final.acc, "lost": final.lost, "gained": final.gained,
+            "loss_upper_points": 100.0 * final.loss_upper, "tolerance_met": within(final, tolerance)}

@@ -62,3 +62,27 @@ def test_limit_is_class_balanced_and_loaders_batch():
 def test_bad_val_fraction():
     with pytest.raises(ConfigError, match="val_fraction"):
         create_dataset("digits", val_fraction=1.5)
+
+
+def test_limit_leaves_spare_images_never_trained_on(tmp_path):
+    """Images left out by `limit` become `spare` (extra held-out images): none of them is a train or validation
+    image, they are class-balanced and in a random order; without `limit` there are none."""
+    from slimkit.data.datasets import SPARE_IMAGES
+
+    n = 900
+    x = np.zeros((n, 8, 8), np.uint8)
+    x[:, 0, 0], x[:, 0, 1] = np.arange(n) % 256, np.arange(n) // 256  # every image names its index
+    y = np.arange(n) % 3
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:30], y_test=y[:30])
+
+    def ids(ds):
+        raw = ds.images.reshape(len(ds), -1)[:, :2].long()
+        return (raw[:, 0] + 256 * raw[:, 1]).tolist()
+
+    s = create_dataset(str(tmp_path / "d.npz"), limit=150, val_fraction=0.2, augment=False)
+    used, spare = set(ids(s.train)) | set(ids(s.val)), ids(s.spare)
+    assert len(used) == 150 and len(spare) == n - 150 <= SPARE_IMAGES
+    assert not used & set(spare) and set(spare) | used == set(range(n))
+    assert torch.bincount(s.spare.labels).tolist() == [250] * 3
+    assert spare != sorted(spare)  # a random order: the first k are a random sample
+    assert create_dataset(str(tmp_path / "d.npz"), val_fraction=0.2).spare is None

@@ -275,3 +275,25 @@ def test_the_note_says_plainly_which_model_to_deploy():
                                   "sizes), but INT8 is SLOWER than fp32 at batch 1 x0.80, 1.2x slower: at that batch "
                                   "size deploy model.onnx (fp32).")
     assert deploy_note(_summary({1: 1.6, 32: 2.0}, None)) == "Deploy model.int8.onnx (INT8)."
+
+
+def test_the_tolerance_check_uses_images_outside_the_limit_and_says_what_it_could_not_confirm():
+    from slimkit.data import create_dataset
+    from slimkit.jobs.quantize import held_out_pool
+
+    s = create_dataset("digits", limit=200, val_fraction=0.1)
+    pool, where = held_out_pool(s, 1000)
+    assert len(s.val) == 20 and len(pool) == 1000 and "20 validation + 980 training images outside --limit" in where
+    assert len(held_out_pool(s, 10)[0]) == 20  # enough validation images: the validation split alone
+    full = create_dataset("digits", val_fraction=0.1)  # no --limit: nothing is spare
+    assert full.spare is None and held_out_pool(full, 1000)[0] is full.val
+
+    held = {"images": 400, "fp32_acc": 0.9, "int8_all_acc": 0.8975, "int8_acc": 0.8975, "tolerance_points": 0.5,
+            "confidence": 0.8, "lost": 3, "gained": 2, "loss_upper_points": 0.93, "tolerance_met": False}
+    note = int8_note({**_summary({1: 2.0, 32: 2.0}, None), "held_out": held})
+    assert "3 image(s) lost, 2 gained" in note and "at most 0.93 points at confidence 0.8" in note
+    assert "NOT confirmed: the loss measured is 0.25 points, but 400 images cannot tell it" in note
+    worse = int8_note({**_summary({1: 2.0, 32: 2.0}, None), "held_out": {**held, "int8_acc": 0.88}})
+    assert "NOT met: keep more layers in float" in worse
+    met = int8_note({**_summary({1: 2.0, 32: 2.0}, None), "held_out": {**held, "tolerance_met": True}})
+    assert "tolerance 0.5 met" in met
