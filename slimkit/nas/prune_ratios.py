@@ -30,7 +30,7 @@ from slimkit.nas.spaces.base import SearchSpace
 from slimkit.profile import count_macs
 from slimkit.prune import PruneConfig, Pruner
 from slimkit.prune.dims import DIMENSIONS, check_dims, model_dimensions
-from slimkit.prune.tokens import TOKEN_METHODS
+from slimkit.prune.tokens import check_token_method
 
 __all__ = ["RatioSpace", "RatioProblem", "RatioSearchResult", "search_prune_ratios", "DEFAULT_GRID",
            "SEARCH_IMPORTANCE"]
@@ -191,8 +191,7 @@ def search_prune_ratios(model: nn.Module, example_inputs: Any, *, macs_target: f
     held_out = list(eval_data) if eval_data is not None else data
     if not data or not held_out:
         raise PruneError("the ratio search scores candidates on labelled batches: pass data=[(x, y), ...]")
-    if token_method not in TOKEN_METHODS:
-        raise ConfigError(f"token_method must be one of {', '.join(TOKEN_METHODS)}, got {token_method!r}")
+    check_token_method(token_method)
     named = dims is not None
     if named:  # the ones asked for, each of which the model must have (the Pruner says so, naming the ones it has)
         dims = tuple(d for d in DIMENSIONS if d in dims)

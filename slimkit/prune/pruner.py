@@ -61,8 +61,8 @@ from slimkit.prune.rewrite import needs_rewrite, rewrite_model
 from slimkit.prune.safety import failure, find_culprits
 from slimkit.prune.surgery import apply_plan
 from slimkit.prune.tokens import (
-    TOKEN_METHODS,
     check_token_layers,
+    check_token_method,
     default_token_layers,
     insert_token_reducers,
     token_position_scores,
@@ -114,9 +114,7 @@ class PruneConfig:
         if self.ratios is not None:
             check_ratios(self.ratios)
         check_dims_agree(self.dims, self.ratios)
-        if self.token_method not in TOKEN_METHODS:
-            rule = f"must be one of {', '.join(TOKEN_METHODS)}, got {self.token_method!r}"
-            raise ConfigError(f"token_method {rule}", option="token_method", detail=rule)
+        check_token_method(self.token_method)
         if self.dims is not None or self.ratios is not None:  # (without either, a ratio search may add tokens)
             self.check_token_options()
         for name in ("ratio", "macs_target", "params_target", "latency_target"):

@@ -32,8 +32,9 @@ from slimkit.inputs import as_tensor_tuple
 from slimkit.layers.token_reduction import TokenDrop, TokenMerge, TokenSelect
 from slimkit.prune.hsic import MAX_SAMPLES, hsic_scores, run_calibration
 
-__all__ = ["TokenStack", "TOKEN_METHODS", "check_token_layers", "default_token_layers", "find_token_stack",
-           "insert_token_reducers", "reduce_tokens", "token_position_scores", "token_stack_or_why", "token_step"]
+__all__ = ["TokenStack", "TOKEN_METHODS", "check_token_method", "check_token_layers", "default_token_layers",
+           "find_token_stack", "insert_token_reducers", "reduce_tokens", "token_position_scores", "token_stack_or_why",
+           "token_step"]
 
 TOKEN_METHODS = ("select", "drop", "merge")
 _NO_STACK = "has no stack of blocks over N x T x C tokens"
@@ -107,6 +108,13 @@ def token_stack_or_why(model: nn.Module, example_inputs: Any) -> tuple[TokenStac
     return stack, ""
 
 
+def check_token_method(method: Any) -> None:
+    """`method` is one of `TOKEN_METHODS` (a ConfigError naming them otherwise)."""
+    if method not in TOKEN_METHODS:
+        detail = f"must be one of {', '.join(TOKEN_METHODS)}, got {method!r}"
+        raise ConfigError(f"token_method {detail}", option="token_method", detail=detail)
+
+
 def check_token_layers(stack: TokenStack, layers: Sequence[int]) -> None:
     """Reducers go after blocks of the stack: every index is one of its blocks (0 .. depth - 1)."""
     if isinstance(layers, (str, bytes)) or any(isinstance(i, bool) or not isinstance(i, numbers.Integral)
@@ -128,13 +136,12 @@ def _container(model: nn.Module, name: str) -> nn.Module:
 
 def _make(spec: dict[str, Any]) -> nn.Module:
     kind = spec["method"]
+    check_token_method(kind)  # a record naming no known method
     if kind == "select":
         return TokenSelect(spec["index"], spec["num_prefix"])
     if kind == "drop":
         return TokenDrop(spec["keep"], spec["num_prefix"], spec.get("fuse", True))
-    if kind == "merge":
-        return TokenMerge(spec["r"], spec["num_prefix"])
-    raise ConfigError(f"unknown token reduction method {kind!r}; choose one of {TOKEN_METHODS}")
+    return TokenMerge(spec["r"], spec["num_prefix"])
 
 
 def insert_token_reducers(model: nn.Module, step: dict[str, Any]) -> nn.Module:
@@ -178,8 +185,7 @@ def token_step(stack: TokenStack, ratio: float, layers: Sequence[int] | None = N
     """The record step that removes `ratio` of the patch tokens reaching each reducer, after `layers` (indices
     into the stack's blocks; default: `default_token_layers`). "select" keeps, at each reducer, the positions
     still present with the highest `scores` (`token_position_scores`)."""
-    if method not in TOKEN_METHODS:
-        raise ConfigError(f"unknown token reduction method {method!r}; choose one of {TOKEN_METHODS}")
+    check_token_method(method)
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"token ratio is the share of tokens to remove at each reducer, in [0, 1); got {ratio}")
     layers = tuple(default_token_layers(len(stack.blocks)) if layers is None else layers)

@@ -156,3 +156,18 @@ def test_too_few_patch_tokens_to_reduce_is_an_error_not_a_model_left_as_it_was()
     model.pos_embed = nn.Parameter(torch.randn(1, 2, 16))  # class token + one 4x4 patch
     with pytest.raises(ConfigError, match="sees 1 patch token at this input size"):
         prune(model, x, ratios={"tokens": 0.5}, token_method="drop")
+
+
+def test_an_unknown_token_method_is_one_clear_error_everywhere(vit):
+    """The config, the record step and a saved record naming no known method all refuse it with the same message."""
+    from slimkit.errors import ConfigError
+    from slimkit.prune import PruneConfig
+    from slimkit.prune.tokens import _make
+
+    model, x = vit
+    stack = find_token_stack(model, x)
+    for refuse in (lambda: PruneConfig(ratio=0.3, dims=("tokens",), token_method="fast"),
+                   lambda: token_step(stack, 0.3, method="fast"),
+                   lambda: _make({"method": "fast", "num_prefix": 1})):
+        with pytest.raises(ConfigError, match="token_method must be one of select, drop, merge, got 'fast'"):
+            refuse()
