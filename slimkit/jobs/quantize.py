@@ -115,7 +115,7 @@ def held_out_pool(splits: DataSplits, images: int) -> tuple[Dataset, str]:
 
 def int8_stage(fp32: Path, splits: DataSplits, cfg: Int8Config, out: Path, *, batch_size: int = 64, seed: int = 0,
                latency_batches: tuple[int, ...] = (1, 32), console: Console | None = None) -> dict[str, Any]:
-    """Quantize `fp32` (calibrated on training images, checked on the validation split), then measure fp32 vs
+    """Quantize `fp32` (calibrated on training images, checked on held-out ones: `held_out_pool`), then measure fp32 vs
     INT8 on the test set: accuracy, onnxruntime latency interleaved, size. Writes `out/int8.json`."""
     console = console or Console(stderr=True)
     _check_shape(fp32, splits)
