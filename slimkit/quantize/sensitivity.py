@@ -131,8 +131,10 @@ def choose_float_layers(ranked: Sequence[LayerScore], run: QuantizeEval, referen
                         confidence: float = 0.5) -> tuple[tuple[str, ...], list[Step]]:
     """Keep the costliest 1, 2, ... `max_float` layers in float until the held-out accuracy loss against fp32 is
     within `tolerance` (a fraction) at `confidence` (`paired_loss`). `start` is the model with no layer kept float.
-    Returns the chosen float layers (the first set within the tolerance, else the one with the lowest loss bound,
-    fewer float layers winning ties) and every step tried."""
+    Returns the chosen float layers and every step tried: the first set within the tolerance; else the set with the
+    lowest loss bound (fewer float layers winning ties) if that bound is below the all-INT8 model's measured loss,
+    i.e. if keeping it in float measurably helps; else none (float layers that only move held-out noise cost speed
+    and buy nothing)."""
     steps: list[Step] = [start]
     if within(start, tolerance):
         return (), steps
@@ -142,4 +144,5 @@ def choose_float_layers(ranked: Sequence[LayerScore], run: QuantizeEval, referen
         if within(steps[-1], tolerance):
             return keep, steps
     best = min(steps, key=lambda s: (s.loss_upper, len(s.float_layers)))
-    return best.float_layers, steps
+    measured = float((reference.argmax(1) == labels).mean()) - start.acc  # the all-INT8 model's loss
+    return (best.float_layers if best.loss_upper < measured else ()), steps
