@@ -269,9 +269,8 @@ def create_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, 
         sub = _balanced_subset(y, int(limit), seed)
         rest = np.setdiff1d(np.arange(len(y)), sub)
         if len(rest):
-            pick = rest[_balanced_subset(y[rest], SPARE_IMAGES, seed + 1)]
-            spare = np.random.default_rng(seed + 1).permutation(pick)
-            spare = (x[spare], y[spare])
+            order = np.random.default_rng(seed + 1).permutation(rest[_balanced_subset(y[rest], SPARE_IMAGES, seed + 1)])
+            spare = (x[order], y[order])
         x, y = x[sub], y[sub]
     keep, val_idx = stratified_split(y, val_fraction, seed)
     source_chans = int(x.shape[1])

@@ -144,5 +144,5 @@ def choose_float_layers(ranked: Sequence[LayerScore], run: QuantizeEval, referen
         if within(steps[-1], tolerance):
             return keep, steps
     best = min(steps, key=lambda s: (s.loss_upper, len(s.float_layers)))
-    measured = float((reference.argmax(1) == labels).mean()) - start.acc  # the all-INT8 model's loss
+    measured = (start.lost - start.gained) / len(labels)  # the all-INT8 model's measured loss
     return (best.float_layers if best.loss_upper < measured else ()), steps
