@@ -127,6 +127,9 @@ def test_bad_inputs_raise_clear_errors(digits, tmp_path):
         quantize_int8(model, [], tmp_path / "a.onnx")
     with pytest.raises(ConfigError, match="no ONNX file"):
         quantize_int8(tmp_path / "missing.onnx", itertools.islice(loaders.train, 1))
+    for bad in (1.0, 0.3):  # a one-sided confidence in [0.5, 1): 0.5 is the point estimate
+        with pytest.raises(ConfigError, match=r"confidence must be in \[0.5, 1\)"):
+            quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", confidence=bad)
     with pytest.raises(ConfigError, match="calibration_method"):
         quantize_int8(model, itertools.islice(loaders.train, 1), tmp_path / "a.onnx", calibration_method="mse")
     with pytest.raises(ConfigError, match="no weighted layer 'features.99'"):
