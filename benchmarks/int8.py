@@ -276,7 +276,7 @@ def _small_model(args: argparse.Namespace, name: str, kwargs: dict[str, Any], se
                  "logit_error": round(st.error, 5)} for st in r.steps],
                 "held_out_fp32": r.held_out["fp32_acc"], "quantizations": r.settings["quantizations"],
                 "seconds": round(time.perf_counter() - c0, 1), "test_acc": round(_test_acc(r.int8_path, test), 4)})
-    lat = _timing(paths, (1, 28, 28), [(1, 1), (1, None), (32, None)], args.rounds)
+    lat = _timing(paths, (1, 28, 28), [(1, 1), (1, None), (32, 1), (32, None)], args.rounds)
     for label, p in paths.items():
         ref, old = lat[arms.get(label, next(iter(arms.values())))], lat.get("fp32 pruned fp32 kernels")
         rows.append({"model": name, "seed": seed, "variant": label, "test_acc": round(accs[label], 4),
