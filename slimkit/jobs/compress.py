@@ -314,7 +314,6 @@ def _validate(cfg: CompressConfig) -> tuple[DataSplits, dict[str, Any] | None]:
     data, and that the model builds for it. Returns the data splits and the baseline's spec (None: trained here)."""
     p = cfg.prune
     create_importance(p.importance)
-    cfg.int8.check()
     if cfg.quantize:
         ort_quantization()  # installed, before hours of training that the INT8 stage would then fail after
     if (cfg.ratio_search or p.ratios or p.dims or p.token_layers) and not PRUNERS.get(cfg.method).prunes_dims:

@@ -316,7 +316,6 @@ def run(cfg: QuantizeJobConfig, console: Console | None = None) -> dict[str, Any
     console = console or Console(stderr=True)
     if not cfg.source:
         raise ConfigError("give the run folder or .onnx file to quantize (e.g. `slimkit quantize runs/fm`)")
-    cfg.int8.check()
     ort_quantization()  # before a run folder's model is exported
     src = Path(cfg.source)
     out = Path(cfg.out) if cfg.out else (src if src.is_dir() else src.with_name(f"{src.stem}-int8"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
+import numbers
 import platform
 import shutil
 import tempfile
@@ -77,6 +79,9 @@ class Int8Config:
     rewrites: tuple[str, ...] = ("global_pool", "pad_channels")  # fp32 graph rewrites before quantizing
     # (`slimkit.quantize.rewrite.REWRITES`): the same function in operators that run faster in INT8
 
+    def __post_init__(self) -> None:
+        self.check()  # a bad value fails where it is set, naming its option (the command line: its flag)
+
     def check(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ConfigError(f"unknown calibration_method {self.calibration_method!r}: use one of "
@@ -86,13 +91,30 @@ class Int8Config:
                               f"{self.weights!r})")
         if self.sensitivity not in CRITERIA:
             raise ConfigError(f"unknown sensitivity {self.sensitivity!r}: use one of {list(CRITERIA)}")
-        if self.calibration_images < 1 or self.eval_images < 1 or self.max_float_layers < 0 or self.tolerance < 0:
-            raise ConfigError("calibration_images and eval_images must be >= 1, max_float_layers and tolerance >= 0")
-        if not 0.5 <= self.confidence < 1.0:
-            raise ConfigError(f"confidence must be in [0.5, 1) (0.5: the point estimate), got {self.confidence}")
-        if not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+        for name, least, meaning in (("calibration_images", 1, "training images that calibrate the ranges, e.g. "
+                                      "512"), ("eval_images", 1, "held-out images of the tolerance check, e.g. 1000"),
+                                     ("max_float_layers", 0, "layers sensitivity may keep in float, e.g. 4; 0: none")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise _bad(name, f"must be a whole number >= {least} ({meaning}); got {value!r}")
+        if not _number(self.tolerance) or self.tolerance < 0:
+            raise _bad("tolerance", f"must be a number >= 0 (accuracy points INT8 may lose, e.g. 0.5); got "
+                                    f"{self.tolerance!r}")
+        if not _number(self.confidence) or not 0.5 <= self.confidence < 1.0:
+            raise _bad("confidence", f"must be in [0.5, 1) (0.5: the point estimate), got {self.confidence!r}")
+        if not _number(self.percentile) or not 50.0 < self.percentile <= 100.0:
+            raise _bad("percentile", f"must be in (50, 100], got {self.percentile!r}")
         check_rewrites(self.rewrites)
+
+
+def _bad(option: str, detail: str) -> ConfigError:
+    """An option's error, naming it (`option`) so the command line names its own flag (`--max-float ...`)."""
+    return ConfigError(f"{option} {detail}", option=option, detail=detail)
+
+
+def _number(value: object) -> bool:
+    """A finite real number (not a bool): NaN would fail every comparison and pass every range check."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -342,8 +364,7 @@ def quantize_int8(model: nn.Module | str | Path, calibration: Iterable[Any], out
     within `tolerance` points (at most `max_float_layers`). Options are `Int8Config` fields, given as `config`
     or keywords. The caller's model is not changed.
     """
-    cfg = replace(config or Int8Config(), **overrides)
-    cfg.check()
+    cfg = replace(config or Int8Config(), **overrides)  # (checked on creation)
     t0 = time.perf_counter()
     calib = as_batches(calibration, cfg.calibration_images)
     fp32, dest = _fp32_onnx(model, calib, Path(out) if out is not None else None)

@@ -49,6 +49,12 @@ def test_bad_values_name_the_flag_not_a_config_class(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_quantize_names_its_own_flag_for_a_bad_int8_value(capsys, tmp_path):
+    for flag, value in (("--max-float", "-1"), ("--eval-images", "0"), ("--tolerance", "nan"), ("--tolerance", "-1")):
+        code, _, err = run(capsys, "quantize", str(tmp_path / "run"), flag, value)
+        assert code == 2 and f"{flag} must" in err and "max_float_layers" not in err, (flag, err)
+
+
 def test_an_empty_value_is_an_error_not_the_option_left_out(capsys, tmp_path):
     """`-w "$W"` with W unset must not train from scratch, nor export / profile a randomly initialised model."""
     out = tmp_path / "r"

@@ -108,6 +108,20 @@ def test_sensitivity_keeps_float_exactly_the_layers_it_reports(digits, tmp_path)
     assert _onnx_acc(res.int8_path, loaders.test) >= evaluate(ref, loaders.test)["acc"] - 0.03
 
 
+@pytest.mark.parametrize("field,bad", [("calibration_images", 0), ("eval_images", -5), ("eval_images", 2.5),
+                                       ("max_float_layers", -1), ("max_float_layers", True), ("tolerance", -1.0),
+                                       ("tolerance", float("nan")), ("tolerance", "0.5"),
+                                       ("confidence", float("nan")), ("percentile", float("inf"))])
+def test_each_bad_int8_option_is_named_with_its_value(field, bad):
+    with pytest.raises(ConfigError) as info:
+        Int8Config(**{field: bad}).check()
+    assert info.value.option == field and str(info.value).startswith(f"{field} must") and repr(bad) in str(info.value)
+
+
+def test_int8_options_take_numpy_numbers():
+    Int8Config(eval_images=np.int64(200), max_float_layers=np.int32(0), tolerance=np.float32(0.25)).check()
+
+
 def test_requested_float_layers_and_unlabelled_eval(digits, tmp_path):
     model, loaders = digits
     images = [x for x, _ in itertools.islice(loaders.val, 2)]  # no labels: agreement with fp32 is the accuracy
