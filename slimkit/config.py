@@ -40,7 +40,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def _bad(where: str, detail: str) -> ConfigError:
     """An invalid value of option `where` (a dotted option path such as `train.lr`)."""
-    return ConfigError(f"{where} {detail}", option=where, detail=detail)
+    return ConfigError.for_option(where, detail)
 
 
 def _describe(tp: Any) -> str:

@@ -41,6 +41,11 @@ class ConfigError(SlimkitError, ValueError):
         super().__init__(message)
         self.option, self.detail = option, detail
 
+    @classmethod
+    def for_option(cls, option: str, detail: str) -> ConfigError:
+        """The error of one option: "<option> <detail>", with both kept apart so a front end names its own flag."""
+        return cls(f"{option} {detail}", option=option, detail=detail)
+
 
 class UnknownNameError(ConfigError, KeyError):
     """A registry lookup failed; the message lists the known names and close matches."""

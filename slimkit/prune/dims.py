@@ -43,7 +43,7 @@ def group_dimension(group: Group) -> str:
 
 
 def _bad(what: str, detail: str) -> ConfigError:
-    return ConfigError(f"{what} {detail}", option=what, detail=detail)
+    return ConfigError.for_option(what, detail)
 
 
 def check_dims(dims: Sequence[str], what: str = "dims") -> None:

@@ -54,7 +54,7 @@ def check_budget(name: str, value: Any) -> float | None:
 
 def _bad(name: str, detail: str) -> ConfigError:
     """A budget's error, naming the option (`option`) so a front end can name its own flag."""
-    return ConfigError(f"{name} {detail}", option=name, detail=detail)
+    return ConfigError.for_option(name, detail)
 
 
 def as_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:

@@ -96,20 +96,16 @@ class Int8Config:
                                      ("max_float_layers", 0, "layers sensitivity may keep in float, e.g. 4; 0: none")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise _bad(name, f"must be a whole number >= {least} ({meaning}); got {value!r}")
+                raise ConfigError.for_option(name, f"must be a whole number >= {least} ({meaning}); got {value!r}")
         if not _number(self.tolerance) or self.tolerance < 0:
-            raise _bad("tolerance", f"must be a number >= 0 (accuracy points INT8 may lose, e.g. 0.5); got "
-                                    f"{self.tolerance!r}")
+            raise ConfigError.for_option("tolerance", "must be a number >= 0 (accuracy points INT8 may lose, e.g. "
+                                                      f"0.5); got {self.tolerance!r}")
         if not _number(self.confidence) or not 0.5 <= self.confidence < 1.0:
-            raise _bad("confidence", f"must be in [0.5, 1) (0.5: the point estimate), got {self.confidence!r}")
+            raise ConfigError.for_option("confidence", "must be in [0.5, 1) (0.5: the point estimate), got "
+                                                       f"{self.confidence!r}")
         if not _number(self.percentile) or not 50.0 < self.percentile <= 100.0:
-            raise _bad("percentile", f"must be in (50, 100], got {self.percentile!r}")
+            raise ConfigError.for_option("percentile", f"must be in (50, 100], got {self.percentile!r}")
         check_rewrites(self.rewrites)
-
-
-def _bad(option: str, detail: str) -> ConfigError:
-    """An option's error, naming it (`option`) so the command line names its own flag (`--max-float ...`)."""
-    return ConfigError(f"{option} {detail}", option=option, detail=detail)
 
 
 def _number(value: object) -> bool:
