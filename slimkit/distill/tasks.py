@@ -111,7 +111,7 @@ class KDOptions(DistillOptions):
         for name, ok, rule in (("temperature", self.temperature > 0, f"must be > 0, got {self.temperature}"),
                                ("alpha", 0 <= self.alpha <= 1, f"must be in [0, 1], got {self.alpha}")):
             if not ok:
-                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+                raise ConfigError.for_option(name, rule)
 
 
 @DISTILLERS.register("kd", teacher=True, options=KDOptions)

@@ -143,13 +143,13 @@ class CompressConfig:
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+                raise ConfigError.for_option(name, rule)
         method = PRUNERS.get(self.method)
         for name in ("allocation", "max_group_ratio"):
             if not method.allocates and getattr(p, name) != getattr(PRUNE, name):
                 rule = (f"applies to methods that take an allocation: method {self.method} allocates channels itself "
                         "(globally, by importance)")
-                raise ConfigError(f"prune.{name} {rule}", option=f"prune.{name}", detail=rule)
+                raise ConfigError.for_option(f"prune.{name}", rule)
         try:
             if p.budget is not None:
                 method().check(p.budget)
@@ -176,7 +176,7 @@ class CompressConfig:
             if getattr(sec, k) not in (v, getattr(default, k)):
                 rule = f"is the job's: give {k}: {getattr(sec, k)} at the top (got {section}.{k} {getattr(sec, k)}, " \
                        f"{k} {v})"
-                raise ConfigError(f"{section}.{k} {rule}", option=f"{section}.{k}", detail=rule)
+                raise ConfigError.for_option(f"{section}.{k}", rule)
         object.__setattr__(self, section, replace(sec, **job))
 
 

@@ -94,7 +94,7 @@ class DistillJobConfig:
                    f"must be >= 1, got {self.store_epochs}")]
         for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+                raise ConfigError.for_option(name, rule)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class Allocation:
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+                raise ConfigError.for_option(name, rule)
 
     @property
     def channel_round(self) -> int | None:

@@ -130,7 +130,7 @@ class PruneConfig:
         for name in ("token_method", "token_layers"):
             if getattr(self, name) != getattr(PruneConfig, name) and not self.prunes_tokens:
                 rule = "applies to token pruning only: add tokens to dims (or ratios), or leave it out"
-                raise ConfigError(f"{name} {rule}", option=name, detail=rule)
+                raise ConfigError.for_option(name, rule)
 
     @property
     def channel_round(self) -> int | None:

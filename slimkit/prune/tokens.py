@@ -112,7 +112,7 @@ def check_token_method(method: Any) -> None:
     """`method` is one of `TOKEN_METHODS` (a ConfigError naming them otherwise)."""
     if method not in TOKEN_METHODS:
         detail = f"must be one of {', '.join(TOKEN_METHODS)}, got {method!r}"
-        raise ConfigError(f"token_method {detail}", option="token_method", detail=detail)
+        raise ConfigError.for_option("token_method", detail)
 
 
 def check_token_layers(stack: TokenStack, layers: Sequence[int]) -> None:
@@ -122,7 +122,7 @@ def check_token_layers(stack: TokenStack, layers: Sequence[int]) -> None:
         n = len(stack.blocks)
         detail = f"{list(layers)} must index the {n} blocks of {stack.container!r} (0 .. {n - 1}): a reducer goes " \
                  "after each"
-        raise ConfigError(f"token_layers {detail}", option="token_layers", detail=detail)
+        raise ConfigError.for_option("token_layers", detail)
 
 
 def default_token_layers(depth: int) -> tuple[int, ...]:
